@@ -1,0 +1,397 @@
+"""`Chain`: Leoma's one small async adapter over the bittensor v11 `Client`.
+
+Everything Leoma reads from or writes to the chain goes through here, so the SDK's fast-moving
+API is touched in one file. `bittensor` is imported lazily: `import leoma.chain` is cheap.
+
+Networks: `finney`, `test`, `local`, any `ws://` / `wss://` URL, or `sim:PATH` — the simulated
+chain journal at PATH (`leoma.devnet.simchain`), with the real SDK `Client` on top.
+
+Errors: a read that cannot be made raises `ChainError`; a transaction the chain (or the SDK's
+preflight, which asks the same questions) refuses raises `ChainRefused` carrying the chain's
+error name. Success is reported only when the chain accepted the extrinsic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+
+from leoma.errors import ChainError, ChainRefused, ConfigError
+
+log = logging.getLogger("leoma.chain")
+T = TypeVar("T")
+
+NETWORKS = ("finney", "test", "local")
+
+
+class Metagraph(msgspec.Struct, frozen=True, kw_only=True):
+    """The subnet's neurons at one block, by uid. Stakes are integer rao (alpha)."""
+
+    block: int
+    netuid: int
+    uids: tuple[int, ...]
+    hotkeys: tuple[str, ...]
+    coldkeys: tuple[str, ...]
+    stakes: tuple[int, ...]
+    validator_permit: tuple[bool, ...]
+    last_update: tuple[int, ...]
+    owner_hotkey: str
+
+
+class CommitmentEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One commitment a hotkey made visible: the block it appeared at and its text."""
+
+    block: int
+    text: str
+
+
+class CommitmentHistory(msgspec.Struct, frozen=True, kw_only=True):
+    """Every visible commitment of one hotkey, oldest first (revealed timelocked + plain)."""
+
+    hotkey: str
+    entries: tuple[CommitmentEntry, ...]
+
+    @property
+    def latest(self) -> CommitmentEntry:
+        """The commitment in force (the seed uses the last one)."""
+        return self.entries[-1]
+
+    @property
+    def commit_block(self) -> int:
+        """The latest commitment's block: the miner's seniority for dominance."""
+        return self.entries[-1].block
+
+    @property
+    def count(self) -> int:
+        """How many commitments the chain still holds for this hotkey."""
+        return len(self.entries)
+
+
+class WeightsResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What the chain accepted. `committed` means commit-reveal: visible at `reveal_round`."""
+
+    block_hash: str
+    extrinsic_id: str
+    version_key: int
+    committed: bool = False
+    reveal_round: int | None = None
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    from bittensor.result import ConnectionNotReady, RpcConnectionError
+
+    return isinstance(exc, (RpcConnectionError, ConnectionNotReady, ConnectionError, OSError)) or (
+        type(exc).__name__ in {"ConnectionClosed", "ConnectionClosedError", "ConnectionClosedOK", "InvalidStatus"}
+    )
+
+
+def encode_raw_fields(data: bytes) -> dict:
+    """`info` for `Commitments.set_commitment` carrying plain bytes (<= 3 x 128 bytes)."""
+    if len(data) > 384:
+        raise ConfigError(f"a plain commitment holds at most 384 bytes, not {len(data)}")
+    chunks = [data[i : i + 128] for i in range(0, len(data), 128)] or [b""]
+    # The flat list is the encoder's canonical shape (bittensor-sdk.md §3).
+    return {"fields": [{f"Raw{len(c)}": "0x" + c.hex()} for c in chunks]}
+
+
+class Chain:
+    """An async adapter over one bittensor `Client` (opened lazily, reconnected on a dropped socket)."""
+
+    def __init__(self, network: str = "finney", *, timeout: float = 60.0) -> None:
+        self.network = network
+        self.timeout = timeout
+        self._client: Any = None
+        self._substrate: Any = None
+        self._lock = asyncio.Lock()
+        if not (network in NETWORKS or network.startswith(("ws://", "wss://", "sim:"))):
+            raise ConfigError(
+                f"unknown network {network!r}: use finney, test, local, a ws:// or wss:// URL, or sim:PATH"
+            )
+
+    # -- connection
+    def _build(self) -> Any:
+        import bittensor as bt
+
+        if self.network.startswith("sim:"):
+            from leoma.devnet.simchain import SimChain, SimSubstrate
+
+            self._substrate = SimSubstrate(SimChain.open(self.network[4:]))
+            return bt.Client("local", substrate=self._substrate)
+        if self.network.startswith(("ws://", "wss://")):
+            self._substrate = bt.RpcSubstrate(self.network, fallback_endpoints=[], archive_endpoints=[])
+        else:
+            self._substrate = None
+        if self._substrate is not None:
+            return bt.Client(self.network, substrate=self._substrate)
+        return bt.Client(self.network)
+
+    async def client(self) -> Any:
+        """The connected SDK `Client` (connects on first use)."""
+        async with self._lock:
+            if self._client is None:
+                client = self._build()
+                try:
+                    await asyncio.wait_for(client.connect(), self.timeout)
+                except Exception as exc:  # nothing is connected yet: report where and what
+                    raise ChainError(f"cannot connect to the chain at {self.network!r}: {exc}") from exc
+                self._client = client
+            return self._client
+
+    async def close(self) -> None:
+        """Close the connection (a later call reconnects)."""
+        async with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.close()
+            except Exception as exc:  # closing a dead socket must not mask the caller's error
+                log.debug("closing the chain client failed: %s", exc)
+
+    async def __aenter__(self) -> Chain:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    async def _call(self, what: str, fn: Callable[[Any], Awaitable[T]], *, retry: bool = True) -> T:
+        """Run `fn(client)` under the deadline; after a dropped connection reconnect and retry once."""
+        for attempt in (1, 2):
+            client = await self.client()
+            try:
+                return await asyncio.wait_for(fn(client), self.timeout)
+            except (ChainError, ConfigError):
+                raise
+            except TimeoutError as exc:
+                await self.close()
+                if attempt == 2 or not retry:
+                    raise ChainError(f"{what}: no answer from {self.network!r} within {self.timeout:g}s") from exc
+            except Exception as exc:
+                if not _is_connection_error(exc):
+                    _raise_sdk_error(what, exc)
+                await self.close()
+                if attempt == 2 or not retry:
+                    raise ChainError(f"{what}: connection to {self.network!r} failed twice: {exc}") from exc
+                log.warning("%s: connection dropped (%s); reconnecting once", what, exc)
+        raise AssertionError("unreachable")
+
+    # -- reads
+    async def head(self) -> tuple[int, str]:
+        """The current block and its hash (0x-hex)."""
+
+        async def go(c: Any) -> tuple[int, str]:
+            block = await c.block()
+            return block, await c._substrate.block_hash(block)
+
+        return await self._call("reading the head", go)
+
+    async def block_hash(self, block: int) -> str:
+        """The hash of `block`."""
+        return await self._call(f"reading the hash of block {block}", lambda c: c._substrate.block_hash(block))
+
+    async def _storage(self, c: Any, item: str, params: list, block: int | None = None) -> Any:
+        import bittensor as bt
+
+        return await c.query(getattr(bt.storage.SubtensorModule, item), params, block=block)
+
+    async def metagraph(self, netuid: int) -> Metagraph:
+        """Neurons of `netuid` at the head (raises `ChainError` if the subnet does not exist)."""
+
+        async def go(c: Any) -> Metagraph:
+            mg = await c.subnets.metagraph(netuid, commitments=False)
+            if mg is None:
+                raise ChainError(f"subnet {netuid} does not exist on {self.network!r}: check --netuid")
+            ns = list(mg.neurons)
+            return Metagraph(
+                block=int(mg.block),
+                netuid=netuid,
+                uids=tuple(n.uid for n in ns),
+                hotkeys=tuple(n.hotkey for n in ns),
+                coldkeys=tuple(n.coldkey for n in ns),
+                stakes=tuple(int(n.total_stake.rao) for n in ns),
+                validator_permit=tuple(bool(n.validator_permit) for n in ns),
+                last_update=tuple(int(n.last_update) for n in ns),
+                owner_hotkey=str(mg.owner_hotkey or ""),
+            )
+
+        return await self._call(f"reading the metagraph of subnet {netuid}", go)
+
+    async def commitments(self, netuid: int) -> dict[str, CommitmentHistory]:
+        """Every hotkey's visible commitments: revealed timelocked ones and the plain one."""
+
+        async def go(c: Any) -> dict[str, CommitmentHistory]:
+            found = await c.subnets.commitments(netuid)
+            out: dict[str, CommitmentHistory] = {}
+            for hotkey, cm in found.items():
+                entries = [CommitmentEntry(block=int(b), text=str(t)) for b, t in cm.revealed]
+                if cm.status == "plain" and cm.data:
+                    entries.append(CommitmentEntry(block=int(cm.block), text=str(cm.data)))
+                if entries:
+                    entries.sort(key=lambda e: e.block)  # chronological, as the seed reads them
+                    out[str(hotkey)] = CommitmentHistory(hotkey=str(hotkey), entries=tuple(entries))
+            return out
+
+        return await self._call(f"reading the commitments of subnet {netuid}", go)
+
+    async def plain_commitment(self, netuid: int, hotkey: str) -> str | None:
+        """The plain (`CommitmentOf`) text of `hotkey`, or None (the owner's allowlist anchor)."""
+
+        async def go(c: Any) -> str | None:
+            one = await c.identity.commitment(netuid, hotkey)
+            return one.data if one is not None and one.data else None
+
+        return await self._call(f"reading the commitment of {hotkey}", go)
+
+    async def owner_hotkey(self, netuid: int) -> str | None:
+        """The subnet owner's hotkey, or None."""
+
+        async def go(c: Any) -> str | None:
+            value = await self._storage(c, "SubnetOwnerHotkey", [netuid])
+            return str(value) if value else None
+
+        return await self._call(f"reading the owner of subnet {netuid}", go)
+
+    async def weights_rate_limit(self, netuid: int) -> int:
+        """Blocks that must pass between two weight submissions of one validator."""
+        return await self._call("reading the weights rate limit", lambda c: self._int(c, "WeightsSetRateLimit", netuid))
+
+    async def tempo(self, netuid: int) -> int:
+        """Blocks per epoch of `netuid`."""
+        return await self._call("reading the tempo", lambda c: self._int(c, "Tempo", netuid))
+
+    async def _int(self, c: Any, item: str, netuid: int) -> int:
+        return int(await self._storage(c, item, [netuid]) or 0)
+
+    async def blocks_since_last_update(self, netuid: int, uid: int) -> int | None:
+        """Blocks since `uid` last set (or committed) weights; None if it never did."""
+
+        async def go(c: Any) -> int | None:
+            block = await c.block()
+            last = await self._storage(c, "LastUpdate", [netuid], block)
+            if not last or uid >= len(last) or int(last[uid]) == 0:
+                return None
+            return block - int(last[uid])
+
+        return await self._call("reading LastUpdate", go)
+
+    async def weights(self, netuid: int, uid: int) -> list[tuple[int, int]]:
+        """The weight row `uid` has on chain, as (uid, u16 weight) pairs."""
+
+        async def go(c: Any) -> list[tuple[int, int]]:
+            import bittensor as bt
+
+            rows = await c.query_map(bt.storage.SubtensorModule.Weights, [netuid])
+            for key, row in rows:
+                if int(key) == uid:
+                    return [(int(d), int(w)) for d, w in row or []]
+            return []
+
+        return await self._call(f"reading the weights of uid {uid}", go)
+
+    # -- writes
+    async def _submit(self, what: str, c: Any, call: Any, wallet: Any) -> Any:
+        res = await c.submit_call(call, wallet, signer="hotkey", wait_for_inclusion=True, wait_for_finalization=False)
+        if not res.success:
+            name = getattr(res.error, "name", None) or res.message or "unknown error"
+            raise ChainRefused(f"{what}: the chain refused it ({name})", reason=str(name))
+        return res
+
+    async def set_commitment(self, wallet: Any, netuid: int, text: str) -> int:
+        """Commit `text` in the clear from the wallet's hotkey; returns the inclusion block."""
+        import bittensor as bt
+
+        call = bt.calls.Commitments.set_commitment(netuid=netuid, info=encode_raw_fields(text.encode()))
+
+        async def go(c: Any) -> int:
+            res = await self._submit("setting a commitment", c, call, wallet)
+            return int(str(res.extrinsic_id).split("-")[0]) if res.extrinsic_id else await c.block()
+
+        # no blind retry of a write: a dropped socket may have carried it to the pool already
+        return await self._call("setting a commitment", go, retry=False)
+
+    async def set_timelocked_commitment(self, wallet: Any, netuid: int, text: str, blocks_until_reveal: int = 1) -> int:
+        """Commit `text` sealed until ~`blocks_until_reveal` blocks later; returns the reveal round."""
+        import bittensor as bt
+
+        async def go(c: Any) -> int:
+            data = text.encode()
+            seal = getattr(self._substrate, "seal", None)
+            if seal is not None:  # the simulated chain runs its own beacon (see simchain docstring)
+                encrypted, reveal_round = seal(data, blocks_until_reveal)
+            else:
+                seconds = max(1, blocks_until_reveal) * await c.block_time()
+                sealed = bt.timelock.encrypt(data, reveal_in=seconds)
+                encrypted, reveal_round = sealed.encrypted, sealed.reveal_round
+            info = {"fields": [{"TimelockEncrypted": {"encrypted": encrypted, "reveal_round": reveal_round}}]}
+            call = bt.calls.Commitments.set_commitment(netuid=netuid, info=info)
+            await self._submit("setting a timelocked commitment", c, call, wallet)
+            return int(reveal_round)
+
+        return await self._call("setting a timelocked commitment", go, retry=False)
+
+    async def set_weights(self, wallet: Any, netuid: int, uids: list[int], weights: list[float]) -> WeightsResult:
+        """Set weights (commit-reveal if the subnet uses it); raises `ChainRefused` unless accepted."""
+        import bittensor as bt
+
+        async def go(c: Any) -> WeightsResult:
+            hotkey = _hotkey_address(wallet)
+            uid = await self._storage(c, "Uids", [netuid, hotkey])
+            if uid is None:
+                raise ChainRefused(f"hotkey {hotkey} is not registered on subnet {netuid}", reason="HotKeyNotRegisteredInSubNet")
+            limit = await self._int(c, "WeightsSetRateLimit", netuid)
+            block = await c.block()
+            last = await self._storage(c, "LastUpdate", [netuid], block) or []
+            last_set = int(last[uid]) if uid < len(last) else 0
+            if limit and last_set > 0 and block - last_set < limit:
+                raise ChainRefused(
+                    f"SettingWeightsTooFast: weights on subnet {netuid} were set {block - last_set} blocks ago; "
+                    f"the rate limit is {limit} blocks, retry in {limit - (block - last_set)} blocks",
+                    reason="SettingWeightsTooFast",
+                )
+            version_key = await self._int(c, "WeightsVersionKey", netuid)
+            intent = bt.SetWeights(netuid=netuid, uids=list(uids), weights=[float(w) for w in weights], version_key=version_key)
+            res = await c.execute(intent, wallet, wait_for_inclusion=True, wait_for_finalization=False)
+            if not res.success:
+                name = getattr(res.error, "name", None) or res.message or "unknown error"
+                raise ChainRefused(f"setting weights: the chain refused it ({name})", reason=str(name))
+            reveal_round = res.data.get("reveal_round") if isinstance(res.data, dict) else None
+            return WeightsResult(
+                block_hash=str(res.block_hash or ""),
+                extrinsic_id=str(res.extrinsic_id or ""),
+                version_key=version_key,
+                committed=reveal_round is not None,
+                reveal_round=int(reveal_round) if reveal_round is not None else None,
+            )
+
+        return await self._call("setting weights", go, retry=False)
+
+
+def _hotkey_address(wallet: Any) -> str:
+    hotkey = getattr(wallet, "hotkey", wallet)
+    return str(hotkey.ss58_address)
+
+
+def _raise_sdk_error(what: str, exc: Exception) -> None:
+    """Map an SDK exception to ours: preflight refusals carry the chain's reason."""
+    import bittensor as bt
+
+    if isinstance(exc, bt.ChainError):
+        code = getattr(getattr(exc, "code", None), "name", "")
+        reason = getattr(exc, "name", None) or {
+            "RATE_LIMITED": "SettingWeightsTooFast",
+            "NOT_REGISTERED": "HotKeyNotRegisteredInSubNet",
+            "NOT_AUTHORIZED": "NeuronNoValidatorPermit",
+        }.get(code, code or "ChainError")
+        raise ChainRefused(f"{what}: {exc}", reason=reason) from exc
+    if isinstance(exc, bt.BittensorError):
+        raise ChainError(f"{what}: {exc}") from exc
+    raise ChainError(f"{what}: unexpected {type(exc).__name__}: {exc}") from exc
+
+
+def commitment_payload(model_name: str, model_revision: str, chute_id: str) -> str:
+    """The miner's commitment text, byte-for-byte the seed's (`json.dumps`, default separators)."""
+    return json.dumps({"model_name": model_name, "model_revision": model_revision, "chute_id": chute_id})

@@ -1,0 +1,182 @@
+"""The simulated chain, driven through the real bittensor SDK Client."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+bt = pytest.importorskip("bittensor")
+from bittensor.sp_core import Keypair  # noqa: E402
+
+from leoma.devnet.simchain import SimChain, SimSubstrate  # noqa: E402
+from leoma.errors import ConfigError  # noqa: E402
+
+NETUID = 7
+OWNER = Keypair.create_from_uri("//Alice")
+VALIDATOR = Keypair.create_from_uri("//Bob")
+MINER = Keypair.create_from_uri("//Charlie")
+STRANGER = Keypair.create_from_uri("//Dave")
+
+
+@pytest.fixture(autouse=True)
+def _sdk_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BTCLI_TOKEN_SYMBOLS_CACHE", str(tmp_path / "symbols.json"))
+    monkeypatch.setenv("BITTENSOR_RUNTIME_CACHE_DIR", str(tmp_path / "runtime-cache"))
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> SimChain:
+    c = SimChain.create(tmp_path / "chain.jsonl", owner=OWNER.ss58_address, clock="manual", netuid=NETUID,
+                        weights_rate_limit=10, weights_version_key=3)
+    c.register(OWNER.ss58_address, stake=10**12, validator_permit=True)
+    c.register(VALIDATOR.ss58_address, stake=5 * 10**11, validator_permit=True)
+    c.register(MINER.ss58_address)
+    return c
+
+
+def raw_commit(text: bytes) -> object:
+    return bt.calls.Commitments.set_commitment(netuid=NETUID, info={"fields": [{f"Raw{len(text)}": "0x" + text.hex()}]})
+
+
+def raw_weights(dests: list[int], values: list[int], version_key: int = 3) -> object:
+    return bt.calls.SubtensorModule.set_mechanism_weights(netuid=NETUID, mecid=0, dests=dests, weights=values,
+                                                           version_key=version_key)
+
+
+async def test_block_hashes_are_deterministic_and_steps_move_the_head(chain: SimChain) -> None:
+    assert chain.head() == 1000
+    assert chain.block_hash(5) == chain.block_hash(5) != chain.block_hash(6)
+    assert chain.step(3) == 1003
+    assert chain.advance_to(1010) == 1010
+    assert chain.advance_to(1001) == 1010  # never backwards
+    reopened = SimChain.open(chain.path)
+    assert reopened.head() == 1010 and reopened.block_hash(5) == chain.block_hash(5)
+
+
+def test_create_refuses_to_overwrite_and_open_needs_a_journal(chain: SimChain, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="already exists"):
+        SimChain.create(chain.path, owner=OWNER.ss58_address)
+    with pytest.raises(ConfigError, match="no simulated chain"):
+        SimChain.open(tmp_path / "missing.jsonl")
+    with pytest.raises(ConfigError, match="unknown simulated chain parameter"):
+        SimChain.create(tmp_path / "x.jsonl", owner=OWNER.ss58_address, bogus=1)
+
+
+def test_realtime_clock_starts_at_the_start_block(tmp_path: Path) -> None:
+    c = SimChain.create(tmp_path / "rt.jsonl", owner=OWNER.ss58_address, block_time=3600.0, start_block=50)
+    assert c.head() == 50  # a one-hour block cannot have passed yet
+    assert c.step(2) == 52
+
+
+async def test_sdk_reads_metagraph_and_plain_commitment(chain: SimChain) -> None:
+    async with bt.Client("local", substrate=SimSubstrate(chain)) as client:
+        res = await client.submit_call(raw_commit(b"hello"), MINER, signer="hotkey")
+        assert res.success and res.extrinsic_id == "1001-0000"
+        mg = await client.subnets.metagraph(NETUID)
+        assert [n.hotkey for n in mg.neurons] == [OWNER.ss58_address, VALIDATOR.ss58_address, MINER.ss58_address]
+        assert mg.owner_hotkey == OWNER.ss58_address
+        assert [n.validator_permit for n in mg.neurons] == [True, True, False]
+        assert mg.neurons[1].total_stake.rao == 5 * 10**11
+        one = await client.identity.commitment(NETUID, MINER.ss58_address)
+        assert one is not None and one.data == "hello" and one.block == 1001
+        assert await client.subnets.metagraph(NETUID + 1) is None
+
+
+async def test_unregistered_hotkey_cannot_commit(chain: SimChain) -> None:
+    async with bt.Client("local", substrate=SimSubstrate(chain)) as client:
+        res = await client.submit_call(raw_commit(b"x"), STRANGER, signer="hotkey")
+        assert not res.success and res.error.name == "AccountNotAllowedCommit"
+
+
+async def test_timelocked_commitment_reveals_after_n_blocks_and_keeps_history(chain: SimChain) -> None:
+    sub = SimSubstrate(chain)
+    async with bt.Client("local", substrate=sub) as client:
+        commits = []
+        for text, wait in ((b'{"v": 1}', 3), (b'{"v": 2}', 1)):
+            encrypted, reveal = sub.seal(text, wait)
+            info = {"fields": [{"TimelockEncrypted": {"encrypted": encrypted, "reveal_round": reveal}}]}
+            res = await client.submit_call(bt.calls.Commitments.set_commitment(netuid=NETUID, info=info), MINER,
+                                           signer="hotkey")
+            assert res.success
+            commit_block = int(res.extrinsic_id.split("-")[0])
+            assert reveal == commit_block + wait
+            commits.append((commit_block, reveal))
+            before = (await client.subnets.commitments(NETUID)).get(MINER.ss58_address)
+            assert before is None or all(b < commit_block for b, _ in before.revealed)  # sealed until reveal
+            chain.advance_to(reveal - 1)
+            sealed = (await client.subnets.commitments(NETUID))[MINER.ss58_address]
+            assert sealed.status == "sealed"
+            chain.advance_to(reveal)
+        found = (await client.subnets.commitments(NETUID))[MINER.ss58_address]
+        assert found.revealed == [(commits[0][1], '{"v": 1}'), (commits[1][1], '{"v": 2}')]
+        # an earlier block still sees the first reveal only
+        old = await (await client.at(commits[1][0])).subnets.commitments(NETUID)
+        assert [t for _, t in old[MINER.ss58_address].revealed] == ['{"v": 1}']
+
+
+async def test_a_payload_sealed_to_real_drand_stays_sealed(chain: SimChain) -> None:
+    async with bt.Client("local", substrate=SimSubstrate(chain)) as client:
+        info = {"fields": [{"TimelockEncrypted": {"encrypted": b"\x01" * 40, "reveal_round": 1002}}]}
+        res = await client.submit_call(bt.calls.Commitments.set_commitment(netuid=NETUID, info=info), MINER,
+                                       signer="hotkey")
+        assert res.success
+        chain.step(5)
+        assert (await client.subnets.commitments(NETUID))[MINER.ss58_address].status == "sealed"
+
+
+async def test_set_weights_lands_and_the_chain_rate_limits(chain: SimChain) -> None:
+    async with bt.Client("local", substrate=SimSubstrate(chain)) as client:
+        res = await client.execute(bt.SetWeights(netuid=NETUID, weights={2: 1.0}, version_key=3), VALIDATOR)
+        assert res.success
+        assert (await client.weights.weights(NETUID))[1] == {2: 1.0}
+        # the SDK preflight refuses before signing ...
+        with pytest.raises(bt.ChainError) as refused:
+            await client.execute(bt.SetWeights(netuid=NETUID, weights={2: 1.0}, version_key=3), VALIDATOR)
+        assert refused.value.code == bt.ErrorCode.RATE_LIMITED
+        # ... and the chain itself refuses a raw call that skips the preflight
+        res = await client.submit_call(raw_weights([2], [65535]), VALIDATOR, signer="hotkey")
+        assert not res.success and res.error.name == "SettingWeightsTooFast"
+        chain.step(10)
+        assert (await client.submit_call(raw_weights([0], [65535]), VALIDATOR, signer="hotkey")).success
+        assert (await client.weights.weights(NETUID))[1] == {0: 1.0}
+
+
+@pytest.mark.parametrize(
+    ("signer", "call", "error"),
+    [
+        (STRANGER, raw_weights([2], [65535]), "HotKeyNotRegisteredInSubNet"),
+        (VALIDATOR, raw_weights([2], [65535], version_key=2), "IncorrectWeightVersionKey"),
+        (MINER, raw_weights([0], [65535]), "NeuronNoValidatorPermit"),
+        (VALIDATOR, raw_weights([9], [65535]), "UidVecContainInvalidOne"),
+    ],
+    ids=["not-registered", "version-key", "no-permit", "bad-uid"],
+)
+async def test_chain_errors(chain: SimChain, signer: Keypair, call: object, error: str) -> None:
+    lines_before = chain.path.read_text().count("\n")
+    async with bt.Client("local", substrate=SimSubstrate(chain)) as client:
+        res = await client.submit_call(call, signer, signer="hotkey")
+    assert not res.success and res.error.name == error
+    assert chain.path.read_text().count("\n") == lines_before  # a refused extrinsic changes nothing
+
+
+async def test_commit_reveal_path_records_the_commit(chain: SimChain) -> None:
+    chain.set_param("commit_reveal", True)
+    async with bt.Client("local", substrate=SimSubstrate(chain)) as client:
+        res = await client.execute(bt.SetWeights(netuid=NETUID, weights={2: 1.0}, version_key=3), VALIDATOR)
+        assert res.success and res.data.get("reveal_round")
+        pending = await client.weights.timelocked_weight_commits(NETUID)
+        assert [c["hotkey"] for rows in pending.values() for c in rows] == [VALIDATOR.ss58_address]
+        assert await client.epochs.blocks_since_last_update(NETUID, 1) == 0
+
+
+async def test_two_processes_share_one_journal(chain: SimChain) -> None:
+    other = SimChain.open(chain.path)
+    async with bt.Client("local", substrate=SimSubstrate(other)) as client:
+        assert (await client.submit_call(raw_commit(b"from-other"), MINER, signer="hotkey")).success
+    async with bt.Client("local", substrate=SimSubstrate(chain)) as client:
+        one = await client.identity.commitment(NETUID, MINER.ss58_address)
+        assert one is not None and one.data == "from-other"
+    ops = [json.loads(line)["op"] for line in chain.path.read_text().splitlines()]
+    assert ops == ["genesis", "register", "register", "register", "extrinsic"]
