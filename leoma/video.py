@@ -98,6 +98,8 @@ def probe(data: bytes, *, limits: VideoLimits = DEFAULT_LIMITS) -> VideoInfo:
     with _open(data) as container:
         if not container.streams.video:
             raise VideoError(f"not a video: container {container.format.name!r} has no video stream")
+        if container.format.name.endswith("_pipe") or container.format.name == "image2":
+            raise VideoError(f"not a video: {container.format.name!r} is a still image")
         stream = container.streams.video[0]
         ctx = stream.codec_context
         width, height = int(ctx.width or 0), int(ctx.height or 0)
@@ -146,14 +148,23 @@ def decode_frames(
     size: tuple[int, int] | None = None,
     gray: bool = False,
     limits: VideoLimits = DEFAULT_LIMITS,
+    still: bool = False,
 ) -> list[np.ndarray]:
-    """Decode every frame (optionally scaled to `size`=(w, h) and/or grayscale) as numpy arrays."""
+    """Decode every frame (optionally scaled to `size`=(w, h) and/or grayscale) as numpy arrays.
+
+    `still=True` accepts a single image (PNG) as well; otherwise the bytes must pass `probe`.
+    """
     import av
 
-    probe(data, limits=limits)
+    if not still:
+        probe(data, limits=limits)
+    elif len(data) > limits.max_bytes:
+        raise VideoError(f"image too large: {len(data)} bytes > cap {limits.max_bytes}")
     fmt = "gray" if gray else "rgb24"
     out: list[np.ndarray] = []
     with _open(data) as container:
+        if not container.streams.video:
+            raise VideoError("not a video: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         try:
@@ -181,7 +192,7 @@ def sample_frames(video_bytes: bytes, n: int, *, size: tuple[int, int] | None = 
 
 def png_to_array(png: bytes) -> np.ndarray:
     """Decode a PNG (or any single image) into an RGB array."""
-    frames = decode_frames(png)
+    frames = decode_frames(png, still=True)
     if not frames:
         raise VideoError("image holds no frame")
     return frames[0]

@@ -89,6 +89,7 @@ class World:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         # Queued judge misbehaviour: "garbage", "blocked", "missing", "http500" — one per call.
         self.judge_faults: list[str] = []
+        self.last_judge_parts: list[str] = []  # part kinds of the last generateContent ("text", mime types)
         self.judge_weights: dict[str, str] = {
             "first_frame_fidelity": "0.25",
             "prompt_adherence": "0.25",
@@ -276,14 +277,17 @@ class World:
         if fault == "blocked":
             return _json({"candidates": [{"finishReason": "SAFETY", "index": 0}], "modelVersion": model})
         texts, blobs = [], []
+        self.last_judge_parts = []
         for content in body.get("contents", []):
             for part in content.get("parts", []):
                 if "text" in part:
                     texts.append(part["text"])
+                    self.last_judge_parts.append("text")
                 inline = part.get("inlineData") or part.get("inline_data")
                 if inline:
                     mime = inline.get("mime_type") or inline.get("mimeType") or ""
                     blobs.append((mime, _b64(inline["data"])))
+                    self.last_judge_parts.append(mime)
         if fault == "garbage":
             text = "I am sorry, I cannot grade this video."
         else:
