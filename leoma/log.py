@@ -147,7 +147,11 @@ class VerifyReport(NamedTuple):
 
     @property
     def first(self) -> VerifyProblem | None:
-        return min(self.problems, key=lambda p: p.seq) if self.problems else None
+        """The broken event with the lowest local seq (a missing guard only when no event is)."""
+        events = [p for p in self.problems if p.seq > 0]
+        if events:
+            return min(events, key=lambda p: p.seq)
+        return self.problems[0] if self.problems else None
 
 
 def _wrap_sqlite(exc: sqlite3.Error, path: str) -> LogError:

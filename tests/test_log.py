@@ -1,0 +1,230 @@
+"""The event log: append-only, idempotent, hash-chained, importable, verifiable."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from leoma import events as ev
+from leoma.errors import ChainBroken, ConflictError, GapError, LogError, UnknownKind
+from leoma.log import Draft, EventLog
+
+A = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
+B = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
+
+
+def verdict(task: int, miner: str = "m", overall: int = 80) -> ev.VerdictRecorded:
+    return ev.VerdictRecorded(task_id=task, miner=miner, passed=overall >= 75, overall=overall,
+                              judge_model="j", prompt_version="evaluate/v1")
+
+
+def drafts(n: int, start: int = 0) -> list[Draft]:
+    return [Draft(f"verdict/{i}/m", 100 + i, verdict(i)) for i in range(start, start + n)]
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> EventLog:
+    with EventLog(tmp_path / "a.db", own=A) as opened:
+        yield opened
+
+
+def test_append_builds_a_chain(log: EventLog) -> None:
+    events = log.append_many(drafts(5)).events
+    assert [e.origin_seq for e in events] == [1, 2, 3, 4, 5]
+    assert events[0].prev == ev.ZERO_HASH
+    assert all(b.prev == a.hash for a, b in zip(events, events[1:]))
+    assert log.head(A) == (5, events[-1].hash)
+    assert log.verify().ok
+
+
+def test_reappending_the_same_body_is_a_noop(log: EventLog) -> None:
+    first = log.append(verdict(1), key="verdict/1/m", block=5, at=1)
+    again = log.append(verdict(1), key="verdict/1/m", block=5, at=2)
+    assert again == first
+    assert log.count() == 1
+
+
+def test_a_different_body_under_the_same_key_is_refused_and_recorded(log: EventLog) -> None:
+    log.append(verdict(1), key="verdict/1/m", block=5)
+    with pytest.raises(ConflictError, match="first one stays"):
+        log.append(verdict(1, overall=10), key="verdict/1/m", block=5)
+    assert log.count(kind="verdict_recorded") == 1
+    assert log.count(kind="conflict_recorded") == 1
+    stored = log.get(A, "verdict/1/m")
+    assert stored is not None and stored.payload() == verdict(1)
+
+
+def test_one_conflict_in_a_batch_does_not_stop_the_rest(log: EventLog) -> None:
+    log.append(verdict(1), key="verdict/1/m", block=5)
+    batch = [Draft("verdict/0/m", 5, verdict(0)), Draft("verdict/1/m", 5, verdict(1, overall=3)),
+             Draft("verdict/2/m", 5, verdict(2))]
+    result = log.append_many(batch)
+    assert len(result.conflicts) == 1
+    assert {e.key for e in result.events} == {"verdict/0/m", "verdict/2/m"}
+    assert log.verify().ok
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(min_value=0, max_value=8), min_size=1, max_size=30))
+def test_property_reappending_is_a_noop(tmp_path: Path, tasks: list[int]) -> None:
+    path = tmp_path / f"p{abs(hash(tuple(tasks)))}.db"
+    with EventLog(path, own=A) as log:
+        for t in tasks:
+            log.append_many([Draft(f"verdict/{t}/m", t, verdict(t))], at=0)
+        assert log.count() == len(set(tasks))
+        assert log.verify().ok
+
+
+def test_updates_and_deletes_are_aborted(log: EventLog) -> None:
+    log.append_many(drafts(2))
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        log.conn.execute("UPDATE events SET block = 0")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        log.conn.execute("DELETE FROM events")
+
+
+def _tamper(path: Path, sql: str) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TRIGGER events_no_update")
+    conn.execute("DROP TRIGGER events_no_delete")
+    conn.execute(sql)
+    conn.commit()
+    conn.close()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(min_value=1, max_value=6), st.sampled_from(["edit_body", "edit_block", "drop", "reorder"]))
+def test_property_any_edited_dropped_or_reordered_event_fails_verify(tmp_path: Path, seq: int, how: str) -> None:
+    path = tmp_path / f"t{seq}{how}.db"
+    with EventLog(path, own=A) as log:
+        log.append_many(drafts(6))
+    sql = {
+        "edit_body": f"UPDATE events SET body = replace(body, '\"overall\":80', '\"overall\":99') WHERE seq = {seq}",
+        "edit_block": f"UPDATE events SET block = block + 1 WHERE seq = {seq}",
+        "drop": f"DELETE FROM events WHERE seq = {seq}",
+        "reorder": f"UPDATE events SET origin_seq = CASE origin_seq WHEN {seq} THEN 100 ELSE origin_seq END",
+    }[how]
+    if how == "drop" and seq == 6:
+        sql = "DELETE FROM events WHERE seq = 1"  # dropping the newest is indistinguishable from never writing it
+        seq = 1
+    _tamper(path, sql)
+    with EventLog(path, readonly=True) as log:
+        report = log.verify()
+    assert not report.ok
+    assert any("guard" in p.reason for p in report.problems), "dropped triggers are reported"
+    first = report.first
+    assert first is not None and first.seq >= 1
+
+
+def test_verify_names_the_first_bad_seq(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    with EventLog(path, own=A) as log:
+        log.append_many(drafts(5))
+    _tamper(path, "UPDATE events SET key = 'verdict/x/m' WHERE seq = 3")
+    with EventLog(path, readonly=True) as log:
+        assert log.verify().first.seq == 3  # type: ignore[union-attr]
+
+
+def test_import_keeps_original_hashes(tmp_path: Path, log: EventLog) -> None:
+    log.append_many(drafts(4))
+    with EventLog(tmp_path / "b.db", own=B) as other:
+        assert other.import_events(list(log.chain(A))) == 4
+        assert other.frontier() == log.frontier()
+        assert other.import_events(list(log.chain(A))) == 0, "re-import is a no-op"
+        log.append_many(drafts(2, start=10))
+        assert other.import_events(list(log.chain(A, after=4))) == 2
+        assert other.verify().ok
+
+
+def test_import_refuses_a_gap(tmp_path: Path, log: EventLog) -> None:
+    log.append_many(drafts(4))
+    chain = list(log.chain(A))
+    with EventLog(tmp_path / "b.db", own=B) as other:
+        with pytest.raises(GapError, match="expected #1"):
+            other.import_events(chain[1:])
+        assert other.count() == 0, "nothing is stored from a refused import"
+
+
+def test_import_refuses_a_forged_hash(tmp_path: Path, log: EventLog) -> None:
+    log.append_many(drafts(3))
+    chain = list(log.chain(A))
+    import msgspec
+
+    forged = msgspec.structs.replace(chain[1], body=msgspec.Raw(ev.encode_body(verdict(1, overall=99))))
+    with EventLog(tmp_path / "b.db", own=B) as other:
+        with pytest.raises(ChainBroken, match="forged or edited"):
+            other.import_events([chain[0], forged, chain[2]])
+        assert other.count() == 0
+
+
+def test_import_refuses_a_rewritten_history(tmp_path: Path, log: EventLog) -> None:
+    log.append_many(drafts(3))
+    with EventLog(tmp_path / "b.db", own=B) as other:
+        other.import_events(list(log.chain(A)))
+        fork = ev.seal(origin=A, origin_seq=2, key="verdict/1/m", block=1, body=verdict(1, overall=5),
+                       prev=list(log.chain(A))[0].hash)
+        with pytest.raises(ChainBroken, match="rewrote"):
+            other.import_events([fork])
+
+
+def test_reads_filter_by_origin_kind_block_and_seq(tmp_path: Path, log: EventLog) -> None:
+    log.append_many(drafts(5))
+    log.append(ev.TaskClosed(task_id=1), key="task/1/closed", block=500)
+    with EventLog(tmp_path / "b.db", own=B) as other:
+        other.append_many(drafts(3))
+        log.import_events(list(other.chain(B)))
+    assert log.count(origin=B) == 3
+    assert [r.kind for r in log.rows(kinds=["task_closed"])] == ["task_closed"]
+    assert [r.block for r in log.rows(since_block=102, until_block=103, origin=A)] == [102, 103]
+    assert [r.seq for r in log.rows(after=6)] == [7, 8, 9]
+    assert list(log.rows(origin="5Nobody")) == []
+    frontier = log.frontier()
+    assert list(frontier) == sorted([A, B]) and frontier[B].origin_seq == 3
+
+
+def test_a_row_of_an_unknown_kind_gives_a_clear_error_on_decode(tmp_path: Path, log: EventLog) -> None:
+    future = ev.seal(origin=B, origin_seq=1, key="x", block=1, body=b'{"kind":"hologram_observed","x":1}',
+                     prev=ev.ZERO_HASH, v=1)
+    log.import_events([future])
+    row = next(log.rows())
+    with pytest.raises(UnknownKind, match="hologram_observed"):
+        ev.decode_body(row.body, row.v)
+    assert log.verify().ok
+
+
+def test_truncated_file_gives_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    with EventLog(path, own=A) as log:
+        log.append_many(drafts(200))
+        log.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(LogError, match=str(path)):
+        with EventLog(path, readonly=True) as log:
+            list(log.rows())
+            log.verify()
+            raise LogError(f"{path}: verify did not notice")
+
+
+def test_not_a_log_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    sqlite3.connect(path).execute("CREATE TABLE x (a)").connection.close()
+    with pytest.raises(LogError, match="not a Leoma event log"):
+        EventLog(path, readonly=True)
+
+
+def test_import_only_log_cannot_append(tmp_path: Path) -> None:
+    with EventLog(tmp_path / "r.db") as log:
+        with pytest.raises(LogError, match="own hotkey"):
+            log.append(verdict(1), key="k", block=1)
+
+
+def test_state_is_bookkeeping_not_events(log: EventLog) -> None:
+    log.set_state("mirror/uploaded", b"5")
+    log.set_state("mirror/uploaded", b"6")
+    assert log.get_state("mirror/uploaded") == b"6"
+    assert log.count() == 0
