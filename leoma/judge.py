@@ -261,6 +261,19 @@ class Judge:
         self._timeout_ms = timeout_ms
         self._client: Any = None
 
+    async def __aenter__(self) -> Judge:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client's connections (the async client keeps a session open)."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aio.aclose()
+            client.close()
+
     def _aio(self) -> Any:
         if self._client is None:
             from google import genai
