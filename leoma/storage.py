@@ -24,7 +24,6 @@ import asyncio
 import builtins
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import random
