@@ -1,0 +1,63 @@
+"""The weight vector: everything to the winner's uid, or everything to the burn uid.
+
+Weights are the chain's u16 integers (the chain normalises them). The seed burned when the
+winner was not on the metagraph (seed-spec §12.10) and paid winners it never checked. Here a
+winner that is not payable -- invalid, blacklisted, or without a uid on the metagraph -- is
+skipped and the next miner in rank order is paid; the burn is only for "nobody payable".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import msgspec
+
+from leoma.events import WeightEntry
+
+FULL_WEIGHT = 65535
+"""u16 max: one uid holding all the weight."""
+
+
+class Payout(msgspec.Struct, frozen=True, kw_only=True):
+    """The decided weights: who is paid (`winner`, "" when burning), and why not someone above it."""
+
+    winner: str
+    winner_uid: int
+    weights: tuple[WeightEntry, ...]
+    burn_reason: str = ""
+    skipped: tuple[tuple[str, str], ...] = ()
+    """`(hotkey, reason)` for every miner ranked above the payee that could not be paid."""
+
+
+def burn(burn_uid: int, reason: str, skipped: Sequence[tuple[str, str]] = ()) -> Payout:
+    """All weight to the burn uid."""
+    return Payout(winner="", winner_uid=burn_uid, weights=(WeightEntry(uid=burn_uid, weight=FULL_WEIGHT),),
+                  burn_reason=reason, skipped=tuple(skipped))
+
+
+def payout(
+    order: Sequence[str],
+    uid_by_hotkey: Mapping[str, int],
+    is_payable: Callable[[str], str],
+    *,
+    burn_uid: int = 0,
+) -> Payout:
+    """Pay the first miner of `order` (rank order) that is payable.
+
+    `is_payable(hotkey)` returns "" when the miner may be paid, else the reason it may not
+    (e.g. "invalid: blacklisted"). A miner without a uid in `uid_by_hotkey` is never paid.
+    """
+    if not order:
+        return burn(burn_uid, "no eligible miner")
+    skipped: list[tuple[str, str]] = []
+    for hotkey in order:
+        problem = is_payable(hotkey)
+        if not problem and hotkey not in uid_by_hotkey:
+            problem = "not on the metagraph"
+        if problem:
+            skipped.append((hotkey, problem))
+            continue
+        uid = uid_by_hotkey[hotkey]
+        return Payout(winner=hotkey, winner_uid=uid, weights=(WeightEntry(uid=uid, weight=FULL_WEIGHT),),
+                      skipped=tuple(skipped))
+    return burn(burn_uid, "no payable miner", skipped)
