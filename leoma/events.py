@@ -24,6 +24,7 @@ Rules for the bodies (they keep replay exact and old bytes valid forever):
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Union
 
@@ -36,6 +37,7 @@ MAX_BODY_BYTES: Final = 64 * 1024
 """Largest canonical body accepted: a body bigger than this is a bug or an attack."""
 
 MAX_KEY_CHARS: Final = 512
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class Body(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="kind"):
@@ -463,7 +465,7 @@ def encode_body(body: Body) -> bytes:
     return data
 
 
-def body_kind(data: bytes) -> str:
+def body_kind(data: bytes | str) -> str:
     """The `kind` tag of canonical body bytes."""
     try:
         return _kind_only_decoder.decode(data).kind
@@ -471,8 +473,16 @@ def body_kind(data: bytes) -> str:
         raise EventError(f"event body is not a JSON object with a kind: {exc}") from None
 
 
-def decode_body(data: bytes, v: int = 1) -> Body:
-    """Decode canonical body bytes of schema version `v` into the current typed body."""
+def decode_body(data: bytes | str, v: int = 1) -> Body:
+    """Decode canonical body bytes (or text) of schema version `v` into the current typed body."""
+    if v == 1:
+        # Fast path for the common case; anything unusual falls through to the careful path.
+        try:
+            body = _body_decoder.decode(data)
+            if VERSIONS[body.kind_name()] == 1:
+                return body
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pass
     kind = body_kind(data)
     current = VERSIONS.get(kind)
     if current is None:
@@ -537,7 +547,7 @@ def seal(
 
 def check_key(key: str) -> None:
     """Refuse keys that are empty, oversized or carry control characters."""
-    if not key or len(key) > MAX_KEY_CHARS or any(ord(c) < 32 for c in key):
+    if not key or len(key) > MAX_KEY_CHARS or _CONTROL.search(key):
         raise EventError(f"event key {key[:80]!r} must be 1-{MAX_KEY_CHARS} printable characters")
 
 

@@ -18,6 +18,7 @@ checkpoints, what the mirror uploaded) lives in the small mutable `state` table.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -55,6 +56,7 @@ CREATE TABLE IF NOT EXISTS events (
     origin_id INTEGER NOT NULL REFERENCES origins(id),
     origin_seq INTEGER NOT NULL,
     key TEXT NOT NULL,
+    key_hash INTEGER NOT NULL,
     kind TEXT NOT NULL,
     v INTEGER NOT NULL,
     block INTEGER NOT NULL,
@@ -63,7 +65,8 @@ CREATE TABLE IF NOT EXISTS events (
     hash BLOB NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_origin_seq ON events(origin_id, origin_seq);
-CREATE UNIQUE INDEX IF NOT EXISTS events_origin_key ON events(origin_id, key);
+-- Idempotency on (origin, key) through an 8-byte hash of the key: a third of the index size.
+CREATE UNIQUE INDEX IF NOT EXISTS events_origin_key ON events(origin_id, key_hash);
 CREATE INDEX IF NOT EXISTS events_kind_block ON events(kind, block);
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE VIEW IF NOT EXISTS events_view AS
@@ -80,9 +83,14 @@ _GUARDS = {
 }
 
 _INSERT = (
-    "INSERT INTO events (origin_id, origin_seq, key, kind, v, block, at, body, hash)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (origin_id, origin_seq, key, key_hash, kind, v, block, at, body, hash)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+def key_hash(key: str) -> int:
+    """A signed 64-bit digest of an idempotency key (what the unique index holds)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 class Draft(NamedTuple):
@@ -101,7 +109,7 @@ class Stored(NamedTuple):
 
 
 class Row(NamedTuple):
-    """A light row for folds: no prev, body as canonical bytes."""
+    """A light row for folds: no prev; `body` is the canonical JSON text (decode_body takes it)."""
 
     seq: int
     origin: str
@@ -110,7 +118,7 @@ class Row(NamedTuple):
     kind: str
     v: int
     block: int
-    body: bytes
+    body: str
 
 
 class Head(NamedTuple):
@@ -319,8 +327,8 @@ class EventLog:
             own = self.own or ""
             for d, data in encoded:
                 seq += 1
-                kind = body_kind(data)
-                v = VERSIONS.get(kind, 1)
+                kind = d.body.kind_name()
+                v = VERSIONS[kind]
                 digest = chain_hash(
                     prev, canonical(origin=own, origin_seq=seq, key=d.key, v=v, block=d.block, at=stamp, body=data)
                 )
@@ -328,7 +336,7 @@ class EventLog:
                     Event(origin=own, origin_seq=seq, key=d.key, v=v, block=d.block, at=stamp,
                           body=msgspec.Raw(data), prev=prev, hash=digest)
                 )
-                rows.append((oid, seq, d.key, kind, v, d.block, stamp, data.decode(), bytes.fromhex(digest)))
+                rows.append((oid, seq, d.key, key_hash(d.key), kind, v, d.block, stamp, data.decode(), bytes.fromhex(digest)))
                 prev = digest
             conn.executemany(_INSERT, rows)
             conn.execute("COMMIT")
@@ -429,7 +437,7 @@ class EventLog:
             kind = body_kind(data)
             if kind in KINDS:
                 decode_body(data, e.v)  # malformed bodies of known kinds are refused here
-            rows.append((oid, e.origin_seq, e.key, kind, e.v, e.block, e.at, data.decode(), bytes.fromhex(digest)))
+            rows.append((oid, e.origin_seq, e.key, key_hash(e.key), kind, e.v, e.block, e.at, data.decode(), bytes.fromhex(digest)))
             seq, prev = e.origin_seq, digest
         self.conn.executemany(_INSERT, rows)
         return len(rows)
@@ -442,7 +450,7 @@ class EventLog:
         if oid is None:
             return None
         row = self.conn.execute(
-            "SELECT seq FROM events WHERE origin_id = ? AND key = ?", (oid, key)
+            "SELECT seq FROM events WHERE origin_id = ? AND key_hash = ? AND key = ?", (oid, key_hash(key), key)
         ).fetchone()
         if row is None:
             return None
@@ -503,11 +511,12 @@ class EventLog:
         Filters: `origin`, `kinds`, `since_block`, `until_block` (inclusive), `after` (local seq,
         exclusive), `until_seq` (inclusive), `limit`, `descending`.
         """
-        name = self._name
+        names = self._origin_names
         for seq, oid, oseq, key, kind, v, block, body in self._select(
             "e.seq, e.origin_id, e.origin_seq, e.key, e.kind, e.v, e.block, e.body", **filters
         ):
-            yield Row(seq, name(oid), oseq, key, kind, v, block, body.encode())
+            name = names.get(oid) or self._name(oid)
+            yield Row(seq, name, oseq, key, kind, v, block, body)
 
     def events(self, **filters: Any) -> Iterator[Stored]:
         """Full events (with `prev` and `hash`) in local order; same filters as `rows`."""
