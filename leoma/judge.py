@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import warnings
 from fractions import Fraction
 from typing import Any, Mapping
 
@@ -279,6 +280,9 @@ class Judge:
             from google import genai
             from google.genai import types
 
+            # google-genai hands aiohttp the request as one bytes object; aiohttp warns about
+            # bodies over 1 MB (every video is). The request still goes out; the warning is noise.
+            warnings.filterwarnings("ignore", message="Sending a large body directly", category=ResourceWarning)
             options = types.HttpOptions(base_url=self._base_url, api_version=self._api_version, timeout=self._timeout_ms)
             self._client = genai.Client(api_key=self._api_key, http_options=options)
         return self._client.aio

@@ -204,7 +204,12 @@ class World:
         if m.behaviour == "garbage":
             return Response(b"this is not a video " * 64, media_type="video/mp4")
         if m.behaviour == "slow":
-            await asyncio.sleep(self.slow_seconds)
+            # Sleep in steps so a client that gave up frees the handler (and shutdown stays quick).
+            deadline = time.monotonic() + self.slow_seconds
+            while time.monotonic() < deadline:
+                if await request.is_disconnected():
+                    return _json({"detail": "client went away"}, 499)
+                await asyncio.sleep(0.05)
         video = await asyncio.to_thread(self._render, m, prompt, image, n)
         return Response(video, media_type="video/mp4")
 
@@ -339,7 +344,8 @@ class World:
     def _make_server(self) -> Any:
         import uvicorn
 
-        config = uvicorn.Config(self.app(), host=self.host, port=0, log_level="warning", lifespan="off")
+        config = uvicorn.Config(self.app(), host=self.host, port=0, log_level="warning", lifespan="off",
+                                timeout_graceful_shutdown=2)
         return uvicorn.Server(config)
 
     def _bound(self) -> None:
