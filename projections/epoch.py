@@ -1,0 +1,294 @@
+"""The epoch decision: the one function the weight setter and `leoma replay` both call.
+
+`score_epoch(rows, ...)` folds the log and decides; `EpochFold` is the same fold kept between
+epochs (`apply` each new row, `decide` when an epoch boundary comes), with a state that msgspec
+can store as a checkpoint. Folding once and deciding equals `score_epoch` on the same rows.
+
+What the decision reads, all at or before `epoch_block` (the envelope's block; anything later
+cannot influence it):
+
+* the own origin's latest `allowlist_verified` (validators and interval), `metagraph_observed`,
+  `commitment_observed` and `miner_checked` -- a validator's view of the miners is its own;
+* every allowlisted origin's `task_opened`, `verdict_recorded` and `judge_failed`.
+
+Every "latest" is chosen by `(block, origin_seq)` or per-origin `origin_seq`, never by arrival
+order, so the same events in any order give the same decision.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgspec
+
+from leoma.consensus import Consensus
+from leoma.events import (
+    VERSIONS,
+    AllowlistVerified,
+    EpochScored,
+    FrontierEntry,
+    JudgeFailed,
+    MinerAggregate,
+    TaskOpened,
+    VerdictRecorded,
+    WeightEntry,
+    decode_body,
+)
+from projections.miners import MinersState, MinersView
+from projections.ranking import Standing, rank_order
+from projections.scores import MinerScore, Verdict, eligibility, required_distinct_validators, tally
+from projections.weights import FULL_WEIGHT, payout
+from projections.window import TaskClaim, canonical_tasks, settled_window
+
+OWN_KINDS = ("allowlist_verified", "metagraph_observed", "commitment_observed", "miner_checked")
+SHARED_KINDS = ("task_opened", "verdict_recorded", "judge_failed")
+KINDS: tuple[str, ...] = OWN_KINDS + SHARED_KINDS
+"""Every kind the decision reads: pass it to `EventLog.rows(kinds=KINDS)`."""
+
+
+# Light decoders for the bulk kinds: the typed body has prompts, reasoning and aspects that the
+# decision never reads. Only used when the row is of the current schema version.
+class _VerdictLite(msgspec.Struct):
+    task_id: int
+    miner: str
+    passed: bool
+
+
+class _JudgeLite(msgspec.Struct):
+    task_id: int
+    miner: str
+
+
+class _TaskLite(msgspec.Struct):
+    task_id: int
+
+
+_verdict_lite = msgspec.json.Decoder(_VerdictLite)
+_judge_lite = msgspec.json.Decoder(_JudgeLite)
+_task_lite = msgspec.json.Decoder(_TaskLite)
+
+
+class EpochState(msgspec.Struct, kw_only=True):
+    """Everything `EpochFold` keeps (every version, so any past epoch can still be decided)."""
+
+    own: str
+    last_seq: int = 0
+    """The local `seq` of the newest applied row: resume with `rows(after=last_seq)`."""
+    allowlists: list[tuple[int, int, AllowlistVerified]] = []
+    miners: MinersState | None = None
+    claims: list[tuple[str, int, int, int]] = []
+    """`(origin, origin_seq, block, task_id)` of every `task_opened`."""
+    verdicts: dict[int, list[tuple[str, str, int, int, bool | None]]] = {}
+    """task_id -> `(origin, miner, origin_seq, block, passed)`; `passed` None = judge failed."""
+
+
+def _burn_weights(consensus: Consensus) -> tuple[WeightEntry, ...]:
+    return (WeightEntry(uid=consensus.ranking.burn_uid, weight=FULL_WEIGHT),)
+
+
+def _frontier(frontier: Iterable[FrontierEntry] | Mapping[str, Any]) -> tuple[FrontierEntry, ...]:
+    if isinstance(frontier, Mapping):
+        entries = [FrontierEntry(origin=o, origin_seq=int(h[0]), hash=str(h[1])) for o, h in frontier.items()]
+    else:
+        entries = list(frontier)
+    return tuple(sorted(entries, key=lambda f: f.origin))
+
+
+class EpochFold:
+    """The epoch decision's fold, applied event by event."""
+
+    KINDS = KINDS
+
+    def __init__(self, own: str, *, state: EpochState | None = None) -> None:
+        self.state = state if state is not None else EpochState(own=own, miners=MinersState(own=own))
+        if self.state.miners is None:
+            self.state.miners = MinersState(own=self.state.own)
+        self._miners = MinersView(self.state.own, state=self.state.miners)
+        self._names: dict[str, str] = {}
+
+    @property
+    def own(self) -> str:
+        return self.state.own
+
+    def _name(self, text: str) -> str:
+        # 1M verdicts name a few hundred hotkeys: share one string object per name.
+        found = self._names.get(text)
+        if found is None:
+            found = self._names[text] = sys.intern(text)
+        return found
+
+    def apply(self, row: Any) -> None:
+        """Take one log `Row` into account (kinds the decision does not read are skipped)."""
+        kind = row.kind
+        s = self.state
+        if row.seq > s.last_seq:
+            s.last_seq = row.seq
+        if kind == "verdict_recorded" or kind == "judge_failed":
+            if row.v == VERSIONS[kind]:
+                lite = (_verdict_lite if kind == "verdict_recorded" else _judge_lite).decode(row.body)
+            else:
+                lite = decode_body(row.body, row.v)
+            passed = lite.passed if kind == "verdict_recorded" else None
+            s.verdicts.setdefault(lite.task_id, []).append(
+                (self._name(row.origin), self._name(lite.miner), row.origin_seq, row.block, passed)
+            )
+        elif kind == "task_opened":
+            if row.v == VERSIONS[kind]:
+                task_id = _task_lite.decode(row.body).task_id
+            else:
+                body = decode_body(row.body, row.v)
+                assert isinstance(body, TaskOpened)
+                task_id = body.task_id
+            s.claims.append((self._name(row.origin), row.origin_seq, row.block, task_id))
+        elif kind in OWN_KINDS and row.origin == s.own:
+            body = decode_body(row.body, row.v)
+            if isinstance(body, AllowlistVerified):
+                s.allowlists.append((row.origin_seq, row.block, body))
+            else:
+                self._miners.apply_body(row.origin_seq, row.block, body)
+
+    def apply_many(self, rows: Iterable[Any]) -> EpochFold:
+        """Apply every row of `rows`; returns self."""
+        for row in rows:
+            self.apply(row)
+        return self
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def dump(self) -> bytes:
+        """The fold's state as msgpack bytes (a projection checkpoint)."""
+        return msgspec.msgpack.encode(self.state)
+
+    @classmethod
+    def load(cls, data: bytes) -> EpochFold:
+        """A fold restored from `dump()` bytes."""
+        state = msgspec.msgpack.decode(data, type=EpochState)
+        return cls(state.own, state=state)
+
+    # -- the decision ------------------------------------------------------------------------
+
+    def allowlist_at(self, epoch_block: int) -> AllowlistVerified | None:
+        """The own latest verified allowlist at or before `epoch_block`."""
+        best = None
+        for item in self.state.allowlists:
+            if item[1] <= epoch_block and (best is None or item[:2] > best[:2]):
+                best = item
+        return best[2] if best is not None else None
+
+    def claims_at(self, epoch_block: int) -> list[TaskClaim]:
+        """Every `task_opened` claim recorded at or before `epoch_block`."""
+        return [TaskClaim(o, t, b) for (o, _seq, b, t) in self.state.claims if b <= epoch_block]
+
+    def window_verdicts(self, window: Iterable[int], epoch_block: int) -> list[Verdict]:
+        """Each origin's latest word on each `(task, miner)` of the window (judge failures dropped)."""
+        out: list[Verdict] = []
+        for task_id in sorted(window):
+            latest: dict[tuple[str, str], tuple[int, bool | None]] = {}
+            for origin, miner, seq, block, passed in self.state.verdicts.get(task_id, ()):
+                if block > epoch_block:
+                    continue
+                held = latest.get((origin, miner))
+                if held is None or seq > held[0]:
+                    latest[(origin, miner)] = (seq, passed)
+            for (origin, miner) in sorted(latest):
+                passed = latest[(origin, miner)][1]
+                if passed is not None:
+                    out.append(Verdict(origin, task_id, miner, passed))
+        return out
+
+    def decide(
+        self,
+        epoch: int,
+        epoch_block: int,
+        netuid: int,
+        consensus: Consensus,
+        frontier: Iterable[FrontierEntry] | Mapping[str, Any] = (),
+    ) -> EpochScored:
+        """The decision for `epoch` from every applied event recorded at or before `epoch_block`."""
+        base: dict[str, Any] = dict(
+            epoch=epoch, netuid=netuid, consensus_digest=consensus.digest, frontier=_frontier(frontier),
+        )
+        burn_uid = consensus.ranking.burn_uid
+
+        def burned(reason: str, **more: Any) -> EpochScored:
+            return EpochScored(**base, **more, winner_uid=burn_uid, weights=_burn_weights(consensus),
+                               burn_reason=reason)
+
+        allow = self.allowlist_at(epoch_block)
+        if allow is None or allow.interval <= 0 or not allow.validators:
+            return burned("no allowlist")
+        validators = tuple(sorted(set(allow.validators)))
+        interval = allow.interval
+        base.update(validators=validators, interval=interval)
+        canonical = canonical_tasks(self.claims_at(epoch_block), validators, interval,
+                                    consensus.grace_blocks(interval))
+        w = consensus.window
+        window = settled_window(canonical, epoch_block, interval, w.tasks, w.settle_margin, w.max_lookback_blocks)
+        if not window.tasks:
+            return burned("no settled window")
+        base.update(window=window.tasks, active=window.active)
+        counted = tally(self.window_verdicts(window.tasks, epoch_block), window.tasks, window.samplers)
+        if counted.verdicts == 0:
+            return burned("no verdicts")
+        miners = self._miners.snapshot(epoch_block, netuid=netuid)
+        if not miners.has_metagraph:
+            return burned("no metagraph")
+
+        min_distinct = required_distinct_validators(len(window.active), consensus.min_distinct_ratio)
+        rows: dict[str, tuple[MinerScore | None, bool, str]] = {}
+        standings: list[Standing] = []
+        for hotkey in sorted(set(counted.scores) | set(miners.checked)):
+            score = counted.scores.get(hotkey)
+            if score is None:
+                rows[hotkey] = (None, False, "no verdicts in the window")
+                continue
+            ok, reason = eligibility(
+                score, valid=miners.is_valid(hotkey), invalid_reason=miners.reason(hotkey),
+                completeness_threshold=consensus.completeness, min_distinct=min_distinct,
+            )
+            rows[hotkey] = (score, ok, reason)
+            if ok:
+                standings.append(Standing(hotkey=hotkey, rate=score.avg_rate, passed=score.passed,
+                                          commit_block=miners.commit_block.get(hotkey)))
+        order = rank_order(standings, consensus.dominance_threshold)
+        rank = {hotkey: i + 1 for i, hotkey in enumerate(order)}
+        paid = payout(order, miners.uid_by_hotkey,
+                      lambda h: "" if miners.is_valid(h) else f"invalid: {miners.reason(h)}", burn_uid=burn_uid)
+
+        aggregates = []
+        for hotkey in sorted(rows, key=lambda h: (rank.get(h, len(rank) + 1), h)):
+            score, ok, reason = rows[hotkey]
+            common = dict(hotkey=hotkey, uid=miners.uid_by_hotkey.get(hotkey, -1),
+                          commit_block=miners.commit_block.get(hotkey, -1), eligible=ok, reason=reason,
+                          rank=rank.get(hotkey, 0))
+            if score is None:
+                aggregates.append(MinerAggregate(**common))
+            else:
+                aggregates.append(MinerAggregate(
+                    **common, rates=score.rates, passed=score.passed, evaluated=score.evaluated,
+                    tasks=score.tasks, avg_rate=str(score.avg_rate), completeness=str(score.completeness),
+                ))
+        base["aggregates"] = tuple(aggregates)
+        if not paid.winner:
+            return burned(paid.burn_reason)
+        return EpochScored(**base, winner=paid.winner, winner_uid=paid.winner_uid, weights=paid.weights)
+
+
+def score_epoch(
+    rows: Iterable[Any],
+    *,
+    own: str,
+    epoch: int,
+    epoch_block: int,
+    netuid: int,
+    consensus: Consensus,
+    frontier: Iterable[FrontierEntry] | Mapping[str, Any] = (),
+) -> EpochScored:
+    """Fold `rows` (log `Row`s of any origins, in any order) and decide epoch `epoch`.
+
+    `frontier` is what the caller read (each origin's last `origin_seq` and hash); rows carry
+    no hash, so it is passed in and recorded as given, sorted by origin.
+    """
+    return EpochFold(own).apply_many(rows).decide(epoch, epoch_block, netuid, consensus, frontier)
