@@ -89,7 +89,8 @@ class World:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         # Queued judge misbehaviour: "garbage", "blocked", "missing", "http500" — one per call.
         self.judge_faults: list[str] = []
-        self.last_judge_parts: list[str] = []  # part kinds of the last generateContent ("text", mime types)
+        self.last_judge_parts: list[str] = []
+        self.judge_busy_seconds = 0.0  # time the stand-in spent measuring (benchmarks subtract it)  # part kinds of the last generateContent ("text", mime types)
         self.judge_weights: dict[str, str] = {
             "first_frame_fidelity": "0.25",
             "prompt_adherence": "0.25",
@@ -296,7 +297,9 @@ class World:
         if fault == "garbage":
             text = "I am sorry, I cannot grade this video."
         else:
+            started = time.perf_counter()
             text = await asyncio.to_thread(self._judge, texts, blobs, fault == "missing")
+            self.judge_busy_seconds += time.perf_counter() - started
         return _json({
             "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP", "index": 0}],
             "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 1, "totalTokenCount": 2},
