@@ -1,0 +1,361 @@
+"""The validator's settings: where things are (endpoints, keys, paths), never how a verdict is reached.
+
+`Settings.load(flags)` reads, in order of precedence: command-line flags, the environment, then a
+`.env` file in the current directory (python-dotenv; it never overrides the environment). The
+names are the seed's (seed-spec §8.1) plus Leoma's own `LEOMA_*`:
+
+    LEOMA_DB                  event log path (default $LEOMA_STATE_DIR/events.db)
+    LEOMA_OWN_BUCKET_URL      own result bucket, an `open_store` URL (default: from R2_OWN_*)
+    LEOMA_SOURCE_URL          source bucket URL (default: the seed's R2 bucket, R2_VIDEOS_READ_*)
+    LEOMA_GEMINI_BASE_URL     Gemini endpoint (a stand-in on the devnet)
+    LEOMA_HF_ENDPOINT         Hugging Face endpoint
+    LEOMA_CHUTE_URL_TEMPLATE  chute generation URL, `{slug}` replaced (seed: https://{slug}.chutes.ai/generate)
+    LEOMA_CONSENSUS           path to a consensus.toml (default: the packaged one)
+    LEOMA_DEV_KEY             a dev key URI (`//Alice`) used instead of a wallet on the devnet
+
+How a verdict or a weight is reached lives in `consensus.toml` only. Secrets are kept in the
+`Settings` but `redacted()` (what logs and `--json` outputs show) never contains them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from leoma.errors import ConfigError
+
+__all__ = ["PeerBucket", "Settings", "SEED_SOURCE_BUCKET", "SEED_R2_ENDPOINT", "parse_peers"]
+
+SEED_SOURCE_BUCKET = "leoma-videos"
+SEED_R2_ENDPOINT = "https://cce499ad4f3a4703b069771d8ff4215a.r2.cloudflarestorage.com"
+
+# Settings whose values are secret: shown as "***" by `redacted()`.
+SECRETS = frozenset({
+    "gemini_api_key", "chutes_api_key", "hf_token", "r2_own_write_access_key", "r2_own_write_secret_key",
+    "r2_videos_read_access_key", "r2_videos_read_secret_key", "peer_validators",
+})
+
+# Why a setting is needed, for `require()` messages that say what to do.
+_WHY: dict[str, str] = {
+    "GEMINI_API_KEY": "the sampler needs the judge",
+    "LEOMA_OWN_BUCKET_URL": "the sampler needs a bucket it can write to (or set R2_OWN_BUCKET)",
+    "R2_OWN_BUCKET": "the sampler needs a bucket it can write to",
+    "LEOMA_SOURCE_URL": "the allowlist and the source clips are read from it (or set R2_VIDEOS_READ_ACCESS_KEY)",
+    "API_URL": "reports go to the owner's API",
+    "CHUTES_API_KEY": "miners' chutes are called with it",
+}
+
+
+class PeerBucket(msgspec.Struct, frozen=True, kw_only=True):
+    """One entry of `PEER_VALIDATORS` (seed-spec §4.2): where a peer publishes its results."""
+
+    hotkey: str
+    bucket: str
+    endpoint: str
+    read_access_key: str
+    read_secret_key: str
+    region: str = "auto"
+    uid: int | None = None
+
+    def __repr__(self) -> str:  # never the keys
+        return f"PeerBucket(hotkey={self.hotkey!r}, bucket={self.bucket!r}, endpoint={self.endpoint!r})"
+
+    def store_url(self) -> str:
+        """An `open_store` URL; the keys are passed through `store_env()`."""
+        query = urllib.parse.urlencode({
+            "endpoint": self.endpoint, "region": self.region,
+            "access_key_env": "PEER_READ_ACCESS_KEY", "secret_key_env": "PEER_READ_SECRET_KEY",
+        })
+        return f"s3://{self.bucket}?{query}"
+
+    def store_env(self) -> dict[str, str]:
+        """The environment `open_store` reads this peer's keys from."""
+        return {"PEER_READ_ACCESS_KEY": self.read_access_key, "PEER_READ_SECRET_KEY": self.read_secret_key}
+
+
+def parse_peers(text: str) -> tuple[dict[str, PeerBucket], list[str]]:
+    """Parse `PEER_VALIDATORS` as the seed did: bad input yields nothing, never an exception.
+
+    Returns the peers by hotkey and the problems found (one line each, without secrets).
+    """
+    problems: list[str] = []
+    if not text or not text.strip():
+        return {}, problems
+    try:
+        items = json.loads(text)
+    except ValueError as exc:
+        return {}, [f"PEER_VALIDATORS is not JSON ({exc.__class__.__name__}); no peers are used"]
+    if not isinstance(items, list):
+        return {}, ["PEER_VALIDATORS must be a JSON list of objects; no peers are used"]
+    peers: dict[str, PeerBucket] = {}
+    required = ("hotkey", "bucket", "endpoint", "read_access_key", "read_secret_key")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            problems.append(f"PEER_VALIDATORS[{i}] is not an object; skipped")
+            continue
+        missing = [k for k in required if not item.get(k)]
+        if missing:
+            problems.append(f"PEER_VALIDATORS[{i}] lacks {', '.join(missing)}; skipped")
+            continue
+        uid = item.get("uid")
+        peers[str(item["hotkey"])] = PeerBucket(
+            hotkey=str(item["hotkey"]), bucket=str(item["bucket"]), endpoint=str(item["endpoint"]),
+            read_access_key=str(item["read_access_key"]), read_secret_key=str(item["read_secret_key"]),
+            region=str(item.get("region") or "auto"), uid=uid if isinstance(uid, int) and not isinstance(uid, bool) else None,
+        )
+    return peers, problems
+
+
+# field name -> (environment variable, default); the order is the order of `--help`-style listings.
+_ENV: dict[str, tuple[str, Any]] = {
+    "network": ("NETWORK", "finney"),
+    "netuid": ("NETUID", 99),
+    "wallet_name": ("WALLET_NAME", "default"),
+    "hotkey_name": ("HOTKEY_NAME", "default"),
+    "wallet_path": ("BT_WALLET_PATH", ""),
+    "dev_key": ("LEOMA_DEV_KEY", ""),
+    "gemini_api_key": ("GEMINI_API_KEY", ""),
+    "gemini_base_url": ("LEOMA_GEMINI_BASE_URL", ""),
+    "chutes_api_key": ("CHUTES_API_KEY", ""),
+    "chutes_api_url": ("CHUTES_API_URL", "https://api.chutes.ai"),
+    "chute_url_template": ("LEOMA_CHUTE_URL_TEMPLATE", "https://{slug}.chutes.ai/generate"),
+    "hf_token": ("HF_TOKEN", ""),
+    "hf_endpoint": ("LEOMA_HF_ENDPOINT", ""),
+    "r2_own_bucket": ("R2_OWN_BUCKET", ""),
+    "r2_own_endpoint": ("R2_OWN_ENDPOINT", ""),
+    "r2_own_region": ("R2_OWN_REGION", "auto"),
+    "r2_own_write_access_key": ("R2_OWN_WRITE_ACCESS_KEY", ""),
+    "r2_own_write_secret_key": ("R2_OWN_WRITE_SECRET_KEY", ""),
+    "r2_videos_read_access_key": ("R2_VIDEOS_READ_ACCESS_KEY", ""),
+    "r2_videos_read_secret_key": ("R2_VIDEOS_READ_SECRET_KEY", ""),
+    "own_bucket_url": ("LEOMA_OWN_BUCKET_URL", ""),
+    "source_url": ("LEOMA_SOURCE_URL", ""),
+    "peer_validators": ("PEER_VALIDATORS", ""),
+    "miner_validation_interval": ("MINER_VALIDATION_INTERVAL", 300.0),
+    "sampler_poll_interval": ("SAMPLER_POLL_INTERVAL", 60.0),
+    "max_concurrent_miners": ("MAX_CONCURRENT_MINERS", 40),
+    "request_timeout": ("REQUEST_TIMEOUT", 300.0),
+    "api_url": ("API_URL", ""),
+    "state_dir": ("LEOMA_STATE_DIR", "~/.leoma"),
+    "db": ("LEOMA_DB", ""),
+    "consensus_path": ("LEOMA_CONSENSUS", ""),
+    "log_level": ("LOG_LEVEL", "INFO"),
+}
+_BY_ENV = {env: name for name, (env, _) in _ENV.items()}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the validator's outside world is. Build it with `Settings.load()`."""
+
+    network: str = "finney"
+    netuid: int = 99
+    wallet_name: str = "default"
+    hotkey_name: str = "default"
+    wallet_path: str = ""
+    dev_key: str = ""
+    gemini_api_key: str = field(default="", repr=False)
+    gemini_base_url: str = ""
+    chutes_api_key: str = field(default="", repr=False)
+    chutes_api_url: str = "https://api.chutes.ai"
+    chute_url_template: str = "https://{slug}.chutes.ai/generate"
+    hf_token: str = field(default="", repr=False)
+    hf_endpoint: str = ""
+    r2_own_bucket: str = ""
+    r2_own_endpoint: str = ""
+    r2_own_region: str = "auto"
+    r2_own_write_access_key: str = field(default="", repr=False)
+    r2_own_write_secret_key: str = field(default="", repr=False)
+    r2_videos_read_access_key: str = field(default="", repr=False)
+    r2_videos_read_secret_key: str = field(default="", repr=False)
+    own_bucket_url: str = ""
+    source_url: str = ""
+    peer_validators: str = field(default="", repr=False)
+    miner_validation_interval: float = 300.0
+    sampler_poll_interval: float = 60.0
+    max_concurrent_miners: int = 40
+    request_timeout: float = 300.0
+    api_url: str = ""
+    state_dir: str = "~/.leoma"
+    db: str = ""
+    consensus_path: str = ""
+    log_level: str = "INFO"
+
+    # -- loading ----------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        flags: Mapping[str, Any] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        dotenv: str | os.PathLike[str] | bool = True,
+    ) -> Settings:
+        """Settings from `flags` (field names; None means "not given"), the environment, `.env`.
+
+        `dotenv=True` reads `.env` in the current directory if there is one; a path reads that
+        file; False reads none. The environment always wins over the file.
+        """
+        merged: dict[str, str] = {}
+        if dotenv:
+            path = Path(".env") if dotenv is True else Path(dotenv)
+            if path.is_file():
+                from dotenv import dotenv_values
+
+                merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+        merged.update(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for name, (var, default) in _ENV.items():
+            raw = merged.get(var)
+            if raw is not None and raw.strip() != "":
+                values[name] = _coerce(var, raw.strip(), default)
+        for name, value in (flags or {}).items():
+            if name not in _ENV:
+                raise ConfigError(f"unknown setting {name!r}; known: {', '.join(_ENV)}")
+            if value is not None:
+                values[name] = _coerce(_ENV[name][0], value, _ENV[name][1]) if isinstance(value, str) else value
+        settings = cls(**values)
+        settings._validate()
+        return settings
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (validated)."""
+        new = replace(self, **changes)
+        new._validate()
+        return new
+
+    def _validate(self) -> None:
+        for name in ("miner_validation_interval", "sampler_poll_interval", "request_timeout"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ConfigError(f"{_ENV[name][0]} must be a positive number of seconds, not {getattr(self, name)}")
+        if self.max_concurrent_miners < 1:
+            raise ConfigError(f"MAX_CONCURRENT_MINERS must be at least 1, not {self.max_concurrent_miners}")
+        if "{slug}" not in self.chute_url_template:
+            raise ConfigError(f"LEOMA_CHUTE_URL_TEMPLATE {self.chute_url_template!r} must contain {{slug}}")
+
+    # -- derived values ---------------------------------------------------------------------
+
+    @property
+    def state_path(self) -> Path:
+        """The state directory, `~` expanded."""
+        return Path(self.state_dir).expanduser()
+
+    @property
+    def db_path(self) -> Path:
+        """The event log: LEOMA_DB, else `$LEOMA_STATE_DIR/events.db`."""
+        return Path(self.db).expanduser() if self.db else self.state_path / "events.db"
+
+    @property
+    def own_store_url(self) -> str:
+        """The own result bucket's `open_store` URL ("" when none is configured)."""
+        if self.own_bucket_url:
+            return self.own_bucket_url
+        if not self.r2_own_bucket:
+            return ""
+        query = urllib.parse.urlencode({
+            "endpoint": self.r2_own_endpoint or SEED_R2_ENDPOINT, "region": self.r2_own_region or "auto",
+            "access_key_env": "R2_OWN_WRITE_ACCESS_KEY", "secret_key_env": "R2_OWN_WRITE_SECRET_KEY",
+        })
+        return f"s3://{self.r2_own_bucket}?{query}"
+
+    @property
+    def source_store_url(self) -> str:
+        """The source bucket's `open_store` URL ("" when none is configured)."""
+        if self.source_url:
+            return self.source_url
+        if not self.r2_videos_read_access_key:
+            return ""
+        query = urllib.parse.urlencode({
+            "endpoint": SEED_R2_ENDPOINT, "region": "auto",
+            "access_key_env": "R2_VIDEOS_READ_ACCESS_KEY", "secret_key_env": "R2_VIDEOS_READ_SECRET_KEY",
+        })
+        return f"s3://{SEED_SOURCE_BUCKET}?{query}"
+
+    @property
+    def own_bucket_name(self) -> str:
+        """The own bucket's name as the seed's metadata and reports name it."""
+        return _bucket_name(self.own_store_url)
+
+    @property
+    def source_bucket_name(self) -> str:
+        """The source bucket's name (the seed's `leoma-videos` by default)."""
+        return _bucket_name(self.source_store_url)
+
+    def store_env(self) -> dict[str, str]:
+        """The environment `open_store` reads the R2 keys from (only the ones that are set)."""
+        pairs = {
+            "R2_OWN_WRITE_ACCESS_KEY": self.r2_own_write_access_key,
+            "R2_OWN_WRITE_SECRET_KEY": self.r2_own_write_secret_key,
+            "R2_VIDEOS_READ_ACCESS_KEY": self.r2_videos_read_access_key,
+            "R2_VIDEOS_READ_SECRET_KEY": self.r2_videos_read_secret_key,
+        }
+        return {**os.environ, **{k: v for k, v in pairs.items() if v}}
+
+    def peers(self) -> dict[str, PeerBucket]:
+        """`PEER_VALIDATORS` parsed (malformed entries are skipped; see `parse_peers`)."""
+        return parse_peers(self.peer_validators)[0]
+
+    def consensus(self) -> Any:
+        """The pinned consensus config (LEOMA_CONSENSUS, else the packaged default)."""
+        from leoma.consensus import DEFAULT, load_consensus
+
+        return load_consensus(self.consensus_path) if self.consensus_path else DEFAULT
+
+    # -- checks and display -----------------------------------------------------------------
+
+    def require(self, *names: str, why: str = "") -> None:
+        """Raise `ConfigError` naming the first missing setting and why it is needed.
+
+        `names` are environment names (`GEMINI_API_KEY`) or field names (`gemini_api_key`);
+        `LEOMA_OWN_BUCKET_URL` / `LEOMA_SOURCE_URL` count as set when derived from the R2 vars.
+        """
+        for name in names:
+            field_name = _BY_ENV.get(name, name)
+            if field_name not in _ENV:
+                raise ConfigError(f"unknown setting {name!r}")
+            var = _ENV[field_name][0]
+            value = {"own_bucket_url": self.own_store_url, "source_url": self.source_store_url}.get(
+                field_name, getattr(self, field_name))
+            if value in ("", None):
+                reason = why or _WHY.get(var, "it is required here")
+                raise ConfigError(f"{var} is not set: {reason}")
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting by environment name, secrets shown as `***` (set) or "" (unset)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRETS:
+                value = "***" if value else ""
+            out[_ENV[f.name][0]] = value
+        out["LEOMA_DB"] = str(self.db_path)
+        out["LEOMA_OWN_BUCKET_URL"] = self.own_store_url
+        out["LEOMA_SOURCE_URL"] = self.source_store_url
+        return out
+
+
+def _bucket_name(url: str) -> str:
+    if not url:
+        return ""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "s3":
+        return parts.netloc
+    return Path(urllib.parse.unquote(parts.path)).name
+
+
+def _coerce(var: str, raw: Any, default: Any) -> Any:
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        return str(raw)
+    try:
+        return type(default)(float(raw)) if isinstance(default, float) else int(str(raw), 10)
+    except ValueError:
+        kind = "a whole number" if isinstance(default, int) else "a number"
+        raise ConfigError(f"{var}={raw!r} is not {kind}") from None

@@ -1,0 +1,156 @@
+"""`ServiceContext`: everything a service needs, built once from `Settings`.
+
+The services (checker, sampler, weight setter) take a context instead of globals, so a test or
+the devnet can hand them a simulated chain, directory buckets and the local world, and the
+production command hands them R2, Chutes and Gemini — the same objects, other endpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from leoma.config import Settings
+from leoma.consensus import Consensus
+from leoma.errors import ConfigError
+from leoma.log import EventLog
+from leoma.storage import ObjectStore, open_store
+
+__all__ = ["ServiceContext", "load_signer", "open_context"]
+
+log = logging.getLogger("leoma.services")
+
+
+@dataclass
+class ServiceContext:
+    """The validator's collaborators. `signer` has `ss58_address` and `sign(bytes)`."""
+
+    settings: Settings
+    consensus: Consensus
+    log: EventLog
+    chain: Any
+    signer: Any
+    source: ObjectStore | None
+    own: ObjectStore | None
+    chutes: Any
+    hub: Any
+    judge: Any | None = None
+    peers: dict[str, ObjectStore] = field(default_factory=dict)
+    http: Any = None
+    """An `httpx.AsyncClient` for the owner's API (None when API_URL is not set)."""
+    state: dict[str, Any] = field(default_factory=dict)
+    """Per-process caches (task media, blacklist); never a source of truth."""
+
+    @property
+    def hotkey(self) -> str:
+        """This validator's hotkey (the origin of its events)."""
+        return str(self.signer.ss58_address)
+
+    @property
+    def netuid(self) -> int:
+        return self.settings.netuid
+
+
+def load_signer(settings: Settings) -> Any:
+    """The hotkey keypair: LEOMA_DEV_KEY (devnet) or the wallet's hotkey."""
+    if settings.dev_key:
+        from leoma.signing import keypair_from_uri
+
+        return keypair_from_uri(settings.dev_key)
+    from leoma.wallets import load_wallet
+
+    return load_wallet(settings.wallet_name, settings.hotkey_name, settings.wallet_path or None).hotkey
+
+
+@asynccontextmanager
+async def open_context(settings: Settings, *, need_judge: bool = False, **overrides: Any) -> AsyncIterator[ServiceContext]:
+    """Build a `ServiceContext` from `settings`; keyword `overrides` replace any collaborator.
+
+    Everything built here is closed on exit; overrides are the caller's to close.
+    """
+    import httpx
+
+    from leoma.chain import Chain
+    from leoma.chutes import ChutesClient
+    from leoma.hub import HubClient
+    from leoma.judge import Judge, JudgeSettings
+
+    consensus: Consensus = overrides.pop("consensus", None) or settings.consensus()
+    signer = overrides.pop("signer", None) or load_signer(settings)
+    built: list[Any] = []
+
+    def make(name: str, factory: Any) -> Any:
+        if name in overrides:
+            return overrides.pop(name)
+        obj = factory()
+        if obj is not None:
+            built.append(obj)
+        return obj
+
+    env = settings.store_env()
+    source = make("source", lambda: open_store(settings.source_store_url, env=env) if settings.source_store_url else None)
+    own = make("own", lambda: open_store(settings.own_store_url, env=env) if settings.own_store_url else None)
+    peers = overrides.pop("peers", None)
+    if peers is None:
+        peers = {}
+        for hotkey, peer in settings.peers().items():
+            if hotkey == signer.ss58_address:
+                continue
+            try:
+                peers[hotkey] = open_store(peer.store_url(), env=peer.store_env())
+                built.append(peers[hotkey])
+            except ConfigError as exc:
+                log.warning("peer %s bucket cannot be opened: %s", hotkey[:12], exc)
+    v = consensus.video
+    chutes = make("chutes", lambda: ChutesClient(
+        settings.chutes_api_url, settings.chutes_api_key, settings.chute_url_template,
+        max_concurrency=settings.max_concurrent_miners, max_response_bytes=v.max_response_bytes,
+        required_resolution=(v.required_width, v.required_height), resolution_tolerance=v.resolution_tolerance,
+    ))
+    hub = make("hub", lambda: HubClient(settings.hf_endpoint or None, settings.hf_token or None))
+
+    def judge_factory() -> Any:
+        if not settings.gemini_api_key:
+            if need_judge:
+                settings.require("GEMINI_API_KEY")
+            return None
+        j = consensus.judge
+        return Judge(settings.gemini_api_key, base_url=settings.gemini_base_url or None, settings=JudgeSettings(
+            describe_model=j.description_model, evaluate_model=j.evaluation_model, weights=dict(j.aspect_weights),
+            pass_threshold=j.pass_threshold, critical_threshold=j.critical_threshold, video_fps=j.evaluation_fps,
+            media_resolution=j.media_resolution, describe_attempts=j.attempts, evaluate_attempts=j.attempts,
+        ))
+
+    judge = make("judge", judge_factory)
+    http = make("http", lambda: httpx.AsyncClient(timeout=30.0) if settings.api_url else None)
+    chain = make("chain", lambda: Chain(settings.network))
+    event_log = overrides.pop("log", None)
+    own_log = event_log is None
+    if own_log:
+        settings.db_path.parent.mkdir(parents=True, exist_ok=True)
+        event_log = EventLog(settings.db_path, own=signer.ss58_address)
+    ctx = ServiceContext(
+        settings=settings, consensus=consensus, log=event_log, chain=chain, signer=signer, source=source,
+        own=own, chutes=chutes, hub=hub, judge=judge, peers=peers, http=http,
+    )
+    if overrides:
+        raise ConfigError(f"unknown context override(s): {', '.join(sorted(overrides))}")
+    try:
+        yield ctx
+    finally:
+        for obj in reversed(built):
+            try:
+                for closer in ("aclose", "close"):
+                    fn = getattr(obj, closer, None)
+                    if fn is not None:
+                        result = fn()
+                        if hasattr(result, "__await__"):
+                            await result
+                        break
+            except Exception as exc:  # closing must not hide the caller's error
+                log.debug("closing %r failed: %s", obj, exc)
+        if own_log:
+            event_log.close()

@@ -1,0 +1,478 @@
+"""The sampler: on this validator's turn, open a task, call every valid miner, judge, publish.
+
+A task `T` (the rotation index) is a sequence of events, each appended as the step happens:
+
+    task/<T>/opened            TaskOpened: the clip (chosen from the hash of block T*interval), the prompt
+    response/<T>/<miner>       MinerResponded: accepted (video stored) or failed (miner | infra)
+    verdict/<T>/<miner>        VerdictRecorded, or judgefail/<T>/<miner> JudgeFailed
+    task/<T>/closed            TaskClosed, after the seed-format verdict file is published
+
+The log is the task's memory: after a crash `sample_turn` resumes the open task, never calls a
+miner that already answered, publishes the verdict file once (it is write-once in the bucket)
+and closes the task exactly once. When the rotation's blocks run out the task is closed with
+what is done (`reason="turn over"`). The pass rule and the scores come from `leoma.judge` and
+the consensus config; nothing here decides a verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from leoma import seedformat, video
+from leoma.consensus import fraction
+from leoma.errors import AdapterError, ObjectExists, StorageError, VideoError
+from leoma.events import (
+    AllowlistVerified,
+    JudgeFailed,
+    MinerChecked,
+    MinerResponded,
+    TaskClosed,
+    TaskOpened,
+    VerdictRecorded,
+    decode_body,
+)
+from leoma.services.context import ServiceContext
+from projections.miners import MinersView
+from projections.rotation import failover_step_at, rightful_sampler_at
+
+__all__ = [
+    "choose_source_key",
+    "clip_seed",
+    "evaluation_entries",
+    "open_tasks",
+    "sample_turn",
+    "task_events",
+]
+
+log = logging.getLogger("leoma.sampler")
+
+PRESENTATION_ORDER = "single-video benchmark"
+TURN_OVER = "turn over"
+
+
+# -- reading the own log ---------------------------------------------------------------------
+
+
+def _own(ctx: ServiceContext, kinds: Sequence[str]) -> list[tuple[Any, Any]]:
+    return [(row, decode_body(row.body, row.v)) for row in ctx.log.rows(kinds=list(kinds), origin=ctx.hotkey)]
+
+
+def open_tasks(ctx: ServiceContext) -> list[TaskOpened]:
+    """Own tasks that were opened and not closed, oldest first."""
+    closed = {b.task_id for _, b in _own(ctx, ["task_closed"])}
+    return [b for _, b in _own(ctx, ["task_opened"]) if b.task_id not in closed]
+
+
+def task_events(ctx: ServiceContext, task_id: int) -> dict[str, dict[str, Any]]:
+    """Own `responses`, `verdicts` and `judgefails` of one task, each by miner hotkey."""
+    out: dict[str, dict[str, Any]] = {"responses": {}, "verdicts": {}, "judgefails": {}}
+    slot = {"miner_responded": "responses", "verdict_recorded": "verdicts", "judge_failed": "judgefails"}
+    for row, body in _own(ctx, list(slot)):
+        if body.task_id == task_id:
+            out[slot[row.kind]][body.miner] = body
+    return out
+
+
+def _latest_allowlist(ctx: ServiceContext) -> tuple[int, Any]:
+    for row in ctx.log.rows(kinds=["allowlist_verified", "allowlist_rejected"], origin=ctx.hotkey,
+                            descending=True, limit=1):
+        return row.block, decode_body(row.body, row.v)
+    return -1, None
+
+
+async def current_allowlist(ctx: ServiceContext, block: int) -> AllowlistVerified | None:
+    """The verified allowlist, re-read from chain and bucket every `allowlist_refresh_blocks`."""
+    seen_at, body = _latest_allowlist(ctx)
+    if body is None or block - seen_at >= ctx.consensus.rotation.allowlist_refresh_blocks:
+        from leoma.services.checker import observe_allowlist
+
+        fresh = await observe_allowlist(ctx, block)
+        if fresh is not None:
+            return fresh
+        # A failed re-read keeps the last verified allowlist (the seed's rule).
+        for row in ctx.log.rows(kinds=["allowlist_verified"], origin=ctx.hotkey, descending=True, limit=1):
+            return decode_body(row.body, row.v)  # type: ignore[return-value]
+        return None
+    return body if isinstance(body, AllowlistVerified) else None
+
+
+# -- choosing the clip -----------------------------------------------------------------------
+
+
+def clip_seed(block_hash: str) -> bytes:
+    """The task's seed: sha256 of the raw bytes of the rotation's first block hash."""
+    text = block_hash[2:] if block_hash.startswith("0x") else block_hash
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = block_hash.encode()
+    return hashlib.sha256(raw).digest()
+
+
+def choose_source_key(keys: Sequence[str], seed: bytes) -> int:
+    """Index of the first source video to try among the sorted candidate keys."""
+    digest = hashlib.sha256(seed + b"/source").digest()
+    return int.from_bytes(digest[:8], "big") % len(keys)
+
+
+async def _candidates(ctx: ServiceContext) -> list[str]:
+    v = ctx.consensus.video
+    assert ctx.source is not None
+    keys = [info.key async for info in ctx.source.list()
+            if info.key.endswith(".mp4") and v.min_source_bytes < info.size < v.max_source_bytes]
+    return sorted(keys)
+
+
+async def _pick_clip(ctx: ServiceContext, seed: bytes) -> tuple[str, Any, bytes] | None:
+    keys = await _candidates(ctx)
+    if not keys:
+        log.warning("the source bucket holds no candidate video")
+        return None
+    v = ctx.consensus.video
+    start = choose_source_key(keys, seed)
+    for i in range(len(keys)):
+        key = keys[(start + i) % len(keys)]
+        try:
+            data = await ctx.source.get(key, max_bytes=v.max_source_bytes)  # type: ignore[union-attr]
+            choice = await asyncio.to_thread(
+                video.choose_clip, data, seed=seed, clip_seconds=v.clip_seconds,
+                scene_threshold=float(fraction(v.scene_threshold)), margin=float(fraction(v.boundary_margin)),
+                safe_offset=float(fraction(v.safe_start_offset)),
+            )
+        except (StorageError, VideoError) as exc:
+            log.warning("source %s skipped: %s", key, exc)
+            continue
+        if choice is not None:
+            return key, choice, data
+    log.warning("no source video has a one-shot segment long enough")
+    return None
+
+
+# -- media ----------------------------------------------------------------------------------
+
+
+async def _task_media(ctx: ServiceContext, opened: TaskOpened) -> tuple[bytes, bytes]:
+    """The clip and first frame of a task: from memory, else the own bucket, else re-cut."""
+    cache = ctx.state.setdefault("media", {})
+    if opened.task_id in cache:
+        return cache[opened.task_id]
+    assert ctx.own is not None
+    T = opened.task_id
+    try:
+        clip = await ctx.own.get(seedformat.original_clip_key(T))
+        frame = await ctx.own.get(seedformat.first_frame_key(T))
+    except StorageError:
+        assert ctx.source is not None
+        data = await ctx.source.get(opened.source_key, max_bytes=ctx.consensus.video.max_source_bytes)
+        clip = await asyncio.to_thread(video.cut_clip, data, opened.clip_start_ms / 1000, opened.clip_ms / 1000)
+        frame = await asyncio.to_thread(video.first_frame_png, clip)
+    cache[T] = (clip, frame)
+    return clip, frame
+
+
+async def _put_once(ctx: ServiceContext, key: str, data: bytes, content_type: str | None = None) -> None:
+    """Put `data` unless an object of the same size is already there (resumes re-upload nothing)."""
+    assert ctx.own is not None
+    info = await ctx.own.head(key)
+    if info is not None and info.size == len(data):
+        return
+    await ctx.own.put(key, data, content_type=content_type)
+
+
+# -- the steps ------------------------------------------------------------------------------
+
+
+async def _open_task(ctx: ServiceContext, task_id: int, interval: int, step: int, block: int,
+                     miners: tuple[str, ...]) -> TaskOpened | None:
+    task_hash = await ctx.chain.block_hash(task_id * interval)
+    seed = clip_seed(task_hash)
+    picked = await _pick_clip(ctx, seed)
+    if picked is None:
+        return None
+    key, choice, data = picked
+    clip = await asyncio.to_thread(video.cut_clip, data, choice.start, choice.seconds)
+    frame = await asyncio.to_thread(video.first_frame_png, clip)
+    prompt = await ctx.judge.describe(clip)  # AdapterError: nothing recorded, retried next poll
+    opened = TaskOpened(
+        task_id=task_id, interval=interval, sampler=ctx.hotkey, failover_step=step, block_hash=task_hash,
+        source_key=key, clip_start_ms=round(choice.start * 1000), clip_ms=round(choice.seconds * 1000),
+        prompt=prompt, prompt_model=ctx.consensus.judge.description_model,
+        prompt_version=ctx.consensus.judge.describe_prompt, miners=miners,
+    )
+    ctx.log.append(opened, key=f"task/{task_id}/opened", block=block)
+    ctx.state.setdefault("media", {})[task_id] = (clip, frame)
+    ctx.state.setdefault("sources", {})[task_id] = choice
+    log.info("task=%s block=%s opened: %s from %s, %d miners", task_id, block, f"{choice.start:.3f}s", key, len(miners))
+    return opened
+
+
+def _latest_checks(ctx: ServiceContext) -> dict[str, MinerChecked]:
+    view = MinersView.fold(ctx.log.rows(kinds=list(MinersView.KINDS), origin=ctx.hotkey), own=ctx.hotkey,
+                           netuid=ctx.netuid)
+    return view.latest_checks()
+
+
+async def _call_miners(ctx: ServiceContext, opened: TaskOpened, frame: bytes, block: int) -> None:
+    T = opened.task_id
+    done = task_events(ctx, T)["responses"]
+    pending = [m for m in opened.miners if m not in done]
+    if not pending:
+        return
+    checks = _latest_checks(ctx)
+    sem = asyncio.Semaphore(ctx.settings.max_concurrent_miners)
+
+    async def one(miner: str) -> None:
+        async with sem:
+            check = checks.get(miner)
+            info = await ctx.chutes.chute_info(check.chute_id) if check and check.chute_id else None
+            if info is None:
+                reply_body = MinerResponded(task_id=T, miner=miner, status="failed", failure_class="infra",
+                                            detail="chute not available (no chute info)")
+            else:
+                reply = await ctx.chutes.generate(info, opened.prompt, frame, timeout=ctx.settings.request_timeout)
+                reply_body = await _record_reply(ctx, T, miner, reply)
+            ctx.log.append(reply_body, key=f"response/{T}/{miner}", block=block)
+            log.info("task=%s miner=%s %s %s %s", T, miner[:12], reply_body.status, reply_body.failure_class,
+                     reply_body.detail[:120])
+
+    await asyncio.gather(*(one(m) for m in pending))
+
+
+async def _record_reply(ctx: ServiceContext, T: int, miner: str, reply: Any) -> MinerResponded:
+    if reply.status != "ok":
+        return MinerResponded(task_id=T, miner=miner, status="failed", failure_class=reply.failure or "miner",
+                              detail=reply.detail[:500], latency_ms=reply.latency_ms, sha256=reply.sha256,
+                              width=reply.width, height=reply.height)
+    key = seedformat.generated_video_key(T, miner)
+    try:
+        info = await asyncio.to_thread(video.probe, reply.video)
+        await ctx.own.put(key, reply.video, content_type="video/mp4")  # type: ignore[union-attr]
+    except StorageError as exc:
+        # Our bucket failed, not the miner: recorded as infra so the miner is neither blamed nor re-called.
+        return MinerResponded(task_id=T, miner=miner, status="failed", failure_class="infra",
+                              detail=f"could not store the video: {exc}"[:500], latency_ms=reply.latency_ms,
+                              sha256=reply.sha256, width=reply.width, height=reply.height)
+    ctx.state.setdefault("videos", {})[(T, miner)] = reply.video
+    return MinerResponded(task_id=T, miner=miner, status="accepted", latency_ms=reply.latency_ms, object_key=key,
+                          sha256=reply.sha256, width=reply.width, height=reply.height, frames=info.frame_count)
+
+
+async def _write_metadata(ctx: ServiceContext, opened: TaskOpened, at: int) -> None:
+    T = opened.task_id
+    key = seedformat.metadata_key(T)
+    assert ctx.own is not None
+    if await ctx.own.head(key) is not None:
+        return
+    responses = task_events(ctx, T)["responses"]
+    accepted = sorted(m for m, r in responses.items() if r.status == "accepted")
+    choice = ctx.state.get("sources", {}).get(T)
+    source: dict[str, Any] = {
+        "bucket": ctx.settings.source_bucket_name, "key": opened.source_key,
+        "clip_start_seconds": opened.clip_start_ms / 1000, "clip_duration_seconds": opened.clip_ms // 1000,
+        "scene_detection_threshold": float(fraction(ctx.consensus.video.scene_threshold)),
+    }
+    if choice is not None:
+        source |= {"full_duration_seconds": choice.duration, "one_shot_segment_start_seconds": choice.segment_start,
+                   "one_shot_segment_end_seconds": choice.segment_end, "scene_cut_count": len(choice.cuts)}
+    meta = {
+        "task_id": T,
+        "created_at": datetime.datetime.fromtimestamp(at).isoformat(),
+        "source": source,
+        "prompt": {"model": opened.prompt_model, "text": opened.prompt, "description_source": "full_clip_video"},
+        "miners": accepted,
+        "miner_latencies_ms": {m: responses[m].latency_ms for m in accepted},
+        "block_hash": opened.block_hash,
+    }
+    await ctx.own.put(key, json.dumps(meta, indent=2).encode(), content_type="application/json")
+
+
+async def _evaluate(ctx: ServiceContext, opened: TaskOpened, frame: bytes, block: int) -> None:
+    T = opened.task_id
+    events = task_events(ctx, T)
+    todo = [m for m, r in sorted(events["responses"].items())
+            if r.status == "accepted" and m not in events["verdicts"] and m not in events["judgefails"]]
+    j = ctx.consensus.judge
+    sem = asyncio.Semaphore(4)
+
+    async def one(miner: str) -> None:
+        async with sem:
+            clip = ctx.state.get("videos", {}).get((T, miner))
+            if clip is None:
+                clip = await ctx.own.get(events["responses"][miner].object_key)  # type: ignore[union-attr]
+            result = await ctx.judge.evaluate(frame, opened.prompt, clip)
+            if hasattr(result, "passed"):
+                body: Any = VerdictRecorded(
+                    task_id=T, miner=miner, passed=result.passed, overall=result.overall_score,
+                    confidence=result.confidence, aspects=dict(result.aspect_scores), judge_model=j.evaluation_model,
+                    prompt_version=result.prompt_version, reasoning=result.reasoning[:2000],
+                    major_issues=tuple(s[:300] for s in result.major_issues),
+                )
+                ctx.log.append(body, key=f"verdict/{T}/{miner}", block=block)
+            else:
+                body = JudgeFailed(task_id=T, miner=miner, judge_model=j.evaluation_model,
+                                   prompt_version=result.prompt_version, attempts=result.attempts, reason=result.reason)
+                ctx.log.append(body, key=f"judgefail/{T}/{miner}", block=block)
+                log.warning("task=%s miner=%s judge failed: %s", T, miner[:12], result.reason[:200])
+
+    await asyncio.gather(*(one(m) for m in todo))
+
+
+def evaluation_entries(verdicts: dict[str, VerdictRecorded], responses: dict[str, MinerResponded]) -> list[dict[str, Any]]:
+    """The seed's verdict-file entries (§5.6), sorted by miner hotkey (the seed's order was hash order)."""
+    entries = []
+    for miner in sorted(verdicts):
+        v = verdicts[miner]
+        aspects = json.dumps(v.aspects, separators=(",", ":"))
+        issues = list(v.major_issues[:20])
+        entries.append({
+            "hotkey": miner,
+            "passed": v.passed,
+            "status": "passed" if v.passed else "failed",
+            "confidence": v.confidence,
+            "reasoning": f"{v.reasoning} | overall_score={v.overall} | aspect_scores={aspects}",
+            "latency_ms": responses[miner].latency_ms if miner in responses else None,
+            "original_artifacts": "[]",
+            "generated_artifacts": json.dumps({
+                "major_issues": issues, "strengths": [], "aspect_scores": v.aspects,
+                "overall_score": v.overall, "raw_generated_artifacts": issues,
+            }),
+            "presentation_order": PRESENTATION_ORDER,
+        })
+    return entries
+
+
+async def _publish(ctx: ServiceContext, opened: TaskOpened) -> tuple[str, str, list[dict[str, Any]], str]:
+    """Publish the signed verdict file once; returns (key, sha256, entries, signature)."""
+    T = opened.task_id
+    events = task_events(ctx, T)
+    entries = evaluation_entries(events["verdicts"], events["responses"])
+    if not entries:
+        return "", "", [], ""
+    assert ctx.own is not None
+    key = seedformat.verdict_key(T, ctx.hotkey)
+    if await ctx.own.head(key) is None:
+        data = seedformat.sign_verdict_file(entries, ctx.signer)
+        try:
+            await ctx.own.put(key, data, content_type=seedformat.VERDICT_CONTENT_TYPE, if_absent=True)
+        except ObjectExists:
+            pass  # published by an earlier run of this task: the first file stays
+    data = await ctx.own.get(key)
+    signature = str(json.loads(data).get("signature", ""))
+    return key, hashlib.sha256(data).hexdigest(), entries, signature
+
+
+async def _report(ctx: ServiceContext, opened: TaskOpened, entries: list[dict[str, Any]], signature: str) -> None:
+    from leoma.services.reporter import report_samples
+
+    samples = [{
+        "task_id": opened.task_id, "miner_hotkey": e["hotkey"], "s3_bucket": ctx.settings.own_bucket_name,
+        "s3_prefix": str(opened.task_id), "passed": e["passed"], "prompt": opened.prompt,
+        "confidence": e["confidence"], "reasoning": e["reasoning"], "latency_ms": e["latency_ms"],
+        "original_artifacts": e["original_artifacts"], "generated_artifacts": e["generated_artifacts"],
+        "presentation_order": e["presentation_order"],
+    } for e in entries]
+    await report_samples(ctx, opened.task_id, samples, signature)
+
+
+async def _run_task(ctx: ServiceContext, opened: TaskOpened, block: int) -> TaskClosed:
+    T = opened.task_id
+    end = (T + 1) * opened.interval
+    stored = ctx.log.get(ctx.hotkey, f"task/{T}/opened")
+    opened_at = stored.at if stored is not None else 0
+    clip, frame = await _task_media(ctx, opened)
+    await _put_once(ctx, seedformat.original_clip_key(T), clip, "video/mp4")
+    await _put_once(ctx, seedformat.first_frame_key(T), frame, "image/png")
+    turn_over = block >= end
+    if not turn_over:
+        await _call_miners(ctx, opened, frame, block)
+        block = (await ctx.chain.head())[0]
+        turn_over = block >= end
+    await _write_metadata(ctx, opened, opened_at)
+    if not turn_over:
+        await _evaluate(ctx, opened, frame, block)
+    key, digest, entries, signature = await _publish(ctx, opened)
+    if entries:
+        await _report(ctx, opened, entries, signature)
+    closed = TaskClosed(
+        task_id=T, verdict_key=key, verdict_sha256=digest, evaluated=len(entries),
+        passed=sum(1 for e in entries if e["passed"]),
+        reason=TURN_OVER if turn_over else ("" if entries else "no verdicts"),
+    )
+    event = ctx.log.append(closed, key=f"task/{T}/closed", block=block)
+    for cache in ("media", "sources"):
+        ctx.state.get(cache, {}).pop(T, None)
+    for k in [k for k in ctx.state.get("videos", {}) if k[0] == T]:
+        del ctx.state["videos"][k]
+    log.info("task=%s closed: %d evaluated, %d passed %s", T, closed.evaluated, closed.passed, closed.reason)
+    return event.payload()  # type: ignore[return-value]
+
+
+async def _produced_by_earlier(ctx: ServiceContext, validators: Sequence[str], task_id: int, step: int) -> bool:
+    """Whether a validator ahead of us in this task's failover ring already opened or published it."""
+    for k in range(step):
+        earlier = validators[(task_id + k) % len(validators)]
+        if ctx.log.get(earlier, f"task/{task_id}/opened") is not None:
+            return True
+        store = ctx.peers.get(earlier)
+        if store is not None:
+            try:
+                if await store.head(seedformat.verdict_key(task_id, earlier)) is not None:
+                    return True
+            except StorageError as exc:  # the seed's rule: unreadable means not produced
+                log.debug("peer %s unreadable: %s", earlier[:12], exc)
+    return False
+
+
+async def sample_turn(ctx: ServiceContext) -> TaskClosed | None:
+    """Do this validator's sampling work at the current block; the closed task, or None.
+
+    Resumes an own open task first. Otherwise opens task `block // interval` when the rotation
+    says this validator is its rightful sampler now and nobody ahead of it produced it.
+    """
+    block, _ = await ctx.chain.head()
+    pending = open_tasks(ctx)
+    if pending:
+        ctx.settings.require("GEMINI_API_KEY")
+        if ctx.own is None:
+            ctx.settings.require("LEOMA_OWN_BUCKET_URL")
+        return await _run_task(ctx, pending[0], block)
+    allow = await current_allowlist(ctx, block)
+    if allow is None:
+        log.info("block=%s no verified allowlist: not sampling", block)
+        return None
+    validators, interval = tuple(allow.validators), allow.interval
+    task_id = block // interval
+    grace = ctx.consensus.grace_blocks(interval)
+    if rightful_sampler_at(validators, interval, grace, task_id, block) != ctx.hotkey:
+        return None
+    if ctx.log.get(ctx.hotkey, f"task/{task_id}/opened") is not None:
+        return None  # already produced (and closed) by us
+    step = failover_step_at(validators, interval, grace, task_id, block)
+    if step > 0 and await _produced_by_earlier(ctx, validators, task_id, step):
+        return None
+    if ctx.judge is None:
+        ctx.settings.require("GEMINI_API_KEY")
+    if ctx.own is None:
+        ctx.settings.require("LEOMA_OWN_BUCKET_URL")
+    if ctx.source is None:
+        ctx.settings.require("LEOMA_SOURCE_URL")
+    view = MinersView.fold(ctx.log.rows(kinds=list(MinersView.KINDS), origin=ctx.hotkey), own=ctx.hotkey,
+                           netuid=ctx.netuid)
+    miners = view.valid_miners()
+    if not miners:
+        log.warning("task=%s block=%s no valid miners: not opening the task", task_id, block)
+        return None
+    try:
+        opened = await _open_task(ctx, task_id, interval, step, block, tuple(miners))
+    except AdapterError as exc:
+        log.warning("task=%s could not be opened: %s", task_id, exc)
+        return None
+    if opened is None:
+        return None
+    return await _run_task(ctx, opened, block)
