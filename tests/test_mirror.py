@@ -1,0 +1,578 @@
+"""The mirror: own events out as immutable segments + a signed checkpoint, peers' events in.
+
+Every refusal case checks three things: a clear reason is recorded as an event, the peer's
+position does not advance past the bad object, and the other peers still sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import zstandard
+
+from leoma import events as ev
+from leoma.consensus import DEFAULT
+from leoma.errors import MirrorError, ObjectNotFound, StorageError
+from leoma.log import Draft, EventLog
+from leoma.mirror import (
+    MirrorIn,
+    MirrorOut,
+    Peer,
+    checkpoint_key,
+    decode_segment,
+    encode_segment,
+    segment_key,
+    segment_ranges,
+    verify_published,
+)
+from leoma.signing import CHECKPOINT_DOMAIN, Checkpoint, SignedCheckpoint, keypair_from_uri, sign
+from leoma.storage import DirectoryStore, ObjectInfo, ObjectStore, S3Store
+from tests.storage_fixtures import ACCESS_KEY, REGION, SECRET_KEY, FaultProxy, moto_endpoint, s3_bucket  # noqa: F401
+
+ALICE = keypair_from_uri("//Alice")
+BOB = keypair_from_uri("//Bob")
+CHARLIE = keypair_from_uri("//Charlie")
+EVE = keypair_from_uri("//Eve")
+A, B, C = ALICE.ss58_address, BOB.ss58_address, CHARLIE.ss58_address
+DIGEST = DEFAULT.digest
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+
+def fill(log: EventLog, n: int, tag: str = "x", block: int = 1000) -> None:
+    """Append `n` cheap own events."""
+    start = log.head(log.own or "").origin_seq
+    log.append_many([Draft(f"head/{tag}/{start + i}", block + start + i,
+                           ev.ChainHeadObserved(block_hash=f"0x{tag}{start + i:08d}")) for i in range(n)])
+
+
+class Counting:
+    """A store wrapper that records every call (the proof that reads need no LIST)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+        self.calls: list[tuple[str, str]] = []
+        self.bytes_read = 0
+
+    async def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        self.calls.append(("get", key))
+        data = await self.inner.get(key, max_bytes=max_bytes)
+        self.bytes_read += len(data)
+        return data
+
+    async def put(self, key: str, data: bytes, **kw: Any) -> None:
+        self.calls.append(("put", key))
+        await self.inner.put(key, data, **kw)
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        self.calls.append(("head", key))
+        return await self.inner.head(key)
+
+    def list(self, prefix: str = "", **kw: Any) -> AsyncIterator[ObjectInfo]:
+        self.calls.append(("list", prefix))
+        return self.inner.list(prefix, **kw)
+
+    async def delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class Flaky(DirectoryStore):
+    """A directory bucket that fails the next `failures` calls, as an outage would."""
+
+    failures = 0
+
+    def _maybe_fail(self) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StorageError("injected outage: the bucket is unreachable")
+
+    async def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        self._maybe_fail()
+        return await super().get(key, max_bytes=max_bytes)
+
+    async def put(self, key: str, data: bytes, **kw: Any) -> None:
+        self._maybe_fail()
+        await super().put(key, data, **kw)
+
+
+def make_s3(endpoint: str, bucket: str, **options: Any) -> S3Store:
+    settings: dict[str, Any] = {"base_delay": 0.001, "max_delay": 0.01}
+    settings.update(options)
+    return S3Store(bucket, endpoint_url=endpoint, region=REGION, access_key=ACCESS_KEY, secret_key=SECRET_KEY, **settings)
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Iterator[dict[str, EventLog]]:
+    opened = {name: EventLog(tmp_path / f"{name}.db", own=key.ss58_address)
+              for name, key in (("alice", ALICE), ("bob", BOB), ("charlie", CHARLIE))}
+    yield opened
+    for lg in opened.values():
+        lg.close()
+
+
+@pytest.fixture(params=["directory", "s3"])
+async def bucket(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ObjectStore]:
+    """Alice's bucket, on each backend."""
+    if request.param == "directory":
+        yield DirectoryStore(tmp_path / "alice-bucket")
+        return
+    s3 = make_s3(request.getfixturevalue("moto_endpoint"), request.getfixturevalue("s3_bucket"))
+    await s3.ensure_bucket()
+    async with s3:
+        yield s3
+
+
+def rejections(log: EventLog) -> list[ev.PeerSegmentRejected]:
+    return [s.event.payload() for s in log.events(kinds=["peer_segment_rejected"])]  # type: ignore[misc]
+
+
+async def published(tmp_path: Path, logs: dict[str, EventLog], n: int = 12, size: int = 5) -> DirectoryStore:
+    store = DirectoryStore(tmp_path / "alice-bucket")
+    fill(logs["alice"], n)
+    await MirrorOut(logs["alice"], store, ALICE, DIGEST, size).push()
+    return store
+
+
+async def charlie_also(tmp_path: Path, logs: dict[str, EventLog]) -> Peer:
+    """A well-behaved second peer, to show one bad peer never stops the others."""
+    store = DirectoryStore(tmp_path / "charlie-bucket")
+    fill(logs["charlie"], 3, tag="c")
+    await MirrorOut(logs["charlie"], store, CHARLIE, DIGEST, 5).push()
+    return Peer(C, store)
+
+
+# ---- naming --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("after", "size", "expected"), [
+    (0, 0, []),
+    (0, 12, [(1, 5), (6, 10), (11, 12)]),
+    (5, 12, [(6, 10), (11, 12)]),
+    (7, 12, [(6, 10), (11, 12)]),
+    (10, 12, [(11, 12)]),
+    (12, 12, []),
+    (0, 10, [(1, 5), (6, 10)]),
+])
+def test_segment_ranges_cover_only_what_is_new(after: int, size: int, expected: list[tuple[int, int]]) -> None:
+    assert segment_ranges(after, size, 5) == expected
+
+
+def test_segment_key_is_the_range() -> None:
+    assert segment_key(A, 1001, 1137) == f"log/{A}/seg/000001001-000001137.jsonl.zst"
+    assert checkpoint_key(A) == f"log/{A}/checkpoint.json"
+
+
+# ---- round trip ----------------------------------------------------------------------------
+
+
+async def test_push_pull_round_trip_reads_only_new_objects(bucket: ObjectStore, logs: dict[str, EventLog]) -> None:
+    alice, bob = logs["alice"], logs["bob"]
+    fill(alice, 12)
+    out = MirrorOut(alice, bucket, ALICE, DIGEST, 5)
+    report = await out.push()
+    assert (report.size, report.segments_written, report.previous_size) == (12, 3, 0)
+    assert (await out.push()).segments_written == 0  # nothing new, nothing written
+
+    counted = Counting(bucket)
+    mirror_in = MirrorIn(bob, [Peer(A, counted)], DIGEST)
+    [sync] = await mirror_in.sync()
+    assert (sync.imported, sync.head, sync.rejected, sync.error) == (12, 12, "", "")
+    assert list(bob.chain(A)) == list(alice.chain(A))
+    assert [k for op, k in counted.calls if op != "get"] == []  # no LIST, no HEAD of our own
+    assert bob.count(kind="peer_segment_imported") == 3
+
+    fill(alice, 4)
+    await out.push()  # writes the full 11-15 and the partial 16-16
+    counted.calls.clear()
+    [sync] = await mirror_in.sync()
+    assert sync.imported == 4
+    assert counted.calls == [("get", checkpoint_key(A)), ("get", segment_key(A, 11, 15)), ("get", segment_key(A, 16, 16))]
+    assert bob.head(A) == alice.head(A)
+    assert bob.verify().ok
+
+
+async def test_verify_published_on_both_backends(bucket: ObjectStore, logs: dict[str, EventLog]) -> None:
+    fill(logs["alice"], 7)
+    await MirrorOut(logs["alice"], bucket, ALICE, DIGEST, 3).push()
+    report = await verify_published("unused://", A, store=bucket)
+    assert report["ok"], report
+    assert (report["events"], report["segments"], report["consensus_known"]) == (7, 3, True)
+
+
+async def test_verify_published_by_url_and_finds_an_edit(tmp_path: Path, logs: dict[str, EventLog]) -> None:
+    store = await published(tmp_path, logs, 12, 5)
+    url = (tmp_path / "alice-bucket").as_uri()
+    assert (await verify_published(url, A))["ok"]
+    await _edit_segment(store, A, 6, 10)
+    report = await verify_published(url, A)
+    assert not report["ok"] and "broken chain" in report["message"]
+    assert not (await verify_published(url, "../../etc"))["ok"]
+
+
+async def test_two_validators_converge(tmp_path: Path, logs: dict[str, EventLog]) -> None:
+    alice, bob = logs["alice"], logs["bob"]
+    stores = {A: DirectoryStore(tmp_path / "a"), B: DirectoryStore(tmp_path / "b")}
+    outs = {A: MirrorOut(alice, stores[A], ALICE, DIGEST, 4), B: MirrorOut(bob, stores[B], BOB, DIGEST, 4)}
+    ins = {A: MirrorIn(alice, [Peer(B, stores[B]), Peer(A, stores[A])], DIGEST),
+           B: MirrorIn(bob, [Peer(A, stores[A]), Peer(B, stores[B])], DIGEST)}
+    for round_ in range(3):
+        fill(alice, 5 + round_, tag="a")
+        fill(bob, 3 + round_, tag="b")
+        for h in (A, B):
+            await outs[h].push()
+        for h in (A, B):
+            await ins[h].sync()
+
+    def observed(lg: EventLog) -> set[tuple[str, int, str]]:
+        # Each pull records one own `peer_segment_imported`, which the other side sees next round.
+        return {(s.event.origin, s.event.origin_seq, s.event.hash) for s in lg.events()
+                if s.event.kind != "peer_segment_imported"}
+
+    assert observed(alice) == observed(bob)
+    for origin in (A, B):
+        ours, theirs = list(alice.chain(origin)), list(bob.chain(origin))
+        shorter = min(len(ours), len(theirs))
+        assert ours[:shorter] == theirs[:shorter]
+    assert not rejections(alice) and not rejections(bob)
+
+
+# ---- faults of the bucket ------------------------------------------------------------------
+
+
+async def test_s3_500_429_timeout_then_recovers_without_loss_or_duplicates(
+    moto_endpoint: str, s3_bucket: str, logs: dict[str, EventLog]  # noqa: F811
+) -> None:
+    alice, bob = logs["alice"], logs["bob"]
+    async with make_s3(moto_endpoint, s3_bucket) as direct:
+        await direct.ensure_bucket()
+    fill(alice, 9)
+    with FaultProxy(moto_endpoint, hold=1.0) as proxy:
+        timeouts = {"read_timeout": 0.3, "connect_timeout": 0.3}
+        async with make_s3(proxy.endpoint, s3_bucket, attempts=2, **timeouts) as hasty, \
+                make_s3(proxy.endpoint, s3_bucket, attempts=6, **timeouts) as patient:
+            # An outage longer than the store's retries: the push fails, nothing is recorded.
+            proxy.script = ["500"] * 4
+            with pytest.raises(StorageError):
+                await MirrorOut(alice, hasty, ALICE, DIGEST, 4).push()
+            proxy.script = []
+            out = MirrorOut(alice, patient, ALICE, DIGEST, 4)
+            assert out.uploaded() is None
+            proxy.script = ["429", "timeout", "500"]  # within the retries: the push goes through
+            assert (await out.push()).size == 9
+
+            proxy.script = ["500", "429"] * 3
+            [sync] = await MirrorIn(bob, [Peer(A, hasty)], DIGEST).sync()
+            assert sync.error and sync.imported == 0 and not rejections(bob)
+            proxy.script = []
+            mirror_in = MirrorIn(bob, [Peer(A, patient)], DIGEST)
+            proxy.script = ["timeout", "500", "429"]
+            [sync] = await mirror_in.sync()
+            assert (sync.imported, sync.error) == (9, "")
+            fill(alice, 2)
+            proxy.script = ["500", "timeout"]
+            await out.push()
+            proxy.script = ["429", "500"]
+            await mirror_in.sync()
+    assert list(bob.chain(A)) == list(alice.chain(A))
+    assert bob.count(origin=A) == 11 and bob.verify().ok and not rejections(bob)
+    async with make_s3(moto_endpoint, s3_bucket) as direct:
+        assert (await verify_published("unused://", A, store=direct))["ok"]
+
+
+async def test_run_loop_backs_off_and_never_blocks_appends(tmp_path: Path, logs: dict[str, EventLog]) -> None:
+    alice = logs["alice"]
+    store = Flaky(tmp_path / "flaky")
+    store.failures = 4
+    out = MirrorOut(alice, store, ALICE, DIGEST, 3)
+    stop = asyncio.Event()
+    task = asyncio.create_task(out.run(stop, interval=0.01, max_backoff=0.05))
+    for _ in range(10):  # appending goes on during the outage
+        fill(alice, 2)
+        await asyncio.sleep(0.01)
+    while store.failures:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert out.uploaded() is not None and out.uploaded().size == 20  # type: ignore[union-attr]
+    assert (await verify_published("unused://", A, store=store))["ok"]
+
+
+async def test_crash_between_segments_and_checkpoint_redoes_the_work(tmp_path: Path, logs: dict[str, EventLog]) -> None:
+    alice = logs["alice"]
+    store = DirectoryStore(tmp_path / "bucket")
+
+    class CrashBeforeCheckpoint(Counting):
+        async def put(self, key: str, data: bytes, **kw: Any) -> None:
+            if key.endswith("checkpoint.json"):
+                raise StorageError("killed before the checkpoint was written")
+            await super().put(key, data, **kw)
+
+    fill(alice, 11)
+    with pytest.raises(StorageError):
+        await MirrorOut(alice, CrashBeforeCheckpoint(store), ALICE, DIGEST, 5).push()
+    assert await store.head(segment_key(A, 11, 11)) is not None
+    assert await store.head(checkpoint_key(A)) is None
+    restarted = MirrorOut(alice, store, ALICE, DIGEST, 5)
+    assert restarted.uploaded() is None  # nothing was recorded: the work is redone
+    report = await restarted.push()
+    assert (report.size, report.segments_written, report.segments_already_there) == (11, 0, 3)
+    assert (await verify_published("unused://", A, store=store))["ok"]
+
+
+async def test_kill_9_in_a_subprocess_then_restart(tmp_path: Path, logs: dict[str, EventLog]) -> None:
+    """A real kill -9 while pushing (the child stops itself right after the segments)."""
+    import signal
+    import subprocess
+    import sys
+
+    fill(logs["alice"], 11)
+    logs["alice"].close()
+    db, bucket = tmp_path / "alice.db", tmp_path / "bucket"
+    child = (
+        "import asyncio, os, signal, sys\n"
+        "from leoma.log import EventLog\nfrom leoma.mirror import MirrorOut\nfrom leoma.storage import DirectoryStore\n"
+        "from leoma.signing import keypair_from_uri\nfrom leoma.consensus import DEFAULT\n"
+        "class Die(DirectoryStore):\n"
+        "    async def put(self, key, data, **kw):\n"
+        "        if key.endswith('checkpoint.json'): os.kill(os.getpid(), signal.SIGKILL)\n"
+        "        await super().put(key, data, **kw)\n"
+        "k = keypair_from_uri('//Alice')\n"
+        f"log = EventLog({str(db)!r}, own=k.ss58_address)\n"
+        f"asyncio.run(MirrorOut(log, Die({str(bucket)!r}), k, DEFAULT.digest, 5).push())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", child], cwd=Path(__file__).parent.parent, capture_output=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    store = DirectoryStore(bucket)
+    assert await store.head(checkpoint_key(A)) is None
+    with EventLog(db, own=A) as alice:
+        report = await MirrorOut(alice, store, ALICE, DIGEST, 5).push()
+        assert (report.size, report.segments_already_there) == (11, 3)
+    assert (await verify_published("unused://", A, store=store))["ok"]
+    logs["alice"] = EventLog(db, own=A)  # so the fixture can close it
+
+
+async def test_push_refuses_a_bucket_segment_with_other_events(tmp_path: Path, logs: dict[str, EventLog]) -> None:
+    store = DirectoryStore(tmp_path / "bucket")
+    fill(logs["bob"], 5)  # Bob's events, planted under Alice's key
+    fake = list(logs["bob"].chain(B))
+    await store.put(segment_key(A, 1, 5), encode_segment(fake), if_absent=True)
+    fill(logs["alice"], 5)
+    with pytest.raises(MirrorError):
+        await MirrorOut(logs["alice"], store, ALICE, DIGEST, 5).push()
+
+
+# ---- bad peers -----------------------------------------------------------------------------
+
+
+async def _edit_segment(store: DirectoryStore, origin: str, first: int, last: int) -> None:
+    key = segment_key(origin, first, last)
+    raw = zstandard.ZstdDecompressor().decompress(await store.get(key))
+    edited = raw.replace(b"0xx", b"0xy", 1)
+    assert edited != raw
+    await store.delete(key)
+    await store.put(key, zstandard.ZstdCompressor().compress(edited))
+
+
+async def _truncate_segment(store: DirectoryStore, origin: str, first: int, last: int) -> None:
+    key = segment_key(origin, first, last)
+    data = await store.get(key)
+    await store.delete(key)
+    await store.put(key, data[: len(data) // 2])
+
+
+async def _forged_checkpoint(store: DirectoryStore, origin: str, first: int, last: int) -> None:
+    cp = Checkpoint(origin=A, size=12, head="ab" * 32, consensus_digest=DIGEST, segment_size=5)
+    enc = msgspec.json.Encoder(order="deterministic")
+    await store.put(checkpoint_key(A), enc.encode(SignedCheckpoint(checkpoint=cp, signature=sign(EVE, CHECKPOINT_DOMAIN, enc.encode(cp)))))
+
+
+async def _huge_segment(store: DirectoryStore, origin: str, first: int, last: int) -> None:
+    path = store.root / segment_key(origin, first, last)
+    path.unlink()
+    with open(path, "wb") as fh:  # sparse: 2 GiB on paper, nothing on disk
+        fh.truncate(2 * 1024**3)
+
+
+async def _missing_segment(store: DirectoryStore, origin: str, first: int, last: int) -> None:
+    await store.delete(segment_key(origin, first, last))
+
+
+@pytest.mark.parametrize(("tamper", "reason", "key_end"), [
+    (_truncate_segment, "malformed object", "000000006-000000010.jsonl.zst"),
+    (_edit_segment, "broken chain", "000000006-000000010.jsonl.zst"),
+    (_forged_checkpoint, "bad signature", "checkpoint.json"),
+    (_huge_segment, "oversized object", "000000006-000000010.jsonl.zst"),
+    (_missing_segment, "missing segment", "000000006-000000010.jsonl.zst"),
+])
+async def test_bad_objects_are_rejected_with_a_reason_and_the_rest_continues(
+    tmp_path: Path, logs: dict[str, EventLog], tamper: Any, reason: str, key_end: str
+) -> None:
+    bob = logs["bob"]
+    store = await published(tmp_path, logs, 12, 5)
+    await tamper(store, A, 6, 10)
+    charlie = await charlie_also(tmp_path, logs)
+    mirror_in = MirrorIn(bob, [Peer(A, store), charlie], DIGEST, max_segment_bytes=1024 * 1024)
+    alice_sync, charlie_sync = await mirror_in.sync()
+    assert alice_sync.rejected.startswith(reason), alice_sync.rejected
+    assert charlie_sync.imported == 3 and not charlie_sync.rejected
+    expected_head = 0 if key_end == "checkpoint.json" else 5
+    assert bob.head(A).origin_seq == expected_head  # never past the bad object
+    [rejected] = rejections(bob)
+    assert rejected.peer == A and rejected.object_key.endswith(key_end) and rejected.reason.startswith(reason)
+    assert rejected.at_seq == expected_head + 1
+    await mirror_in.sync()  # retried later: the same refusal is not recorded twice
+    assert len(rejections(bob)) == 1
+    assert bob.head(A).origin_seq == expected_head
+
+
+async def test_unknown_consensus_digest_is_refused(tmp_path: Path, logs: dict[str, EventLog]) -> None:
+    store = DirectoryStore(tmp_path / "bucket")
+    fill(logs["alice"], 3)
+    await MirrorOut(logs["alice"], store, ALICE, "f" * 64, 5).push()
+    [sync] = await MirrorIn(logs["bob"], [Peer(A, store)], DIGEST).sync()
+    assert sync.rejected.startswith("unknown consensus digest") and logs["bob"].head(A).origin_seq == 0
+
+
+@pytest.mark.parametrize(("segment_size", "first_n", "then_n"), [(5, 5, 8), (10, 3, 5)])
+async def test_a_peer_that_rewrites_published_segments_is_refused(
+    tmp_path: Path, logs: dict[str, EventLog], segment_size: int, first_n: int, then_n: int
+) -> None:
+    bob = logs["bob"]
+    store = DirectoryStore(tmp_path / "bucket")
+    fill(logs["alice"], first_n, tag="x")
+    await MirrorOut(logs["alice"], store, ALICE, DIGEST, segment_size).push()
+    mirror_in = MirrorIn(bob, [Peer(A, store)], DIGEST)
+    await mirror_in.sync()
+    assert bob.head(A).origin_seq == first_n
+    # Alice wipes her bucket and publishes another history under the same key.
+    shutil.rmtree(tmp_path / "bucket")
+    with EventLog(tmp_path / "alice2.db", own=A) as other:
+        fill(other, then_n, tag="y")
+        await MirrorOut(other, store, ALICE, DIGEST, segment_size).push()
+    [sync] = await mirror_in.sync()
+    assert sync.rejected.startswith("rewritten segment"), sync.rejected
+    assert bob.head(A).origin_seq == first_n
+    assert [r.reason.split(":")[0] for r in rejections(bob)] == ["rewritten segment"]
+
+
+async def test_keys_with_path_tricks_are_refused(tmp_path: Path, logs: dict[str, EventLog]) -> None:
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "checkpoint.json").write_text("{}")
+    store = DirectoryStore(tmp_path / "bucket")
+    charlie = await charlie_also(tmp_path, logs)
+    syncs = await MirrorIn(logs["bob"], [Peer("../../secret", store), charlie], DIGEST).sync()
+    assert syncs[0].rejected.startswith("invalid hotkey") and syncs[1].imported == 3
+    [rejected] = rejections(logs["bob"])
+    assert rejected.peer == "../../secret" and rejected.at_seq == 0
+
+
+async def test_segment_decoding_refuses_foreign_origins_and_bombs(logs: dict[str, EventLog]) -> None:
+    fill(logs["bob"], 2)
+    with pytest.raises(MirrorError, match="malformed object.*origin"):
+        decode_segment(encode_segment(list(logs["bob"].chain(B))), origin=A, first=1, last=2)
+    bomb = zstandard.ZstdCompressor().compress(b"\n" * (200 * 1024 * 1024))
+    with pytest.raises(MirrorError, match="oversized object"):
+        decode_segment(bomb, origin=A, first=1, last=1)
+    with pytest.raises(MirrorError, match="malformed object"):
+        decode_segment(b"not zstd at all", origin=A, first=1, last=1)
+
+
+# ---- entitlement ---------------------------------------------------------------------------
+
+
+def task(task_id: int, sampler: str) -> ev.TaskOpened:
+    return ev.TaskOpened(task_id=task_id, interval=100, sampler=sampler, block_hash="0x00", source_key="s.mp4",
+                         clip_start_ms=0, clip_ms=5000, prompt="p", prompt_model="m", prompt_version="describe/v1",
+                         miners=("m1",))
+
+
+def verdict(task_id: int) -> ev.VerdictRecorded:
+    return ev.VerdictRecorded(task_id=task_id, miner="m1", passed=True, overall=80, judge_model="j",
+                              prompt_version="evaluate/v1")
+
+
+async def test_tasks_and_verdicts_a_peer_was_not_entitled_to_are_refused(tmp_path: Path, logs: dict[str, EventLog]) -> None:
+    alice, bob = logs["alice"], logs["bob"]
+    validators = tuple(sorted((A, B)))
+    mine = validators.index(A)  # task t belongs to validators[t % 2] at the start of its rotation
+    store = DirectoryStore(tmp_path / "bucket")
+    out = MirrorOut(alice, store, ALICE, DIGEST, 10)
+    mirror_in = MirrorIn(bob, [Peer(A, store)], DIGEST)
+    # Rightful: Alice's own task, opened at the start of its rotation, and its verdict.
+    alice.append(task(mine, A), key=f"task/{mine}", block=mine * 100 + 1)
+    alice.append(verdict(mine), key=f"verdict/{mine}", block=mine * 100 + 2)
+    await out.push()
+    [sync] = await mirror_in.sync()  # no allowlist known yet: nothing refused on this ground
+    assert sync.imported == 2
+    bob.append(ev.AllowlistVerified(owner_hotkey="o", digest="d", interval=100, validators=(B, A)), key="allow", block=1)
+    # Bob's task opened by Alice, early in its rotation: not hers.
+    alice.append(task(1 - mine, A), key=f"task/{1 - mine}", block=(1 - mine) * 100 + 1)
+    await out.push()
+    [sync] = await mirror_in.sync()
+    assert sync.rejected.startswith("not entitled: #3 task_opened"), sync.rejected
+    assert bob.head(A).origin_seq == 2
+
+
+async def test_a_verdict_for_a_task_the_peer_did_not_open_is_refused(tmp_path: Path, logs: dict[str, EventLog]) -> None:
+    alice, bob = logs["alice"], logs["bob"]
+    bob.append(ev.AllowlistVerified(owner_hotkey="o", digest="d", interval=100, validators=(A, B)), key="allow", block=1)
+    store = DirectoryStore(tmp_path / "bucket")
+    alice.append(verdict(7), key="verdict/7", block=750)
+    await MirrorOut(alice, store, ALICE, DIGEST, 10).push()
+    [sync] = await MirrorIn(bob, [Peer(A, store)], DIGEST).sync()
+    assert sync.rejected.startswith("not entitled: #1 verdict_recorded for task 7")
+
+
+# ---- restore -------------------------------------------------------------------------------
+
+
+async def test_restore_brings_back_a_lost_tail_before_appending(tmp_path: Path, logs: dict[str, EventLog]) -> None:
+    alice = logs["alice"]
+    store = DirectoryStore(tmp_path / "bucket")
+    fill(alice, 7)
+    alice.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copy(tmp_path / "alice.db", tmp_path / "backup.db")  # the machine's last backup
+    fill(alice, 6)
+    await MirrorOut(alice, store, ALICE, DIGEST, 5).push()
+    expected = list(alice.chain(A))
+    with EventLog(tmp_path / "backup.db", own=A) as restored:
+        out = MirrorOut(restored, store, ALICE, DIGEST, 5)
+        with pytest.raises(MirrorError, match="restore"):
+            await out.push()  # pushing first would reuse seqs 8..13
+        assert await out.restore() == 6
+        assert list(restored.chain(A)) == expected
+        fill(restored, 1, tag="z")
+        assert (await out.push()).size == 14
+        assert await out.restore() == 0
+    with EventLog(tmp_path / "empty.db", own=A) as fresh:  # a lost disk: everything comes back
+        assert await MirrorOut(fresh, store, ALICE, DIGEST, 5).restore() == 14
+
+
+async def test_restore_refuses_a_bucket_that_disagrees(tmp_path: Path, logs: dict[str, EventLog]) -> None:
+    store = DirectoryStore(tmp_path / "bucket")
+    fill(logs["alice"], 8, tag="x")
+    await MirrorOut(logs["alice"], store, ALICE, DIGEST, 5).push()
+    with EventLog(tmp_path / "fork.db", own=A) as fork:
+        fill(fork, 3, tag="y")
+        with pytest.raises(MirrorError, match="disagrees"):
+            await MirrorOut(fork, store, ALICE, DIGEST, 5).restore()
+        assert fork.head(A).origin_seq == 3
+
+
+async def test_no_checkpoint_yet_is_not_a_rejection(tmp_path: Path, logs: dict[str, EventLog]) -> None:
+    [sync] = await MirrorIn(logs["bob"], [Peer(A, DirectoryStore(tmp_path / "empty"))], DIGEST).sync()
+    assert (sync.checkpoint_size, sync.rejected, sync.error) == (None, "", "")
+    with pytest.raises(ObjectNotFound):
+        await DirectoryStore(tmp_path / "empty").get(checkpoint_key(A))
+    assert os.path.exists(tmp_path)
