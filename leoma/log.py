@@ -261,11 +261,15 @@ class EventLog:
         ).fetchone()
         return Head(row[0], row[1].hex()) if row else Head(0, ZERO_HASH)
 
-    def frontier(self) -> dict[str, Head]:
-        """Every origin's head, sorted by origin."""
+    def frontier(self, *, until_seq: int | None = None) -> dict[str, Head]:
+        """Every origin's head (as of local position `until_seq`, inclusive), sorted by origin."""
+        bound = "" if until_seq is None else " AND seq <= ?"
+        args: tuple[object, ...] = () if until_seq is None else (until_seq,)
         rows = self.conn.execute(
             "SELECT o.hotkey, e.origin_seq, e.hash FROM events e JOIN origins o ON o.id = e.origin_id"
-            " WHERE e.origin_seq = (SELECT max(origin_seq) FROM events WHERE origin_id = e.origin_id)"
+            " JOIN (SELECT origin_id, max(origin_seq) AS top FROM events WHERE 1" + bound +
+            " GROUP BY origin_id) m ON m.origin_id = e.origin_id AND m.top = e.origin_seq",
+            args,
         ).fetchall()
         return {hk: Head(s, h.hex()) for hk, s, h in sorted(rows)}
 

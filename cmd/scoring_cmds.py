@@ -1,0 +1,201 @@
+"""`leoma replay`, `leoma explain` and `leoma get-rank`: the decisions, reproducible and explained."""
+
+from __future__ import annotations
+
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import click
+
+from .events_cmds import db_option, open_existing
+from .output import friendly_errors, json_option, print_json, print_table
+
+
+def _pct(text: str) -> str:
+    return f"{float(Fraction(text)) * 100:.1f}%"
+
+
+@click.command("replay")
+@click.argument("epoch", type=int, required=False)
+@db_option
+@click.option("--all", "every", is_flag=True, help="Replay every scored epoch in the log.")
+@click.option("--origin", help="Whose decisions to replay (default: the log's own, else every origin's).")
+@click.option("--from-bucket", "bucket", help="Replay a validator from its public mirror alone (URL).")
+@click.option("--hotkey", help="The validator whose mirror to replay (with --from-bucket).")
+@click.option("--consensus", "consensus_path", type=click.Path(dir_okay=False), envvar="LEOMA_CONSENSUS",
+              help="consensus.toml to replay under (default: the packaged one).")
+@click.option("--network", envvar="NETWORK", help="Also compare with the weights on this chain when reachable.")
+@json_option
+@friendly_errors
+def replay_cmd(epoch: int | None, db_path: str, every: bool, origin: str | None, bucket: str | None,
+               hotkey: str | None, consensus_path: str | None, network: str | None, as_json: bool) -> None:
+    """Re-derive EPOCH from exactly the events it was decided on, and diff.
+
+    Exit 0 when every replayed epoch reproduces; 1 with the differences, field by field.
+    """
+    import tempfile
+
+    from leoma.consensus import load_consensus
+    from leoma.errors import ConfigError
+    from leoma.replay import find_epoch, recorded_epochs, replay_epoch
+
+    if epoch is None and not every:
+        raise click.UsageError("name an EPOCH or pass --all")
+    consensus = load_consensus(consensus_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        if bucket:
+            if not hotkey:
+                raise click.UsageError("--from-bucket needs --hotkey: whose mirror to replay")
+            import asyncio
+
+            from leoma.mirror import download_published  # type: ignore[attr-defined]
+
+            db_path = str(Path(tmp) / "mirror.db")
+            asyncio.run(download_published(bucket, hotkey, db_path))
+            origin = hotkey
+        log = open_existing(db_path)
+        with log:
+            if origin is None and log.own:
+                origin = log.own
+            targets = list(recorded_epochs(log, origin=origin)) if every else [find_epoch(log, epoch, origin=origin)]  # type: ignore[arg-type]
+            if not targets:
+                raise ConfigError(f"no epoch_scored events in {db_path}")
+            results = [replay_epoch(log, r, consensus=consensus, scratch_dir=Path(tmp)) for r in targets]
+    ok = all(r.reproduced for r in results)
+    if as_json:
+        import msgspec
+
+        print_json({"ok": ok, "epochs": [msgspec.to_builtins(r) for r in results]})
+    else:
+        for r in results:
+            status = "reproduced" if r.reproduced else "DIFFERS"
+            click.echo(f"epoch {r.epoch} by {r.origin[:12]}… ({r.events} events): {status}")
+            for d in r.differences:
+                click.echo(f"  {d.field}: recorded {d.recorded!r} != replayed {d.replayed!r}")
+    sys.exit(0 if ok else 1)
+
+
+def _latest_decision(log, epoch: int | None, origin: str | None):  # type: ignore[no-untyped-def]
+    from leoma.replay import find_epoch, recorded_epochs
+
+    if epoch is not None:
+        return find_epoch(log, epoch, origin=origin)
+    found = list(recorded_epochs(log, origin=origin))
+    if not found:
+        from leoma.errors import LogError
+
+        raise LogError(f"no scored epoch in {log.path} yet: run the validator for an epoch first")
+    return max(found, key=lambda r: (r.body.epoch, r.origin_seq))
+
+
+@click.command("explain")
+@click.argument("miner")
+@db_option
+@click.option("--epoch", type=int, help="The scored epoch to explain (default: the latest).")
+@click.option("--origin", help="Whose decision (default: the log's own).")
+@json_option
+@friendly_errors
+def explain_cmd(miner: str, db_path: str, epoch: int | None, origin: str | None, as_json: bool) -> None:
+    """Why MINER ranked where it did: rates per validator, completeness, dominance comparisons."""
+    from leoma.errors import LogError
+    from projections.ranking import Standing, explain
+
+    with open_existing(db_path) as log:
+        decision = _latest_decision(log, epoch, origin or log.own)
+    body = decision.body
+    aggs = {a.hotkey: a for a in body.aggregates}
+    agg = aggs.get(miner) or next((a for h, a in aggs.items() if h.startswith(miner)), None)
+    if agg is None:
+        raise LogError(f"{miner} has no aggregate in epoch {body.epoch}: it was not sampled in the window")
+    standings = [Standing(hotkey=a.hotkey, rate=Fraction(a.avg_rate), passed=a.passed,
+                          commit_block=a.commit_block if a.commit_block >= 0 else None)
+                 for a in body.aggregates if a.eligible]
+    from leoma.consensus import load_consensus
+
+    threshold = load_consensus().dominance_threshold
+    comparisons = explain(standings, threshold, agg.hotkey) if agg.eligible else None
+    data = {
+        "epoch": body.epoch, "miner": agg.hotkey, "uid": agg.uid, "rank": agg.rank, "eligible": agg.eligible,
+        "reason": agg.reason, "avg_rate": agg.avg_rate, "completeness": agg.completeness,
+        "commit_block": agg.commit_block, "winner": body.winner,
+        "rates": [{"validator": r.validator, "passed": r.passed, "evaluated": r.evaluated} for r in agg.rates],
+        "dominance": _plain(comparisons),
+    }
+    if as_json:
+        print_json(data)
+        return
+    click.echo(f"epoch {body.epoch}: {agg.hotkey} (uid {agg.uid}) rank {agg.rank or '-'}, "
+               f"{'eligible' if agg.eligible else 'NOT eligible: ' + agg.reason}")
+    click.echo(f"average pass rate {agg.avg_rate} ({_pct(agg.avg_rate)}), completeness {agg.completeness} "
+               f"({_pct(agg.completeness)}), committed at block {agg.commit_block}")
+    print_table(["validator", "passed", "evaluated", "rate"],
+                [(r.validator, r.passed, r.evaluated, _pct(f"{r.passed}/{r.evaluated}") if r.evaluated else "-")
+                 for r in agg.rates])
+    if comparisons is not None:
+        click.echo()
+        if not comparisons.comparisons:
+            click.echo("earliest committed eligible miner: no one before it to beat")
+        for c in comparisons.comparisons:
+            click.echo(f"vs {c.earlier[:12]}… (rate {_pct(str(c.earlier_rate))}): needs {_pct(str(c.needed))}, "
+                       f"{'beaten' if c.beaten else 'NOT beaten'} by {_pct(str(abs(c.margin)))}")
+
+
+def _plain(value):  # type: ignore[no-untyped-def]
+    import msgspec
+
+    if value is None:
+        return None
+    try:
+        return msgspec.to_builtins(value, str_keys=True, enc_hook=str)
+    except TypeError:
+        return str(value)
+
+
+@click.command("get-rank")
+@db_option
+@click.option("--api", "api_url", help="Read the owner-api's /scores/rank instead of the local log.")
+@click.option("--origin", help="Whose decision (default: the log's own).")
+@json_option
+@friendly_errors
+def get_rank(db_path: str, api_url: str | None, origin: str | None, as_json: bool) -> None:
+    """The current ranking: the seed's columns plus eligibility and why a miner is not eligible."""
+    if api_url:
+        import httpx
+
+        resp = httpx.get(api_url.rstrip("/") + "/scores/rank", timeout=30)
+        resp.raise_for_status()
+        data = resp.json()
+        if as_json:
+            print_json(data)
+            return
+        entries = data if isinstance(data, list) else data.get("ranks", data.get("entries", []))
+        print_table(["rank", "uid", "block", "hotkey", "passed", "pass_rate", "eligible"],
+                    [(e.get("rank"), e.get("uid"), e.get("block") or "—", str(e.get("miner_hotkey", ""))[:12] + "…",
+                      e.get("passed_count"), e.get("pass_rate"), e.get("eligible")) for e in entries],
+                    empty="No ranks yet")
+        return
+    with open_existing(db_path) as log:
+        decision = _latest_decision(log, None, origin or log.own)
+    body = decision.body
+    rows = [{"rank": a.rank or None, "uid": a.uid, "block": a.commit_block if a.commit_block >= 0 else None,
+             "miner_hotkey": a.hotkey, "passed_count": a.passed, "evaluated": a.evaluated,
+             "pass_rate": a.avg_rate, "completeness": a.completeness, "eligible": a.eligible, "reason": a.reason}
+            for a in body.aggregates]
+    if as_json:
+        print_json({"epoch": body.epoch, "winner": body.winner, "winner_uid": body.winner_uid,
+                    "burn_reason": body.burn_reason, "ranks": rows})
+        return
+    click.echo(f"epoch {body.epoch}: winner {body.winner or '(burn: ' + body.burn_reason + ')'} uid {body.winner_uid}")
+    print_table(["rank", "uid", "block", "hotkey", "passed", "pass_rate", "complete", "eligible"],
+                [(r["rank"] or "-", r["uid"], r["block"] if r["block"] is not None else "—", r["miner_hotkey"][:12] + "…",
+                  r["passed_count"], _pct(r["pass_rate"]), _pct(r["completeness"]),
+                  "yes" if r["eligible"] else f"no: {r['reason']}") for r in rows],
+                empty="No ranks yet")
+
+
+def register(cli: click.Group) -> None:
+    """Add this module's commands to `leoma`."""
+    cli.add_command(replay_cmd)
+    cli.add_command(explain_cmd)
+    cli.add_command(get_rank)

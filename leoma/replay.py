@@ -1,0 +1,139 @@
+"""Re-derive recorded decisions from the events they were made from, and compare.
+
+`replay_epoch(log, recorded)` copies exactly the events up to the recorded frontier into a
+scratch log (re-verifying every hash on the way: `import_events` refuses anything that does
+not chain), runs the same pure decision (`projections.epoch.score_epoch`) and diffs the result
+field by field against the `epoch_scored` event. An empty diff means "reproduced".
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from leoma.consensus import Consensus, load_consensus
+from leoma.errors import LogError
+from leoma.events import EpochScored, decode_body
+from leoma.log import EventLog, Row
+from projections.epoch import KINDS, score_epoch
+
+
+class Recorded(msgspec.Struct, frozen=True):
+    """An `epoch_scored` event as found in a log."""
+
+    origin: str
+    origin_seq: int
+    block: int
+    body: EpochScored
+
+
+class Difference(msgspec.Struct, frozen=True):
+    """One field that did not reproduce."""
+
+    field: str
+    recorded: Any
+    replayed: Any
+
+
+class ReplayResult(msgspec.Struct, frozen=True):
+    """The outcome of replaying one epoch."""
+
+    origin: str
+    epoch: int
+    block: int
+    events: int
+    differences: tuple[Difference, ...]
+    chain_weights: tuple[tuple[int, int], ...] | None = None
+    chain_note: str = ""
+
+    @property
+    def reproduced(self) -> bool:
+        return not self.differences
+
+
+def recorded_epochs(log: EventLog, *, origin: str | None = None) -> Iterator[Recorded]:
+    """Every `epoch_scored` event in the log (of `origin`, or of every origin)."""
+    for row in log.rows(kinds=["epoch_scored"], origin=origin):
+        body = decode_body(row.body, row.v)
+        assert isinstance(body, EpochScored)
+        yield Recorded(row.origin, row.origin_seq, row.block, body)
+
+
+def find_epoch(log: EventLog, epoch: int, *, origin: str | None = None) -> Recorded:
+    """The recorded decision for `epoch` (the log's own origin's unless `origin` says otherwise)."""
+    found = [r for r in recorded_epochs(log, origin=origin) if r.body.epoch == epoch]
+    if not found:
+        raise LogError(f"no epoch_scored event for epoch {epoch} in {log.path}" + (f" by {origin}" if origin else ""))
+    return found[-1]
+
+
+def rows_at_frontier(log: EventLog, recorded: Recorded, scratch_dir: Path) -> list[Row]:
+    """The decision's input rows, rebuilt in a scratch log from exactly the frontier's events."""
+    scratch = EventLog(scratch_dir / f"replay-{recorded.origin[:8]}-{recorded.body.epoch}.db")
+    try:
+        for entry in recorded.body.frontier:
+            events = list(log.chain(entry.origin, limit=entry.origin_seq))
+            if len(events) < entry.origin_seq:
+                raise LogError(
+                    f"the log holds only {len(events)} events of {entry.origin[:12]}…, the decision read "
+                    f"{entry.origin_seq}: import the rest (leoma mirror pull) before replaying"
+                )
+            if events and events[-1].hash != entry.hash:
+                raise LogError(
+                    f"{entry.origin[:12]}… #{entry.origin_seq} hash differs from the frontier the decision "
+                    "recorded: this log's history is not the one that was scored"
+                )
+            scratch.import_events(events)
+        return list(scratch.rows(kinds=KINDS))
+    finally:
+        scratch.close()
+
+
+def _plain(value: Any) -> Any:
+    return msgspec.to_builtins(value)
+
+
+def diff(recorded: EpochScored, replayed: EpochScored) -> list[Difference]:
+    """Field-by-field differences; aggregates are compared per miner."""
+    out: list[Difference] = []
+    for field in msgspec.structs.fields(EpochScored):
+        name = field.name
+        a, b = getattr(recorded, name), getattr(replayed, name)
+        if a == b:
+            continue
+        if name == "aggregates":
+            left = {x.hotkey: x for x in a}
+            right = {x.hotkey: x for x in b}
+            for hotkey in sorted(set(left) | set(right)):
+                if left.get(hotkey) != right.get(hotkey):
+                    out.append(Difference(f"aggregates[{hotkey}]", _plain(left.get(hotkey)), _plain(right.get(hotkey))))
+        else:
+            out.append(Difference(name, _plain(a), _plain(b)))
+    return out
+
+
+def replay_epoch(log: EventLog, recorded: Recorded, *, consensus: Consensus | None = None,
+                 scratch_dir: Path | None = None) -> ReplayResult:
+    """Recompute `recorded` from its frontier's events and compare."""
+    if consensus is None:
+        consensus = load_consensus()
+    if consensus.digest != recorded.body.consensus_digest:
+        return ReplayResult(recorded.origin, recorded.body.epoch, recorded.block, 0, (
+            Difference("consensus_digest", recorded.body.consensus_digest, consensus.digest),
+        ))
+    with tempfile.TemporaryDirectory(dir=scratch_dir) as tmp:
+        rows = rows_at_frontier(log, recorded, Path(tmp))
+    body = recorded.body
+    epoch_block = _epoch_block(recorded)
+    again = score_epoch(rows, own=recorded.origin, epoch=body.epoch, epoch_block=epoch_block,
+                        netuid=body.netuid, consensus=consensus, frontier=body.frontier)
+    return ReplayResult(recorded.origin, body.epoch, recorded.block, len(rows), tuple(diff(body, again)))
+
+
+def _epoch_block(recorded: Recorded) -> int:
+    # The decision is made for the epoch's boundary block, which the envelope records.
+    return recorded.block

@@ -1,0 +1,176 @@
+"""The weight setter: each epoch, decide from the log, record the decision, set it on chain.
+
+One `step()` per poll does whatever is due, so weights are set when the chain allows it, not
+only when a poll happens to land on a boundary block (the seed's §12.2):
+
+1. the epoch of the head block is `head // epoch_length`; its decision block is the boundary
+   `epoch * epoch_length`. If the log has no `epoch/<n>/scored` yet: sync peers (best effort),
+   fold every event up to now (incrementally, from the `epoch_fold` checkpoint), and append one
+   `epoch_scored` event with the frontier it read;
+2. if that decision is not confirmed on chain yet: submit it when the rate limit allows and
+   append `weights_submitted` + `weights_confirmed` (read back), or `weights_refused` with the
+   chain's reason. A refusal is never counted as success.
+
+Fail closed: a decision that burns only because there is no data (no allowlist, no window, no
+verdicts) does not overwrite the last good weights until `burn_after_epochs_without_data`
+epochs have passed without data.
+
+No scoring logic lives here: the decision is `projections.epoch.EpochFold.decide`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from leoma.consensus import Consensus
+from leoma.errors import ChainError, ChainRefused
+from leoma.events import EpochScored, FrontierEntry, WeightsConfirmed, WeightsRefused, WeightsSubmitted, decode_body
+from leoma.log import EventLog
+from projections.epoch import KINDS, EpochFold
+
+log = logging.getLogger("leoma.weights")
+
+NO_DATA = frozenset({"no allowlist", "no settled window", "no verdicts", "no metagraph"})
+CHECKPOINT = "projection/epoch_fold"
+
+
+class StepResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What one step of the weight setter did."""
+
+    epoch: int
+    block: int
+    scored: bool = False
+    submitted: bool = False
+    confirmed: bool = False
+    withheld: str = ""
+    refused: str = ""
+    decision: EpochScored | None = None
+
+
+def fold_to(log_: EventLog, own: str, until_seq: int) -> EpochFold:
+    """The epoch fold up to local position `until_seq`, resumed from its checkpoint."""
+    saved = log_.get_state(CHECKPOINT)
+    fold = EpochFold.load(saved) if saved else EpochFold(own)
+    if fold.own != own or fold.state.last_seq > until_seq:
+        fold = EpochFold(own)
+    fold.apply_many(log_.rows(kinds=KINDS, after=fold.state.last_seq, until_seq=until_seq))
+    fold.state.last_seq = until_seq
+    log_.set_state(CHECKPOINT, fold.dump())
+    return fold
+
+
+def decide_epoch(log_: EventLog, *, own: str, epoch: int, epoch_block: int, netuid: int,
+                 consensus: Consensus) -> EpochScored:
+    """Fold the log as it is now and decide `epoch` (pure apart from reading the log)."""
+    last = log_.last_seq()
+    frontier = [FrontierEntry(origin=o, origin_seq=h.origin_seq, hash=h.hash)
+                for o, h in log_.frontier(until_seq=last).items()]
+    fold = fold_to(log_, own, last)
+    return fold.decide(epoch, epoch_block, netuid, consensus, frontier)
+
+
+def _own(log_: EventLog, key: str) -> Any:
+    event = log_.get(log_.own or "", key)
+    return event.payload() if event is not None else None
+
+
+def _last_good(log_: EventLog, before_epoch: int) -> EpochScored | None:
+    best = None
+    for row in log_.rows(kinds=["epoch_scored"], origin=log_.own):
+        body = decode_body(row.body, row.v)
+        assert isinstance(body, EpochScored)
+        if body.epoch < before_epoch and body.winner and (best is None or body.epoch > best.epoch):
+            best = body
+    return best
+
+
+async def step(
+    *,
+    log_: EventLog,
+    chain: Any,
+    wallet: Any,
+    netuid: int,
+    consensus: Consensus,
+    sync_peers: Callable[[], Awaitable[Any]] | None = None,
+) -> StepResult:
+    """Do what is due for the current epoch: decide it once, then get it on chain."""
+    own = log_.own or ""
+    head, _ = await chain.head()
+    length = consensus.epoch.length
+    epoch = head // length
+    epoch_block = epoch * length
+    key = f"epoch/{epoch}/scored"
+    decision = _own(log_, key)
+    scored = False
+    if decision is None:
+        if sync_peers is not None:
+            try:
+                await sync_peers()
+            except Exception as exc:  # peers are best effort: decide on what we have
+                log.warning("peer sync before epoch %s failed: %s", epoch, exc, extra={"epoch": epoch})
+        decision = decide_epoch(log_, own=own, epoch=epoch, epoch_block=epoch_block, netuid=netuid, consensus=consensus)
+        log_.append(decision, key=key, block=epoch_block)
+        scored = True
+        log.info("epoch %s scored: winner %s (uid %s)%s", epoch, decision.winner[:12] or "-", decision.winner_uid,
+                 f", burn: {decision.burn_reason}" if decision.burn_reason else "",
+                 extra={"epoch": epoch, "block": epoch_block})
+    assert isinstance(decision, EpochScored)
+    if _own(log_, f"weights/{epoch}/confirmed") is not None:
+        return StepResult(epoch=epoch, block=head, scored=scored, confirmed=True, decision=decision)
+
+    if decision.burn_reason in NO_DATA:
+        good = _last_good(log_, epoch)
+        grace = consensus.epoch.burn_after_epochs_without_data
+        if good is not None and epoch - good.epoch <= grace:
+            reason = (f"withheld: {decision.burn_reason}; keeping epoch {good.epoch}'s weights "
+                      f"(burn after {grace} epochs without data)")
+            _refuse(log_, epoch, epoch_block, reason)
+            return StepResult(epoch=epoch, block=head, scored=scored, withheld=reason, decision=decision)
+
+    uids = [w.uid for w in decision.weights]
+    weights = [w.weight for w in decision.weights]
+    try:
+        result = await chain.set_weights(wallet, netuid, uids, [w / 65535 for w in weights])
+    except ChainRefused as exc:
+        _refuse(log_, epoch, epoch_block, exc.reason or str(exc))
+        return StepResult(epoch=epoch, block=head, scored=scored, refused=exc.reason or str(exc), decision=decision)
+    except ChainError as exc:
+        _refuse(log_, epoch, epoch_block, f"chain unreachable: {exc}")
+        return StepResult(epoch=epoch, block=head, scored=scored, refused=str(exc), decision=decision)
+    log_.append(
+        WeightsSubmitted(epoch=epoch, uids=tuple(uids), weights=tuple(weights), version_key=result.version_key,
+                         commit_reveal=result.committed),
+        key=f"weights/{epoch}/submitted", block=head,
+    )
+    confirmed = await confirm(log_, chain, wallet, netuid, epoch, uids, weights, head)
+    return StepResult(epoch=epoch, block=head, scored=scored, submitted=True, confirmed=confirmed, decision=decision)
+
+
+async def confirm(log_: EventLog, chain: Any, wallet: Any, netuid: int, epoch: int,
+                  uids: list[int], weights: list[int], block: int) -> bool:
+    """Read the weights back; record `weights_confirmed` when the chain holds them."""
+    hotkey = getattr(getattr(wallet, "hotkey", wallet), "ss58_address", "")
+    try:
+        metagraph = await chain.metagraph(netuid)
+        my_uid = metagraph.hotkeys.index(hotkey)
+        held = await chain.weights(netuid, my_uid)
+    except (ChainError, ValueError) as exc:
+        log.warning("could not read weights back for epoch %s: %s", epoch, exc, extra={"epoch": epoch})
+        return False
+    held_uids = [u for u, w in held if w > 0]
+    if sorted(held_uids) != sorted(u for u, w in zip(uids, weights) if w > 0):
+        return False
+    log_.append(WeightsConfirmed(epoch=epoch, uids=tuple(u for u, _ in held), weights=tuple(w for _, w in held)),
+                key=f"weights/{epoch}/confirmed", block=block)
+    return True
+
+
+def _refuse(log_: EventLog, epoch: int, block: int, reason: str) -> None:
+    n = sum(1 for r in log_.rows(kinds=["weights_refused"], origin=log_.own)
+            if decode_body(r.body, r.v).epoch == epoch)  # type: ignore[attr-defined]
+    log_.append(WeightsRefused(epoch=epoch, reason=reason[:500]), key=f"weights/{epoch}/refused/{n + 1}", block=block)
+    log.warning("weights for epoch %s not set: %s", epoch, reason, extra={"epoch": epoch, "block": block})
