@@ -253,3 +253,72 @@ async def vworld(tmp_path: Path) -> AsyncIterator[ValidatorWorld]:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+class OwnerApi:
+    """A stand-in for the owner's API on 127.0.0.1: blacklist, miner reports, sample batches.
+
+    It records every request (path, headers, raw body); `fail=True` answers 500 to everything.
+    """
+
+    def __init__(self) -> None:
+        self.blacklist: list[str] = []
+        self.fail = False
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.url = ""
+        self._server: Any = None
+        self._task: Any = None
+
+    def app(self) -> Any:
+        from starlette.applications import Starlette
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        async def handle(request: Any) -> Any:
+            body = await request.body()
+            self.requests.append((request.method, request.url.path, dict(request.headers), body))
+            if self.fail:
+                return JSONResponse({"detail": "An internal error occurred"}, status_code=500)
+            if request.url.path == "/blacklist/miners":
+                return JSONResponse(self.blacklist)
+            if request.url.path == "/miners/report":
+                return JSONResponse({"reported": len(json.loads(body)["miners"])})
+            return JSONResponse([])
+
+        return Starlette(routes=[
+            Route("/blacklist/miners", handle), Route("/miners/report", handle, methods=["POST"]),
+            Route("/samples/batch", handle, methods=["POST"]),
+        ])
+
+    async def start(self) -> OwnerApi:
+        import asyncio
+
+        import uvicorn
+
+        self._server = uvicorn.Server(uvicorn.Config(self.app(), host="127.0.0.1", port=0, log_level="warning",
+                                                     lifespan="off"))
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+        host, port = self._server.servers[0].sockets[0].getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            await self._task
+
+    def posted(self, path: str) -> list[tuple[dict[str, str], bytes]]:
+        return [(h, b) for m, p, h, b in self.requests if m == "POST" and p == path]
+
+
+@pytest.fixture
+async def owner_api() -> AsyncIterator[OwnerApi]:
+    api = await OwnerApi().start()
+    try:
+        yield api
+    finally:
+        await api.stop()

@@ -81,7 +81,9 @@ async def check_one(
 ) -> MinerChecked:
     """Run the seed's checks on one miner, in its order; the first failure decides."""
     checks: list[CheckOutcome] = []
-    base: dict[str, Any] = {"hotkey": hotkey, "uid": uid}
+    latest = entries[-1]
+    # Unlike the seed (§12.9), a blacklisted miner keeps its commit block: seniority is a fact.
+    base: dict[str, Any] = {"hotkey": hotkey, "uid": uid, "commit_block": int(latest.block)}
 
     def done(reason: str = "", **extra: Any) -> MinerChecked:
         return MinerChecked(**base, **extra, valid=not reason, invalid_reason=reason, checks=tuple(checks))
@@ -90,8 +92,6 @@ async def check_one(
         checks.append(CheckOutcome(name="blacklist", ok=False, detail="on the owner's blacklist"))
         return done("blacklisted")
     checks.append(CheckOutcome(name="blacklist", ok=True))
-    latest = entries[-1]
-    base["commit_block"] = int(latest.block)
     problem = commit_count_problem(len(entries), ctx.consensus.ranking.max_commits_per_hotkey)
     checks.append(CheckOutcome(name="commit_count", ok=problem is None, detail=f"{len(entries)} commitments"))
     if problem:
