@@ -79,6 +79,7 @@ __all__ = [
     "encode_segment",
     "segment_key",
     "segment_ranges",
+    "uploaded_position",
     "verify_published",
 ]
 
@@ -258,6 +259,12 @@ class _Uploaded(msgspec.Struct, frozen=True):
 
 def _state_name(origin: str) -> str:
     return f"mirror/out/{origin}"
+
+
+def uploaded_position(log: EventLog, origin: str) -> int:
+    """How many own events of `origin` the log records as published (0 before the first push)."""
+    raw = log.get_state(_state_name(origin))
+    return msgspec.json.decode(raw, type=_Uploaded).size if raw else 0
 
 
 class MirrorOut:

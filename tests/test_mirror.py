@@ -576,3 +576,57 @@ async def test_no_checkpoint_yet_is_not_a_rejection(tmp_path: Path, logs: dict[s
     with pytest.raises(ObjectNotFound):
         await DirectoryStore(tmp_path / "empty").get(checkpoint_key(A))
     assert os.path.exists(tmp_path)
+
+
+# ---- commands ------------------------------------------------------------------------------
+
+
+def test_mirror_commands_push_pull_status_and_verify(tmp_path: Path, logs: dict[str, EventLog]) -> None:
+    import json
+
+    import click
+    from click.testing import CliRunner
+
+    from leoma_cmd import events_cmds, mirror_cmds
+
+    @click.group()
+    def cli() -> None:
+        """Test group."""
+
+    mirror_cmds.register(cli)
+    events_cmds.register(cli)
+    fill(logs["alice"], 7)
+    for lg in logs.values():
+        lg.close()
+    bucket = (tmp_path / "alice-bucket").as_uri()
+    peers = json.dumps([{"hotkey": A, "url": bucket}, {"hotkey": B, "url": bucket}, {"hotkey": "bad"}])
+    runner = CliRunner()
+    alice_db, bob_db = str(tmp_path / "alice.db"), str(tmp_path / "bob.db")
+
+    pushed = runner.invoke(cli, ["mirror", "push", "--db", alice_db, "--bucket", bucket, "--dev-key", "//Alice",
+                                 "--segment-size", "5", "--json"])
+    assert pushed.exit_code == 0, pushed.output
+    assert json.loads(pushed.output)["size"] == 7
+
+    pulled = runner.invoke(cli, ["mirror", "pull", "--db", bob_db, "--dev-key", "//Bob", "--json"],
+                           env={"PEER_VALIDATORS": peers})
+    assert pulled.exit_code == 0, pulled.output
+    assert "PEER_VALIDATORS[2].hotkey" in pulled.stderr
+    [report] = json.loads(pulled.stdout)
+    assert (report["peer"], report["imported"]) == (A, 7)
+
+    status = runner.invoke(cli, ["mirror", "status", "--db", bob_db, "--hotkey", B, "--peers", peers, "--json"])
+    assert status.exit_code == 0, status.output
+    rows = json.loads(status.stdout)
+    assert [(r["role"], r["local"], r["published"], r["lag_events"]) for r in rows] == [("own", 2, None, 2), ("peer", 7, 7, 0)]  # two segments imported = two own records
+    table = runner.invoke(cli, ["mirror", "status", "--db", alice_db, "--hotkey", A, "--bucket", bucket])
+    assert table.exit_code == 0 and "lag events" in table.output
+
+    verified = runner.invoke(cli, ["verify", "--bucket", bucket, "--hotkey", A, "--json"])
+    assert verified.exit_code == 0, verified.output
+    assert json.loads(verified.output)["events"] == 7
+
+    missing = runner.invoke(cli, ["mirror", "push", "--db", alice_db, "--dev-key", "//Alice"], env={"LEOMA_OWN_BUCKET_URL": ""})
+    assert missing.exit_code != 0 and "LEOMA_OWN_BUCKET_URL" in missing.output
+    for name in ("alice", "bob", "charlie"):
+        logs[name] = EventLog(tmp_path / f"{name}.db", own={"alice": A, "bob": B, "charlie": C}[name])

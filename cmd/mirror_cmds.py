@@ -1,0 +1,211 @@
+"""`leoma mirror status|push|pull`: the own log out to the own bucket, peers' logs in."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from leoma.wallets import wallet_options
+
+from .events_cmds import db_option
+from .output import friendly_errors, json_option, print_json, print_table
+
+
+def bucket_option(fn):  # type: ignore[no-untyped-def]
+    return click.option("--bucket", "bucket_url", envvar="LEOMA_OWN_BUCKET_URL", default=None,
+                        help="The own bucket as a URL: file:///path or s3://bucket?endpoint=... (env LEOMA_OWN_BUCKET_URL).")(fn)
+
+
+def peers_option(fn):  # type: ignore[no-untyped-def]
+    return click.option("--peers", "peers_json", envvar="PEER_VALIDATORS", default="",
+                        help="Peer validators as the seed's JSON list (env PEER_VALIDATORS).")(fn)
+
+
+def key_options(fn):  # type: ignore[no-untyped-def]
+    fn = wallet_options(fn)
+    return click.option("--dev-key", default=None, metavar="URI",
+                        help="Sign with a throw-away dev key such as //Alice (devnet only) instead of a wallet.")(fn)
+
+
+def _signer(dev_key: str | None, wallet_name: str | None, wallet_hotkey: str | None, wallet_path: str | None) -> Any:
+    if dev_key:
+        from leoma.signing import keypair_from_uri
+
+        return keypair_from_uri(dev_key)
+    from leoma.wallets import load_wallet
+
+    return load_wallet(wallet_name, wallet_hotkey, wallet_path).hotkey
+
+
+def _open_log(db_path: str, own: str) -> Any:
+    from leoma.errors import LogError
+    from leoma.log import EventLog
+
+    if not Path(db_path).is_file():
+        raise LogError(f"no event log at {db_path}: pass --db PATH or set LEOMA_DB")
+    return EventLog(db_path, own=own)
+
+
+def _peers(peers_json: str, own: str) -> list[Any]:
+    from leoma.mirror import Peer
+    from leoma.peers import peer_store, peers_from_env
+
+    entries, problems = peers_from_env(peers_json, own=own)
+    for problem in problems:
+        click.echo(f"warning: {problem}", err=True)
+    return [Peer(e.hotkey, peer_store(e)) for e in entries]
+
+
+def _need_bucket(bucket_url: str | None) -> str:
+    if not bucket_url:
+        raise click.UsageError("the own bucket is not set: pass --bucket URL or set LEOMA_OWN_BUCKET_URL")
+    return bucket_url
+
+
+def _block_at(log: Any, origin: str, seq: int) -> int:
+    if seq <= 0:
+        return 0
+    found = next(log.chain(origin, after=seq - 1, limit=1), None)
+    return int(found.block) if found else 0
+
+
+@click.group("mirror")
+def mirror_group() -> None:
+    """Publish the own log to the own bucket and import peers' published logs."""
+
+
+@mirror_group.command("push")
+@db_option
+@bucket_option
+@key_options
+@click.option("--segment-size", default=1000, show_default=True, help="Events per segment (fixed once published).")
+@json_option
+@friendly_errors
+def push(db_path: str, bucket_url: str | None, dev_key: str | None, wallet_name: str | None,
+         wallet_hotkey: str | None, wallet_path: str | None, segment_size: int, as_json: bool) -> None:
+    """Upload new own events and a signed checkpoint (restoring a lost local tail first)."""
+    from leoma.consensus import DEFAULT
+    from leoma.mirror import MirrorOut
+    from leoma.storage import open_store
+
+    signer = _signer(dev_key, wallet_name, wallet_hotkey, wallet_path)
+
+    async def go() -> tuple[int, Any]:
+        async with open_store(_need_bucket(bucket_url)) as store:
+            out = MirrorOut(log, store, signer, DEFAULT.digest, segment_size)
+            restored = await out.restore()
+            return restored, await out.push()
+
+    with _open_log(db_path, signer.ss58_address) as log:
+        restored, report = asyncio.run(go())
+    if as_json:
+        import msgspec
+
+        print_json({**msgspec.to_builtins(report), "restored": restored})
+        return
+    if restored:
+        click.echo(f"restored {restored} own events from the bucket first")
+    click.echo(f"published {report.size} events (was {report.previous_size}): {report.segments_written} segments "
+               f"written, {report.segments_already_there} already there, {report.bytes_written} bytes")
+
+
+@mirror_group.command("pull")
+@db_option
+@peers_option
+@key_options
+@click.option("--peer", "only", default=None, metavar="HOTKEY", help="Only this peer.")
+@json_option
+@friendly_errors
+def pull(db_path: str, peers_json: str, dev_key: str | None, wallet_name: str | None, wallet_hotkey: str | None,
+         wallet_path: str | None, only: str | None, as_json: bool) -> None:
+    """Import new events from every peer's bucket; refusals are recorded with their reason."""
+    from leoma.consensus import DEFAULT
+    from leoma.mirror import MirrorIn
+
+    own = _signer(dev_key, wallet_name, wallet_hotkey, wallet_path).ss58_address
+    peers = _peers(peers_json, own)
+
+    async def go() -> list[Any]:
+        try:
+            return await MirrorIn(log, peers, DEFAULT.digest).sync(only)
+        finally:
+            for p in peers:
+                await p.store.close()
+
+    with _open_log(db_path, own) as log:
+        reports = asyncio.run(go())
+    if as_json:
+        import msgspec
+
+        print_json([msgspec.to_builtins(r) for r in reports])
+    else:
+        print_table(["peer", "published", "imported", "head", "problem"],
+                    [(r.peer, "-" if r.checkpoint_size is None else r.checkpoint_size, r.imported, r.head,
+                      r.rejected or r.error) for r in reports], empty="(no peers: set --peers or PEER_VALIDATORS)")
+    if any(r.rejected or r.error for r in reports):
+        sys.exit(1)
+
+
+@mirror_group.command("status")
+@db_option
+@bucket_option
+@peers_option
+@key_options
+@click.option("--hotkey", default=None, help="The own hotkey (instead of loading a wallet or dev key).")
+@json_option
+@friendly_errors
+def status(db_path: str, bucket_url: str | None, peers_json: str, dev_key: str | None, wallet_name: str | None,
+           wallet_hotkey: str | None, wallet_path: str | None, hotkey: str | None, as_json: bool) -> None:
+    """Own head vs what is uploaded, and each peer's published head vs what was imported."""
+    from leoma.errors import MirrorError, StorageError
+    from leoma.mirror import fetch_checkpoint, uploaded_position
+    from leoma.storage import open_store
+
+    own = hotkey or _signer(dev_key, wallet_name, wallet_hotkey, wallet_path).ss58_address
+    peers = _peers(peers_json, own)
+
+    async def published(store: Any, origin: str) -> tuple[Any, str]:
+        try:
+            return await fetch_checkpoint(store, origin), ""
+        except (MirrorError, StorageError) as exc:
+            return None, str(exc)
+        finally:
+            await store.close()
+
+    rows: list[dict[str, Any]] = []
+    with _open_log(db_path, own) as log:
+        head = log.head(own)
+        uploaded = uploaded_position(log, own)
+        own_row: dict[str, Any] = {"role": "own", "hotkey": own, "local": head.origin_seq, "uploaded": uploaded,
+                                   "published": None, "lag_events": head.origin_seq - uploaded,
+                                   "lag_blocks": _block_at(log, own, head.origin_seq) - _block_at(log, own, uploaded),
+                                   "problem": ""}
+        if bucket_url:
+            cp, problem = asyncio.run(published(open_store(bucket_url), own))
+            own_row["published"] = cp.size if cp else 0
+            own_row["problem"] = problem
+        rows.append(own_row)
+        for peer in peers:
+            cp, problem = asyncio.run(published(peer.store, peer.hotkey))
+            local = log.head(peer.hotkey).origin_seq
+            size = cp.size if cp else 0
+            rows.append({"role": "peer", "hotkey": peer.hotkey, "local": local, "uploaded": None, "published": size,
+                         "lag_events": max(0, size - local),
+                         "lag_blocks": max(0, (cp.block if cp else 0) - _block_at(log, peer.hotkey, local)),
+                         "problem": problem})
+    if as_json:
+        print_json(rows)
+        return
+    print_table(["role", "hotkey", "local head", "uploaded", "published", "lag events", "lag blocks", "problem"],
+                [(r["role"], r["hotkey"], r["local"], "-" if r["uploaded"] is None else r["uploaded"],
+                  "-" if r["published"] is None else r["published"], r["lag_events"], r["lag_blocks"], r["problem"])
+                 for r in rows])
+
+
+def register(cli: click.Group) -> None:
+    """Add `leoma mirror` to `leoma`."""
+    cli.add_command(mirror_group)
