@@ -17,7 +17,6 @@ order, so the same events in any order give the same decision.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -107,17 +106,12 @@ class EpochFold:
             self.state.miners = MinersState(own=self.state.own)
         self._miners = MinersView(self.state.own, state=self.state.miners)
         self._names: dict[str, str] = {}
+        # Transient (not checkpointed): task_id -> (entries seen, newest block, resolved verdicts).
+        self._resolved: dict[int, tuple[int, int, list[Verdict]]] = {}
 
     @property
     def own(self) -> str:
         return self.state.own
-
-    def _name(self, text: str) -> str:
-        # 1M verdicts name a few hundred hotkeys: share one string object per name.
-        found = self._names.get(text)
-        if found is None:
-            found = self._names[text] = sys.intern(text)
-        return found
 
     def apply(self, row: Any) -> None:
         """Take one log `Row` into account (kinds the decision does not read are skipped)."""
@@ -130,10 +124,16 @@ class EpochFold:
                 lite = (_verdict_lite if kind == "verdict_recorded" else _judge_lite).decode(row.body)
             else:
                 lite = decode_body(row.body, row.v)
-            passed = lite.passed if kind == "verdict_recorded" else None
-            s.verdicts.setdefault(lite.task_id, []).append(
-                (self._name(row.origin), self._name(lite.miner), row.origin_seq, row.block, passed)
-            )
+            names = self._names
+            # A million verdicts name a few hundred hotkeys: keep one string object per name.
+            origin = names.setdefault(row.origin, row.origin)
+            miner = names.setdefault(lite.miner, lite.miner)
+            entry = (origin, miner, row.origin_seq, row.block, lite.passed if kind == "verdict_recorded" else None)
+            found = s.verdicts.get(lite.task_id)
+            if found is None:
+                s.verdicts[lite.task_id] = [entry]
+            else:
+                found.append(entry)
         elif kind == "task_opened":
             if row.v == VERSIONS[kind]:
                 task_id = _task_lite.decode(row.body).task_id
@@ -141,7 +141,7 @@ class EpochFold:
                 body = decode_body(row.body, row.v)
                 assert isinstance(body, TaskOpened)
                 task_id = body.task_id
-            s.claims.append((self._name(row.origin), row.origin_seq, row.block, task_id))
+            s.claims.append((self._names.setdefault(row.origin, row.origin), row.origin_seq, row.block, task_id))
         elif kind in OWN_KINDS and row.origin == s.own:
             body = decode_body(row.body, row.v)
             if isinstance(body, AllowlistVerified):
@@ -185,17 +185,28 @@ class EpochFold:
         """Each origin's latest word on each `(task, miner)` of the window (judge failures dropped)."""
         out: list[Verdict] = []
         for task_id in sorted(window):
+            entries = self.state.verdicts.get(task_id, ())
+            cached = self._resolved.get(task_id)
+            # A task whose entries did not change and are all at or before the block resolves
+            # the same way for any later epoch: the warm path reuses it.
+            if cached is not None and cached[0] == len(entries) and cached[1] <= epoch_block:
+                out.extend(cached[2])
+                continue
             latest: dict[tuple[str, str], tuple[int, bool | None]] = {}
-            for origin, miner, seq, block, passed in self.state.verdicts.get(task_id, ()):
+            newest = -1
+            for origin, miner, seq, block, passed in entries:
                 if block > epoch_block:
                     continue
+                newest = max(newest, block)
                 held = latest.get((origin, miner))
                 if held is None or seq > held[0]:
                     latest[(origin, miner)] = (seq, passed)
-            for (origin, miner) in sorted(latest):
-                passed = latest[(origin, miner)][1]
-                if passed is not None:
-                    out.append(Verdict(origin, task_id, miner, passed))
+            # tally counts one verdict per (task, miner) and origin, so no order is needed here.
+            resolved = [Verdict(origin, task_id, miner, passed)
+                        for (origin, miner), (_seq, passed) in latest.items() if passed is not None]
+            if all(e[3] <= epoch_block for e in entries):
+                self._resolved[task_id] = (len(entries), newest, resolved)
+            out.extend(resolved)
         return out
 
     def decide(

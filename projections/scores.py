@@ -87,20 +87,21 @@ def tally(verdicts: Iterable[Verdict], window: Sequence[int], samplers: Mapping[
     ignored: list[IgnoredVerdict] = []
     chosen: dict[tuple[int, str], Verdict] = {}
     for v in verdicts:
-        if v.task_id not in in_window:
+        origin, task_id, miner, _passed = v
+        if task_id not in in_window:
             continue  # outside the window: not scoring's business, not an offence either
-        sampler = samplers.get(v.task_id)
-        if v.origin != sampler:
-            ignored.append(IgnoredVerdict(origin=v.origin, task_id=v.task_id, miner=v.miner,
+        sampler = samplers.get(task_id)
+        if origin != sampler:
+            ignored.append(IgnoredVerdict(origin=origin, task_id=task_id, miner=miner,
                                           reason=f"not the task's sampler ({sampler})"))
             continue
-        chosen[(v.task_id, v.miner)] = v
+        chosen[(task_id, miner)] = v
     per_miner: dict[str, dict[str, list[int]]] = {}
     tasks_of: dict[str, set[int]] = {}
-    for (task_id, miner), v in chosen.items():
-        counts = per_miner.setdefault(miner, {}).setdefault(v.origin, [0, 0])
+    for (task_id, miner), (origin, _task, _miner, passed) in chosen.items():
+        counts = per_miner.setdefault(miner, {}).setdefault(origin, [0, 0])
         counts[0] += 1
-        counts[1] += int(v.passed)
+        counts[1] += passed
         tasks_of.setdefault(miner, set()).add(task_id)
     existing = tuple(sorted({t for t, _ in chosen}))
     scores: dict[str, MinerScore] = {}
@@ -119,8 +120,11 @@ def score_of(miner: str, rates: Sequence[ValidatorRate], tasks: int, existing: i
     """A miner's score from its per-validator counts (summed in validator order, exactly)."""
     ordered = tuple(sorted(rates, key=lambda r: r.validator))
     counted = [r for r in ordered if r.evaluated > 0]
-    total = sum((Fraction(r.passed, r.evaluated) for r in counted), Fraction(0))
-    avg = total / len(counted) if counted else Fraction(0)
+    # Exact sum of passed/evaluated over a common denominator (one reduction at the end).
+    num, den = 0, 1
+    for r in counted:
+        num, den = num * r.evaluated + r.passed * den, den * r.evaluated
+    avg = Fraction(num, den * len(counted)) if counted else Fraction(0)
     return MinerScore(
         hotkey=miner, rates=ordered,
         passed=sum(r.passed for r in ordered), evaluated=sum(r.evaluated for r in ordered),

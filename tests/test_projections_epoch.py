@@ -237,3 +237,11 @@ def test_deciding_an_earlier_epoch_from_a_later_fold(epoch_block: int) -> None:
     past = [r for r in rows if r.block <= epoch_block]
     fold = EpochFold("val-A").apply_many(rows)
     assert fold.decide(epoch_block // 180, epoch_block, NETUID, DEFAULT) == decide(past, "val-A", epoch_block) == decide(rows, "val-A", epoch_block)
+
+
+def test_one_fold_decides_many_epochs_in_any_order() -> None:
+    rows = story().rows()
+    fold = EpochFold("val-B").apply_many(rows)
+    blocks = [2000, 900, 2000, 1500, 700, 5000, 1999]
+    for block in blocks:
+        assert fold.decide(block // 180, block, NETUID, DEFAULT) == decide(rows, "val-B", block)
