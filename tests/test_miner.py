@@ -496,3 +496,92 @@ def test_dominance_needed_rate_is_exact() -> None:
     r = rank_view(scored, "b", Fraction(1, 20), validator="v", source="epoch_scored")
     assert r is not None and r.needed_rate == "3/5" and r.dominates is True  # 0.55 + 0.05 == 0.60 exactly
     assert [e.hotkey for e in r.earlier] == ["a"]  # the ineligible miner is not a rival
+
+
+# -- done-when: a new miner from push to checked, on a simulated chain --------------------
+
+
+def check_like_a_validator(network: str, netuid: int, hotkey: str, world: World, db: Path, origin: str) -> None:
+    """What a validator's checker records for one miner (the seed's check order), from real lookups."""
+    from leoma.chain import Chain
+    from leoma.chutes import ChutesClient
+    from leoma.hub import HubClient
+    from leoma.log import EventLog
+    from projections.miners import parse_commitment
+
+    async def go() -> MinerChecked:
+        async with Chain(network) as chain:
+            history = (await chain.commitments(netuid))[hotkey]
+            uid = (await chain.metagraph(netuid)).hotkeys.index(hotkey)
+        commit = parse_commitment(history.latest.text)
+        async with ChutesClient(api_url=world.url, api_key=KEY) as chutes:
+            info = await chutes.chute_info(commit["chute_id"])
+        assert info is not None
+        model_hash, sha = await HubClient(endpoint=world.url).model_hash(commit["model_name"], commit["model_revision"])
+        steps = (CheckOutcome(name="chute_info", ok=True, detail=info.slug),
+                 CheckOutcome(name="chute_hot", ok=info.hot),
+                 CheckOutcome(name="chute_revision", ok=info.revision == commit["model_revision"]),
+                 CheckOutcome(name="hf_revision", ok=sha == commit["model_revision"], detail=sha))
+        return MinerChecked(hotkey=hotkey, uid=uid, commit_block=history.commit_block, chute_id=info.chute_id,
+                            chute_slug=info.slug, chute_hot=info.hot, model_hash=model_hash, valid=all(s.ok for s in steps),
+                            model_name=commit["model_name"], model_revision=commit["model_revision"], checks=steps)
+
+    body = asyncio.run(go())
+    with EventLog(db, own=origin) as log:
+        log.append(body, key=f"miner/{hotkey}/{body.commit_block}", block=body.commit_block + 1)
+
+
+@pytest.mark.slow
+def test_done_when_a_new_miner_goes_from_push_to_commit_to_checked(world: World, standin: dict[str, Any],
+                                                                   tmp_path: Path) -> None:
+    bt = pytest.importorskip("bittensor")
+    from leoma.devnet.simchain import SimChain
+    from leoma_cmd.chain_cmds import register as register_chain
+
+    wallets = tmp_path / "wallets"
+    owner = bt.Wallet(name="owner", hotkey="default", path=str(wallets))
+    wallet = bt.Wallet(name="miner", hotkey="default", path=str(wallets))
+    for w in (owner, wallet):
+        w.create_new_coldkey(use_password=False, suppress=True, overwrite=True)
+        w.create_new_hotkey(use_password=False, suppress=True, overwrite=True)
+    hotkey = wallet.hotkey.ss58_address
+    sim = SimChain.create(tmp_path / "chain.jsonl", owner=owner.hotkey.ss58_address, clock="manual", netuid=7)
+    sim.register(owner.hotkey.ss58_address, owner.coldkeypub.ss58_address, stake=10**12, validator_permit=True)
+    sim.register(hotkey, wallet.coldkeypub.ss58_address)
+    m = world.add_miner("faithful", name=f"new{len(world.miners)}", hotkey=hotkey)  # its HF repo and chute
+
+    cli = click.Group("leoma")
+    register_chain(cli)
+    register(cli)
+    db = tmp_path / "validator.db"
+    env = {**standin["env"], "BT_WALLET_PATH": str(wallets), "WALLET_NAME": "miner", "NETWORK": f"sim:{sim.path}",
+           "NETUID": "7", "CHUTES_API_URL": world.url, "HF_ENDPOINT": world.url, "LEOMA_DB": str(db)}
+
+    def status() -> dict[str, Any]:
+        result = run(cli, ["miner", "status", "--chutes-api-key", KEY, "--json"], env)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    before = status()
+    assert before["commitment"] is None and "leoma miner push" in before["next_step"]
+
+    pushed = run(cli, ["miner", "push", "--model-name", m.repo_id, "--model-revision", m.revision], env)
+    assert pushed.exit_code == 0, pushed.output
+    commit_line = next(line.strip() for line in pushed.output.splitlines() if line.strip().startswith("leoma miner"))
+    committed = run(cli, commit_line.split()[1:], env)
+    assert committed.exit_code == 0, committed.output
+    sim.advance_to(int(committed.output.rsplit("reveal round", 1)[1]))
+
+    revealed = status()
+    c = revealed["commitment"]
+    assert (c["model_name"], c["model_revision"], c["chute_id"]) == (m.repo_id, m.revision, m.chute_id)
+    assert c["problem"] == "" and c["count"] == 1 and revealed["chute"]["hot"] is True
+    assert revealed["check"] is None and "not checked yet" in revealed["next_step"]
+
+    check_like_a_validator(f"sim:{sim.path}", 7, hotkey, world, db, origin="val-A")
+    checked = status()
+    assert checked["check"]["valid"] is True and checked["check"]["commit_block"] == c["block"]
+    assert [s["name"] for s in checked["check"]["steps"]] == ["chute_info", "chute_hot", "chute_revision", "hf_revision"]
+    assert "wait for the next task" in checked["next_step"]
+    table = run(cli, ["miner", "status", "--chutes-api-key", KEY], env)
+    assert f"commitment   block {c['block']}" in table.output and "valid" in table.output
