@@ -28,10 +28,8 @@ from leoma.events import (
     AllowlistVerified,
     EpochScored,
     FrontierEntry,
-    JudgeFailed,
     MinerAggregate,
     TaskOpened,
-    VerdictRecorded,
     WeightEntry,
     decode_body,
 )
