@@ -493,6 +493,9 @@ class MirrorIn:
             except StorageError as exc:  # the bucket, not the peer: retry later, record nothing
                 report.error = str(exc)
                 log.warning("mirror pull peer=%s: %s", peer.hotkey[:12], exc)
+            except LeomaError as exc:  # e.g. the local log refused a write: this peer only
+                report.error = str(exc)
+                log.error("mirror pull peer=%s failed: %s", peer.hotkey[:12], exc)
             report.head = self.log.head(peer.hotkey).origin_seq
             return report
 
