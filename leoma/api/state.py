@@ -1,0 +1,327 @@
+"""`ApiState`: the API's log folded into what its routes read, incrementally.
+
+`refresh()` applies every row appended since the last call (the log is the only source of
+truth; this is a cache of a pure fold and can be dropped and rebuilt at any time). What it keeps:
+
+* from the API's own origin: the admin history (`admin_acted`), and from it the validator
+  registry, the blacklist and the display interval; the validators' posted miner reports;
+* from every other origin (the validators, imported from their mirrors): tasks, miner
+  responses, verdicts, miner checks, allowlists, metagraphs, epoch decisions, liveness;
+* one `projections.epoch.EpochFold` per validator, sharing the task claims and verdicts, so the
+  leaderboard is the very decision a validator computes (`decision()`).
+
+Only `admin_acted` and `miner_report_received` of the API's own origin count: a validator's
+mirror cannot smuggle in an admin action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from leoma.consensus import Consensus
+from leoma.events import (
+    AdminActed,
+    AllowlistVerified,
+    EpochScored,
+    MetagraphObserved,
+    MinerChecked,
+    MinerReportReceived,
+    MinerResponded,
+    TaskOpened,
+    VerdictRecorded,
+    decode_body,
+)
+from leoma.log import EventLog, Row
+from projections.epoch import OWN_KINDS, SHARED_KINDS, EpochFold, EpochState
+from projections.miners import MinersState
+
+__all__ = ["ApiState", "Decision", "OriginInfo", "TaskRecord", "ValidatorEntry", "BlacklistEntry"]
+
+VALIDATOR_ADD, VALIDATOR_REMOVE = "validator_add", "validator_remove"
+BLACKLIST_ADD, BLACKLIST_REMOVE = "blacklist_add", "blacklist_remove"
+ROTATION_INTERVAL = "rotation_interval"
+ADMIN_ACTIONS = (VALIDATOR_ADD, VALIDATOR_REMOVE, BLACKLIST_ADD, BLACKLIST_REMOVE, ROTATION_INTERVAL)
+
+
+class ValidatorEntry(msgspec.Struct, kw_only=True):
+    """A validator in the owner's registry."""
+
+    hotkey: str
+    uid: int
+    stake_rao: int
+    added_by: str
+    at: int
+
+
+class BlacklistEntry(msgspec.Struct, kw_only=True):
+    """A blacklisted miner."""
+
+    hotkey: str
+    reason: str | None
+    added_by: str
+    at: int
+
+
+class OriginInfo(msgspec.Struct, kw_only=True):
+    """What the log holds of one origin: its head, newest block and newest wall-clock stamp."""
+
+    origin: str
+    head_seq: int = 0
+    events: int = 0
+    last_block: int = 0
+    last_at: int = 0
+
+
+class TaskRecord(msgspec.Struct, kw_only=True):
+    """One validator's view of one task: the opening, each miner's response and verdict."""
+
+    task_id: int
+    origin: str
+    opened: TaskOpened | None = None
+    opened_at: int = 0
+    opened_block: int = 0
+    responses: dict[str, tuple[MinerResponded, int]] = {}
+    verdicts: dict[str, tuple[VerdictRecorded, int, int, int]] = {}
+    """miner -> (verdict, at, origin_seq, local seq); the highest origin_seq is kept."""
+
+
+class Decision(msgspec.Struct, frozen=True, kw_only=True):
+    """The leaderboard: a validator's epoch decision recomputed from the API's log.
+
+    `recorded` is that validator's own `epoch_scored` for the same epoch (None if it has not
+    published one); `reproduced` says whether winner, weights and window match it.
+    """
+
+    reference: str
+    epoch: int
+    epoch_block: int
+    decision: EpochScored
+    recorded: EpochScored | None = None
+    reproduced: bool | None = None
+
+
+class ApiState:
+    """The incremental fold of the API's log (see the module docstring)."""
+
+    def __init__(self, log: EventLog, *, own: str, consensus: Consensus, reference: str = "") -> None:
+        self.log = log
+        self.own = own
+        self.consensus = consensus
+        self.reference_setting = reference
+        self.last_seq = 0
+        self.admin_history: list[tuple[int, int, AdminActed]] = []
+        self.registry: dict[str, ValidatorEntry] = {}
+        self.blacklist: dict[str, BlacklistEntry] = {}
+        self.rotation_interval = 0
+        self.posted_reports: dict[str, tuple[int, dict[str, MinerChecked]]] = {}
+        self.mirror_checks: dict[str, dict[str, tuple[int, MinerChecked]]] = {}
+        self.origins: dict[str, OriginInfo] = {}
+        self.allowlists: dict[str, tuple[int, int, AllowlistVerified]] = {}
+        self.metagraph: tuple[int, int, MetagraphObserved] | None = None
+        self.tasks: dict[int, dict[str, TaskRecord]] = {}
+        self.decisions: dict[str, list[tuple[int, int, int, EpochScored]]] = {}
+        self.samples: list[tuple[int, int, str, int, str]] = []
+        """(at, local seq, origin, task_id, miner) of every verdict, in log order."""
+        self._shared = EpochState(own="")
+        self._shared_fold = EpochFold("", state=self._shared)
+        self._folds: dict[str, EpochFold] = {}
+        self._decision_cache: dict[tuple[str, int], Decision | None] = {}
+        self._report_ids: dict[str, str] = {}
+
+    # -- folding -----------------------------------------------------------------------------
+
+    def refresh(self) -> int:
+        """Apply the rows appended since the last call; returns how many."""
+        n = 0
+        for stored in self.log.events(after=self.last_seq):
+            self.apply(stored.seq, stored.event.at, Row(
+                stored.seq, stored.event.origin, stored.event.origin_seq, stored.event.key, stored.event.kind,
+                stored.event.v, stored.event.block, bytes(stored.event.body).decode(),
+            ))
+            n += 1
+        if n:
+            self._decision_cache.clear()
+        return n
+
+    def _fold_for(self, origin: str) -> EpochFold:
+        fold = self._folds.get(origin)
+        if fold is None:
+            state = EpochState(own=origin, miners=MinersState(own=origin))
+            # Task claims and verdicts are everyone's: one copy, shared by every validator's fold.
+            state.claims = self._shared.claims
+            state.verdicts = self._shared.verdicts
+            fold = self._folds[origin] = EpochFold(origin, state=state)
+        return fold
+
+    def apply(self, seq: int, at: int, row: Row) -> None:
+        """Take one row (with its wall-clock stamp) into account."""
+        self.last_seq = max(self.last_seq, seq)
+        info = self.origins.get(row.origin)
+        if info is None:
+            info = self.origins[row.origin] = OriginInfo(origin=row.origin)
+        info.head_seq = max(info.head_seq, row.origin_seq)
+        info.events += 1
+        info.last_block = max(info.last_block, row.block)
+        info.last_at = max(info.last_at, at)
+        kind = row.kind
+        if row.origin == self.own:
+            if kind in ("admin_acted", "miner_report_received"):
+                self._apply_own(seq, at, row.key, decode_body(row.body, row.v))
+            return
+        if kind in SHARED_KINDS:
+            self._shared_fold.apply(row)
+        elif kind in OWN_KINDS:
+            self._fold_for(row.origin).apply(row)
+        if kind not in ("task_opened", "miner_responded", "verdict_recorded", "miner_checked",
+                        "allowlist_verified", "metagraph_observed", "epoch_scored"):
+            return
+        body = decode_body(row.body, row.v)
+        if isinstance(body, TaskOpened):
+            rec = self._task(body.task_id, row.origin)
+            rec.opened, rec.opened_at, rec.opened_block = body, at, row.block
+        elif isinstance(body, MinerResponded):
+            self._task(body.task_id, row.origin).responses[body.miner] = (body, at)
+        elif isinstance(body, VerdictRecorded):
+            rec = self._task(body.task_id, row.origin)
+            held = rec.verdicts.get(body.miner)
+            if held is None or row.origin_seq > held[2]:
+                rec.verdicts[body.miner] = (body, at, row.origin_seq, seq)
+            self.samples.append((at, seq, row.origin, body.task_id, body.miner))
+        elif isinstance(body, MinerChecked):
+            held_check = self.mirror_checks.setdefault(row.origin, {}).get(body.hotkey)
+            if held_check is None or at >= held_check[0]:
+                self.mirror_checks[row.origin][body.hotkey] = (at, body)
+        elif isinstance(body, AllowlistVerified):
+            held_allow = self.allowlists.get(row.origin)
+            if held_allow is None or (row.block, row.origin_seq) > held_allow[:2]:
+                self.allowlists[row.origin] = (row.block, row.origin_seq, body)
+        elif isinstance(body, MetagraphObserved):
+            if self.metagraph is None or (row.block, row.origin_seq) > self.metagraph[:2]:
+                self.metagraph = (row.block, row.origin_seq, body)
+        elif isinstance(body, EpochScored):
+            self.decisions.setdefault(row.origin, []).append((row.block, row.origin_seq, at, body))
+
+    def _task(self, task_id: int, origin: str) -> TaskRecord:
+        by_origin = self.tasks.setdefault(task_id, {})
+        rec = by_origin.get(origin)
+        if rec is None:
+            rec = by_origin[origin] = TaskRecord(task_id=task_id, origin=origin, responses={}, verdicts={})
+        return rec
+
+    def _apply_own(self, seq: int, at: int, key: str, body: Any) -> None:
+        if isinstance(body, MinerReportReceived):
+            # A report's parts share the key prefix `report/<validator>/<digest>`; a new report
+            # replaces the validator's previous one (the seed's rule).
+            report_id = key.rsplit("/", 1)[0]
+            if self._report_ids.get(body.validator) == report_id:
+                held_at, miners = self.posted_reports[body.validator]
+                miners.update({m.hotkey: m for m in body.miners})
+                self.posted_reports[body.validator] = (max(held_at, at), miners)
+            else:
+                self._report_ids[body.validator] = report_id
+                self.posted_reports[body.validator] = (at, {m.hotkey: m for m in body.miners})
+            return
+        if not isinstance(body, AdminActed):
+            return
+        self.admin_history.append((seq, at, body))
+        if body.action == VALIDATOR_ADD:
+            self.registry[body.target] = ValidatorEntry(hotkey=body.target, uid=body.uid,
+                                                        stake_rao=max(0, body.stake_rao), added_by=body.admin, at=at)
+        elif body.action == VALIDATOR_REMOVE:
+            self.registry.pop(body.target, None)
+        elif body.action == BLACKLIST_ADD:
+            self.blacklist[body.target] = BlacklistEntry(hotkey=body.target, reason=body.reason or None,
+                                                         added_by=body.admin, at=at)
+        elif body.action == BLACKLIST_REMOVE:
+            self.blacklist.pop(body.target, None)
+        elif body.action == ROTATION_INTERVAL:
+            self.rotation_interval = max(0, body.uid)
+
+    # -- derived views -----------------------------------------------------------------------
+
+    def validators(self) -> list[str]:
+        """Who sampling is expected from: the reference's verified allowlist, else the registry."""
+        ref = self.reference()
+        if ref and ref in self.allowlists:
+            return sorted(set(self.allowlists[ref][2].validators))
+        return sorted(self.registry)
+
+    def allowed_signers(self) -> frozenset[str]:
+        """Hotkeys that may POST reports: the registry plus every verified allowlist."""
+        allowed = set(self.registry)
+        for _, _, allow in self.allowlists.values():
+            allowed.update(allow.validators)
+        return frozenset(allowed)
+
+    def interval(self, default: int) -> int:
+        """The rotation interval: the reference's allowlist, the admin's display value, the default."""
+        ref = self.reference()
+        if ref and ref in self.allowlists and self.allowlists[ref][2].interval > 0:
+            return self.allowlists[ref][2].interval
+        return self.rotation_interval or default
+
+    def reference(self) -> str:
+        """The validator whose view the leaderboard adopts (configured, else the freshest decider)."""
+        if self.reference_setting:
+            return self.reference_setting
+        if self.decisions:
+            return max(self.decisions, key=lambda o: (max(d[3].epoch for d in self.decisions[o]), _neg(o)))
+        candidates = sorted(self.allowlists)
+        return candidates[0] if candidates else ""
+
+    def latest_decision(self, origin: str) -> tuple[int, int, int, EpochScored] | None:
+        """A validator's newest `epoch_scored` (highest epoch, then latest in its chain)."""
+        items = self.decisions.get(origin)
+        if not items:
+            return None
+        return max(items, key=lambda d: (d[3].epoch, d[1]))
+
+    def head_block(self) -> int:
+        """The newest chain block any validator has recorded an event at."""
+        return max((i.last_block for o, i in self.origins.items() if o != self.own), default=0)
+
+    def decision(self, reference: str | None = None) -> Decision | None:
+        """The epoch decision the reference validator makes from the API's log (cached per log state)."""
+        ref = reference if reference is not None else self.reference()
+        if not ref or ref not in self._folds:
+            return None
+        key = (ref, self.last_seq)
+        if key not in self._decision_cache:
+            self._decision_cache[key] = self._decide(ref)
+        return self._decision_cache[key]
+
+    def _decide(self, ref: str) -> Decision:
+        length = self.consensus.epoch.length
+        latest = self.latest_decision(ref)
+        recorded = latest[3] if latest else None
+        if recorded is not None:
+            epoch, netuid = recorded.epoch, recorded.netuid
+        else:
+            head = self.origins[ref].last_block if ref in self.origins else 0
+            epoch = head // length
+            metas = self._folds[ref].state.miners.metagraphs if self._folds[ref].state.miners else []
+            netuid = max(metas, key=lambda m: (m[1], m[0]))[2].netuid if metas else 0
+        epoch_block = epoch * length
+        fold = self._folds[ref]
+        decided = fold.decide(epoch, epoch_block, netuid, self.consensus)
+        reproduced = None
+        if recorded is not None:
+            reproduced = (decided.winner, decided.weights, decided.window) == (
+                recorded.winner, recorded.weights, recorded.window)
+        return Decision(reference=ref, epoch=epoch, epoch_block=epoch_block, decision=decided,
+                        recorded=recorded, reproduced=reproduced)
+
+    def verdict_rows(self, origins: Iterable[str] | None = None) -> list[tuple[int, int, str, int, str]]:
+        """Every recorded verdict as (at, seq, origin, task, miner), newest first."""
+        wanted = None if origins is None else set(origins)
+        rows = [s for s in self.samples if wanted is None or s[2] in wanted]
+        rows.sort(key=lambda s: (-s[0], -s[1]))
+        return rows
+
+
+def _neg(text: str) -> tuple[int, ...]:
+    # max() with a key: prefer the lowest hotkey among equal epochs.
+    return tuple(-ord(c) for c in text)
