@@ -14,7 +14,13 @@ import click
 from leoma import __version__
 
 # Modules of this package that add commands; each defines `register(cli: click.Group)`.
-COMMAND_MODULES: tuple[str, ...] = ("events_cmds", "chain_cmds", "scoring_cmds")
+COMMAND_MODULES: tuple[str, ...] = (
+    "events_cmds",
+    "chain_cmds",
+    "miner_cmds",
+    "mirror_cmds",
+    "scoring_cmds",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

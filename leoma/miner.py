@@ -407,7 +407,7 @@ def reference_app(behaviour: str = "faithful", *, max_frames: int = 33) -> Any:
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    from leoma.devnet.world import World
+    from leoma.devnet.world import render_reference_video
 
     if behaviour not in REFERENCE_BEHAVIOURS:
         raise ConfigError(f"unknown reference behaviour {behaviour!r}; choose one of {', '.join(REFERENCE_BEHAVIOURS)}")
@@ -428,12 +428,9 @@ def reference_app(behaviour: str = "faithful", *, max_frames: int = 33) -> Any:
         except (ValueError, LeomaError) as exc:
             return JSONResponse({"detail": f"image: {exc}"}, status_code=422)
         frames = min(args.frames or args.num_frames, max_frames)
-        # The devnet world owns the rendering; a world that is never started is just a renderer.
-        world = World(frames=frames, fps=args.fps)
-        miner = world.add_miner(behaviour, name="reference")
         try:
-            video = await asyncio.to_thread(world._render, miner, args.prompt, image,
-                                            args.seed if args.seed is not None else 42)
+            video = await asyncio.to_thread(render_reference_video, behaviour, args.prompt, image, frames=frames,
+                                            fps=args.fps, seed=args.seed if args.seed is not None else 42)
         except LeomaError as exc:
             return JSONResponse({"detail": f"image: {exc}"}, status_code=422)
         return Response(video, media_type="video/mp4")

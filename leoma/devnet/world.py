@@ -215,39 +215,8 @@ class World:
         return Response(video, media_type="video/mp4")
 
     def _render(self, m: ReferenceMiner, prompt: str, image_png: bytes, n: int) -> bytes:
-        import numpy as np
-
-        from leoma.devnet.clips import CONTENT_SHIFT
-        from leoma.devnet.judge_standin import direction_in
-        from leoma.video import encode_mp4, png_to_array
-
-        img = png_to_array(image_png)
-        if img.shape[:2] != (480, 832):
-            img = _resize(img, 832, 480)
-        direction = direction_in(prompt) or "static"
-        dx, dy = CONTENT_SHIFT[direction]
-        if m.behaviour == "static":
-            dx = dy = 0
-        travel = self.speed * self.frames
-        pad = np.pad(img, ((travel, travel), (travel, travel), (0, 0)), mode="edge")
-        frames = []
-        offset = 0
-        for i in range(self.frames):
-            if m.behaviour == "flaky":  # a weaker model: the camera moves in jerks
-                offset = i * self.speed + (self.speed if i % 2 else 0) * (1 if i < self.frames - 1 else 0)
-            else:
-                offset = i * self.speed
-            y0, x0 = travel - dy * offset, travel - dx * offset
-            frames.append(pad[y0 : y0 + 480, x0 : x0 + 832])
-        if m.behaviour == "noisy":
-            rng = np.random.default_rng(n)
-            frames = [
-                np.clip(f.astype(np.int16) + rng.normal(0, 60, f.shape).astype(np.int16), 0, 255).astype(np.uint8)
-                for f in frames
-            ]
-        if m.behaviour == "wrong_resolution":
-            frames = [np.ascontiguousarray(f[:, 96:736]) for f in frames]
-        return encode_mp4(frames, self.fps, preset="ultrafast")
+        return render_reference_video(m.behaviour, prompt, image_png, frames=self.frames, fps=self.fps,
+                                      speed=self.speed, seed=n)
 
     # -- Hugging Face -------------------------------------------------------------------------
 
@@ -415,3 +384,47 @@ def _resize(img: Any, width: int, height: int) -> Any:
 
     frame = av.VideoFrame.from_ndarray(img, format="rgb24")
     return frame.reformat(width=width, height=height, format="rgb24").to_ndarray(format="rgb24")
+
+
+def render_reference_video(behaviour: str, prompt: str, image_png: bytes, *, frames: int = 33, fps: int = 16,
+                           speed: int = 4, seed: int = 0) -> bytes:
+    """A reference miner's video: the first frame animated as `behaviour` does (an mp4).
+
+    `faithful` moves the camera the way the prompt names, `static` repeats the frame, `noisy`
+    adds heavy noise, `flaky` moves in jerks, `wrong_resolution` crops to 640x480. This is the
+    whole "model" of the reference miners, and the template `leoma miner serve-reference` serves.
+    """
+    import numpy as np
+
+    from leoma.devnet.clips import CONTENT_SHIFT
+    from leoma.devnet.judge_standin import direction_in
+    from leoma.video import encode_mp4, png_to_array
+
+    img = png_to_array(image_png)
+    if img.shape[:2] != (480, 832):
+        img = _resize(img, 832, 480)
+    direction = direction_in(prompt) or "static"
+    dx, dy = CONTENT_SHIFT[direction]
+    if behaviour == "static":
+        dx = dy = 0
+    travel = speed * frames
+    pad = np.pad(img, ((travel, travel), (travel, travel), (0, 0)), mode="edge")
+    out = []
+    offset = 0
+    for i in range(frames):
+        if behaviour == "flaky":  # a weaker model: the camera moves in jerks
+            offset = i * speed + (speed if i % 2 else 0) * (1 if i < frames - 1 else 0)
+        else:
+            offset = i * speed
+        y0, x0 = travel - dy * offset, travel - dx * offset
+        out.append(pad[y0 : y0 + 480, x0 : x0 + 832])
+    if behaviour == "noisy":
+        rng = np.random.default_rng(seed)
+        out = [
+            np.clip(f.astype(np.int16) + rng.normal(0, 60, f.shape).astype(np.int16), 0, 255).astype(np.uint8)
+            for f in out
+        ]
+    if behaviour == "wrong_resolution":
+        out = [np.ascontiguousarray(f[:, 96:736]) for f in out]
+    return encode_mp4(out, fps, preset="ultrafast")
+
