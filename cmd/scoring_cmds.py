@@ -23,13 +23,16 @@ def _pct(text: str) -> str:
 @click.option("--origin", help="Whose decisions to replay (default: the log's own, else every origin's).")
 @click.option("--from-bucket", "bucket", help="Replay a validator from its public mirror alone (URL).")
 @click.option("--hotkey", help="The validator whose mirror to replay (with --from-bucket).")
+@click.option("--peers", "peers_json", envvar="PEER_VALIDATORS",
+              help="With --from-bucket: PEER_VALIDATORS JSON naming the buckets of the other origins it read.")
 @click.option("--consensus", "consensus_path", type=click.Path(dir_okay=False), envvar="LEOMA_CONSENSUS",
               help="consensus.toml to replay under (default: the packaged one).")
 @click.option("--network", envvar="NETWORK", help="Also compare with the weights on this chain when reachable.")
 @json_option
 @friendly_errors
 def replay_cmd(epoch: int | None, db_path: str, every: bool, origin: str | None, bucket: str | None,
-               hotkey: str | None, consensus_path: str | None, network: str | None, as_json: bool) -> None:
+               hotkey: str | None, peers_json: str | None, consensus_path: str | None, network: str | None,
+               as_json: bool) -> None:
     """Re-derive EPOCH from exactly the events it was decided on, and diff.
 
     Exit 0 when every replayed epoch reproduces; 1 with the differences, field by field.
@@ -49,10 +52,14 @@ def replay_cmd(epoch: int | None, db_path: str, every: bool, origin: str | None,
                 raise click.UsageError("--from-bucket needs --hotkey: whose mirror to replay")
             import asyncio
 
-            from leoma.mirror import download_published  # type: ignore[attr-defined]
+            from leoma.peers import parse_peers
+            from leoma.replay import download_published
 
+            entries, problems = parse_peers(peers_json or "")
+            for problem in problems:
+                click.echo(f"warning: {problem}", err=True)
             db_path = str(Path(tmp) / "mirror.db")
-            asyncio.run(download_published(bucket, hotkey, db_path))
+            asyncio.run(download_published(bucket, hotkey, db_path, peers=entries))
             origin = hotkey
         log = open_existing(db_path)
         with log:

@@ -9,7 +9,7 @@ field by field against the `epoch_scored` event. An empty diff means "reproduced
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +137,64 @@ def replay_epoch(log: EventLog, recorded: Recorded, *, consensus: Consensus | No
 def _epoch_block(recorded: Recorded) -> int:
     # The decision is made for the epoch's boundary block, which the envelope records.
     return recorded.block
+
+
+async def download_published(bucket_url: str, hotkey: str, db_path: str, *, peers: Sequence[Any] = ()) -> int:
+    """Rebuild a validator's decisions' inputs from public mirrors into a fresh log at `db_path`.
+
+    The validator's own chain comes from `bucket_url`; every other origin its decisions read
+    (their frontiers) comes from the same bucket when it holds that origin's log, else from
+    that origin's entry in `peers` (`leoma.peers.PeerEntry`, as `PEER_VALIDATORS` gives them). Every checkpoint signature, segment and chain is verified on the way.
+    Returns how many events were imported.
+    """
+    from leoma.mirror import DEFAULT_MAX_SEGMENT_BYTES, fetch_checkpoint, fetch_segment, segment_ranges
+    from leoma.peers import peer_store
+    from leoma.storage import open_store
+
+    stores: dict[str, Any] = {bucket_url: open_store(bucket_url)}
+    by_hotkey = {p.hotkey: p for p in peers}
+
+    def store_for(url: str) -> Any:
+        if url not in stores:
+            stores[url] = peer_store(by_hotkey[url])
+        return stores[url]
+
+    async def chain_of(origin: str, url: str, upto: int | None) -> list:  # type: ignore[type-arg]
+        store = store_for(url)
+        cp = await fetch_checkpoint(store, origin)
+        if cp is None:
+            raise LogError(f"no published log of {origin[:12]}… in {url}")
+        size = cp.size if upto is None else upto
+        if size > cp.size:
+            raise LogError(f"{origin[:12]}… has published {cp.size} events in {url}; the decision read {size}")
+        events = []
+        for first, last in segment_ranges(0, cp.size, cp.segment_size):
+            if first > size:
+                break
+            events.extend(await fetch_segment(store, origin, first, last, DEFAULT_MAX_SEGMENT_BYTES))
+        return [e for e in events if e.origin_seq <= size]
+
+    log = EventLog(db_path)
+    try:
+        total = log.import_events(await chain_of(hotkey, bucket_url, None))
+        needed: dict[str, int] = {}
+        for recorded in recorded_epochs(log, origin=hotkey):
+            for entry in recorded.body.frontier:
+                if entry.origin != hotkey:
+                    needed[entry.origin] = max(needed.get(entry.origin, 0), entry.origin_seq)
+        for origin, upto in sorted(needed.items()):
+            try:
+                events = await chain_of(origin, bucket_url, upto)
+            except LogError:
+                if origin not in by_hotkey:
+                    raise LogError(
+                        f"the decisions read {origin[:12]}…'s events, which {bucket_url} does not hold: "
+                        "name that validator's bucket with --peers (PEER_VALIDATORS JSON)"
+                    ) from None
+                events = await chain_of(origin, origin, upto)
+            total += log.import_events(events)
+    finally:
+        log.close()
+        for store in stores.values():
+            await store.close()
+    return total

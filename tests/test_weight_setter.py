@@ -160,3 +160,28 @@ def test_replay_command_exit_codes(world) -> None:  # type: ignore[no-untyped-de
     assert why.exit_code == 0 and "NOT beaten" not in why.output.splitlines()[0]
     why2 = runner.invoke(cli, ["explain", miners[1], "--db", log.path, "--json"])
     assert why2.exit_code == 0 and '"rank": 1' in why2.output
+
+
+def test_replay_from_a_public_mirror_alone(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from leoma.consensus import DEFAULT as consensus
+    from leoma.mirror import MirrorOut
+    from leoma.storage import DirectoryStore
+    from leoma_cmd.main import cli
+
+    sim, log, alice, miners, _ = world
+    asyncio.run(_step(sim, log, alice, 10 * LENGTH + 5))
+
+    async def publish() -> None:
+        store = DirectoryStore(tmp_path / "bucket")
+        await MirrorOut(log, store, alice, consensus.digest).push()
+        await store.close()
+
+    asyncio.run(publish())
+    url = (tmp_path / "bucket").as_uri()
+    result = CliRunner().invoke(cli, ["replay", "--all", "--from-bucket", url, "--hotkey", alice.ss58_address])
+    assert result.exit_code == 0, result.output
+    assert "epoch 10" in result.output and "reproduced" in result.output
+    wrong = CliRunner().invoke(cli, ["replay", "--all", "--from-bucket", url, "--hotkey", miners[0]])
+    assert wrong.exit_code == 1 and "no published log" in wrong.output
