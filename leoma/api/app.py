@@ -116,7 +116,7 @@ class BlacklistAdd(msgspec.Struct, kw_only=True):
 
 
 class ValidatorAdd(msgspec.Struct, kw_only=True):
-    hotkey: Annotated[str, msgspec.Meta(min_length=1, max_length=48)]
+    hotkey: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     uid: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
     stake: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
