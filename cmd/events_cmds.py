@@ -152,8 +152,11 @@ def verify_cmd(db_path: str | None, bucket: str | None, hotkey: str | None, as_j
         first = report.first
         assert first is not None
         click.echo(f"BROKEN: first bad event is seq {first.seq} ({first.origin[:16]} #{first.origin_seq}): {first.reason}", err=True)
-        for p in report.problems[1:]:
-            click.echo(f"  also: seq {p.seq} ({p.origin[:16]} #{p.origin_seq}): {p.reason}", err=True)
+        for p in report.problems:
+            if p is first:
+                continue
+            where = f"seq {p.seq} ({p.origin[:16]} #{p.origin_seq})" if p.seq else "database"
+            click.echo(f"  also: {where}: {p.reason}", err=True)
     sys.exit(0 if report.ok else 1)
 
 
