@@ -179,3 +179,22 @@ async def test_tampered_allowlist_is_recorded_as_rejected(vworld: ValidatorWorld
         vworld.sim.step(1)
         await check_miners(ctx)  # still tampered: no new event
         assert ctx.log.count(kind="allowlist_rejected") == 1 and ctx.log.count(kind="allowlist_verified") == 1
+
+
+async def test_check_miners_command_prints_every_miner(vworld: ValidatorWorld) -> None:
+    import asyncio
+
+    from click.testing import CliRunner
+
+    from leoma_cmd.main import cli
+    from leoma_cmd.validator_cmds import register
+
+    if "check-miners" not in cli.commands:
+        register(cli)
+    env = vworld.env(vworld.validators[0])
+    result = await asyncio.to_thread(CliRunner().invoke, cli, ["check-miners", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    rows = {vworld.name_of(r["hotkey"]): r for r in json.loads(result.output)}
+    assert rows["faithful"]["valid"] and rows["cold"]["invalid_reason"] == "chute_not_running"
+    table = await asyncio.to_thread(CliRunner().invoke, cli, ["check-miners"], env=env)
+    assert table.exit_code == 0 and "duplicate_model:earliest_uid=" in table.output

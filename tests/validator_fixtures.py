@@ -132,6 +132,10 @@ class ValidatorWorld:
 
     def settings(self, validator: Any, **env: str) -> Settings:
         """Settings for `validator` pointing at this world (extra env names override)."""
+        return Settings.load(env=self.env(validator, **env), dotenv=False)
+
+    def env(self, validator: Any, **env: str) -> dict[str, str]:
+        """The environment of `validator`'s process in this world (what `leoma` commands read)."""
         name = validator.ss58_address[:8]
         base = {
             "NETWORK": self.network, "NETUID": str(NETUID), "LEOMA_DEV_KEY": self.uri_of(validator),
@@ -140,9 +144,9 @@ class ValidatorWorld:
             "LEOMA_HF_ENDPOINT": self.world.url, "LEOMA_SOURCE_URL": f"file://{self.root / 'source'}",
             "LEOMA_OWN_BUCKET_URL": f"file://{self.root / 'buckets' / name}",
             "LEOMA_DB": str(self.root / f"{name}.db"), "LEOMA_STATE_DIR": str(self.root / f"state-{name}"),
-            "REQUEST_TIMEOUT": "1.5", "MAX_CONCURRENT_MINERS": "8",
+            "REQUEST_TIMEOUT": "4", "MAX_CONCURRENT_MINERS": "8",
         }
-        return Settings.load(env={**base, **env}, dotenv=False)
+        return {**base, **env}
 
     def uri_of(self, validator: Any) -> str:
         for uri in VALIDATOR_URIS:
@@ -217,7 +221,7 @@ async def build_validator_world(
     sim.register(owner.ss58_address, stake=10**12, validator_permit=True)
     for v in vals:
         sim.register(v.ss58_address, stake=10**11, validator_permit=True)
-    world = World(frames=17, slow_seconds=2.5)
+    world = World(frames=17, slow_seconds=6.0)
     miners: dict[str, Any] = {}
     uids: dict[str, int] = {}
     for b in behaviours:
