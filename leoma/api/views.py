@@ -375,13 +375,17 @@ def epochs(state: ApiState) -> dict[str, Any]:
         if r["epoch"] == newest:
             key = (r["winner_uid"], tuple((w["uid"], w["weight"]) for w in r["weights"]))
             votes[key] = votes.get(key, 0) + 1
-    majority = max(sorted(votes), key=lambda k: votes[k]) if votes else None
+    top = max(sorted(votes), key=lambda k: votes[k]) if votes else None
+    voters = sum(votes.values())
+    # A majority is more than half of the validators at the newest epoch; a tie is a split.
+    majority = top if top is not None and 2 * votes[top] > voters else None
     for r in rows:
         key = (r["winner_uid"], tuple((w["uid"], w["weight"]) for w in r["weights"]))
         r["epochs_behind"] = newest - r["epoch"] if newest is not None else 0
         r["agrees"] = r["epoch"] == newest and key == majority
     return {"epoch": newest, "majority_winner_uid": majority[0] if majority else None,
-            "agreeing": votes.get(majority, 0) if majority else 0, "validators": rows,
+            "agreeing": votes.get(majority, 0) if majority else 0, "split": bool(votes) and majority is None,
+            "validators": rows,
             "disagreement": any(not r["agrees"] for r in rows)}
 
 
