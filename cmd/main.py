@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "miner_cmds",
     "mirror_cmds",
     "scoring_cmds",
+    "validator_cmds",
 )
 
 

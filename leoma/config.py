@@ -32,7 +32,7 @@ import msgspec
 
 from leoma.errors import ConfigError
 
-__all__ = ["PeerBucket", "Settings", "SEED_SOURCE_BUCKET", "SEED_R2_ENDPOINT", "parse_peers"]
+__all__ = ["Settings", "SEED_SOURCE_BUCKET", "SEED_R2_ENDPOINT"]
 
 SEED_SOURCE_BUCKET = "leoma-videos"
 SEED_R2_ENDPOINT = "https://cce499ad4f3a4703b069771d8ff4215a.r2.cloudflarestorage.com"
@@ -52,66 +52,6 @@ _WHY: dict[str, str] = {
     "API_URL": "reports go to the owner's API",
     "CHUTES_API_KEY": "miners' chutes are called with it",
 }
-
-
-class PeerBucket(msgspec.Struct, frozen=True, kw_only=True):
-    """One entry of `PEER_VALIDATORS` (seed-spec §4.2): where a peer publishes its results."""
-
-    hotkey: str
-    bucket: str
-    endpoint: str
-    read_access_key: str
-    read_secret_key: str
-    region: str = "auto"
-    uid: int | None = None
-
-    def __repr__(self) -> str:  # never the keys
-        return f"PeerBucket(hotkey={self.hotkey!r}, bucket={self.bucket!r}, endpoint={self.endpoint!r})"
-
-    def store_url(self) -> str:
-        """An `open_store` URL; the keys are passed through `store_env()`."""
-        query = urllib.parse.urlencode({
-            "endpoint": self.endpoint, "region": self.region,
-            "access_key_env": "PEER_READ_ACCESS_KEY", "secret_key_env": "PEER_READ_SECRET_KEY",
-        })
-        return f"s3://{self.bucket}?{query}"
-
-    def store_env(self) -> dict[str, str]:
-        """The environment `open_store` reads this peer's keys from."""
-        return {"PEER_READ_ACCESS_KEY": self.read_access_key, "PEER_READ_SECRET_KEY": self.read_secret_key}
-
-
-def parse_peers(text: str) -> tuple[dict[str, PeerBucket], list[str]]:
-    """Parse `PEER_VALIDATORS` as the seed did: bad input yields nothing, never an exception.
-
-    Returns the peers by hotkey and the problems found (one line each, without secrets).
-    """
-    problems: list[str] = []
-    if not text or not text.strip():
-        return {}, problems
-    try:
-        items = json.loads(text)
-    except ValueError as exc:
-        return {}, [f"PEER_VALIDATORS is not JSON ({exc.__class__.__name__}); no peers are used"]
-    if not isinstance(items, list):
-        return {}, ["PEER_VALIDATORS must be a JSON list of objects; no peers are used"]
-    peers: dict[str, PeerBucket] = {}
-    required = ("hotkey", "bucket", "endpoint", "read_access_key", "read_secret_key")
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            problems.append(f"PEER_VALIDATORS[{i}] is not an object; skipped")
-            continue
-        missing = [k for k in required if not item.get(k)]
-        if missing:
-            problems.append(f"PEER_VALIDATORS[{i}] lacks {', '.join(missing)}; skipped")
-            continue
-        uid = item.get("uid")
-        peers[str(item["hotkey"])] = PeerBucket(
-            hotkey=str(item["hotkey"]), bucket=str(item["bucket"]), endpoint=str(item["endpoint"]),
-            read_access_key=str(item["read_access_key"]), read_secret_key=str(item["read_secret_key"]),
-            region=str(item.get("region") or "auto"), uid=uid if isinstance(uid, int) and not isinstance(uid, bool) else None,
-        )
-    return peers, problems
 
 
 # field name -> (environment variable, default); the order is the order of `--help`-style listings.
@@ -299,9 +239,18 @@ class Settings:
         }
         return {**os.environ, **{k: v for k, v in pairs.items() if v}}
 
-    def peers(self) -> dict[str, PeerBucket]:
-        """`PEER_VALIDATORS` parsed (malformed entries are skipped; see `parse_peers`)."""
-        return parse_peers(self.peer_validators)[0]
+    def peers(self) -> dict[str, Any]:
+        """`PEER_VALIDATORS` as `leoma.peers.PeerEntry`s by hotkey (bad entries are reported by
+        `leoma.peers.parse_peers` and left out)."""
+        from leoma.peers import parse_peers
+
+        return {entry.hotkey: entry for entry in parse_peers(self.peer_validators)[0]}
+
+    def peer_problems(self) -> list[str]:
+        """Every problem in `PEER_VALIDATORS`, one line each (no secrets)."""
+        from leoma.peers import parse_peers
+
+        return [str(p) for p in parse_peers(self.peer_validators)[1]]
 
     def consensus(self) -> Any:
         """The pinned consensus config (LEOMA_CONSENSUS, else the packaged default)."""

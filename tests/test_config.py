@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from leoma.config import SEED_SOURCE_BUCKET, Settings, parse_peers
+from leoma.config import SEED_SOURCE_BUCKET, Settings
 from leoma.errors import ConfigError
 
 
@@ -83,14 +83,17 @@ def test_redacted_never_shows_secrets() -> None:
     assert s.redacted()["API_URL"] == ""
 
 
-def test_peer_validators_parse_like_the_seed() -> None:
-    good = {"hotkey": "5A", "bucket": "b", "endpoint": "https://e", "read_access_key": "key-id-x", "read_secret_key": "secret-x"}
-    peers, problems = parse_peers(f'[{__import__("json").dumps(good)}, 3, {{"hotkey": "5B"}}]')
-    assert list(peers) == ["5A"] and peers["5A"].region == "auto"
-    assert len(problems) == 2 and "secret-x" not in repr(peers["5A"]) and "secret-x" not in " ".join(problems)
-    assert "read_secret_key" in problems[1]
-    assert parse_peers("not json")[0] == {} and parse_peers("{}")[0] == {} and parse_peers("")[0] == {}
-    assert peers["5A"].store_env() == {"PEER_READ_ACCESS_KEY": "key-id-x", "PEER_READ_SECRET_KEY": "secret-x"}
+def test_peer_validators_come_from_leoma_peers_and_problems_are_reported() -> None:
+    import json
+
+    a = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
+    good = {"hotkey": a, "bucket": "b", "endpoint": "https://e", "read_access_key": "key-id-x", "read_secret_key": "secret-x"}
+    s = Settings.load({"peer_validators": json.dumps([good, 3, {"hotkey": "5B"}])}, env={}, dotenv=False)
+    peers = s.peers()
+    assert list(peers) == [a] and peers[a].region == "auto"
+    problems = s.peer_problems()
+    assert len(problems) >= 2 and "secret-x" not in repr(peers[a]) and "secret-x" not in " ".join(problems)
+    assert Settings.load({"peer_validators": "not json"}, env={}, dotenv=False).peers() == {}
 
 
 def test_unknown_flag_is_refused() -> None:

@@ -96,11 +96,15 @@ async def open_context(settings: Settings, *, need_judge: bool = False, **overri
     peers = overrides.pop("peers", None)
     if peers is None:
         peers = {}
+        from leoma.peers import peer_store
+
+        for problem in settings.peer_problems():
+            log.warning("PEER_VALIDATORS: %s", problem)
         for hotkey, peer in settings.peers().items():
             if hotkey == signer.ss58_address:
                 continue
             try:
-                peers[hotkey] = open_store(peer.store_url(), env=peer.store_env())
+                peers[hotkey] = peer_store(peer, env=env)
                 built.append(peers[hotkey])
             except ConfigError as exc:
                 log.warning("peer %s bucket cannot be opened: %s", hotkey[:12], exc)
