@@ -135,10 +135,29 @@ def register(cli: click.Group) -> None:
 
     @validator.command("list")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-    @source_option
+    @click.option("--api", "api_url", default=None, help="List the owner API's registry (GET /validators) instead.")
+    @click.option("--source", "source_url", envvar="LEOMA_SOURCE_URL", default=None,
+                  help="Source bucket URL holding allowlist/v1.json (env LEOMA_SOURCE_URL).")
     @chain_options
-    def list_validators(as_json: bool, source_url: str, network: str, netuid: int) -> None:
-        """The on-chain allowlist, verified against the owner's committed digest."""
+    def list_validators(as_json: bool, api_url: str | None, source_url: str | None, network: str, netuid: int) -> None:
+        """The on-chain allowlist, verified against the owner's committed digest (or the API's registry)."""
+        if api_url:
+            from leoma.api.client import ApiClient
+
+            try:
+                with ApiClient(api_url) as client:
+                    cards = client.get("/validators")
+            except LeomaError as exc:
+                raise click.ClickException(str(exc)) from exc
+            if as_json:
+                click.echo(json.dumps(cards))
+                return
+            for c in cards:
+                click.echo(f"{c['uid']:>5}  {c['hotkey'][:20]}  stake {c['stake']}")
+            click.echo(f"total {len(cards)}")
+            return
+        if not source_url:
+            raise click.UsageError("give --source (or LEOMA_SOURCE_URL) for the on-chain allowlist, or --api URL")
 
         async def go() -> Any:
             from leoma.allowlist import read_allowlist
