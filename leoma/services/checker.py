@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from leoma.allowlist import COMMITMENT_PREFIX
 from leoma.errors import AdapterError, ConflictError, LeomaError
 from leoma.events import (
     AllowlistRejected,
@@ -184,7 +185,9 @@ async def check_miners(ctx: ServiceContext) -> list[MinerChecked]:
     """One checker pass; returns every committed miner's result (duplicates marked), by uid."""
     block, _ = await ctx.chain.head()
     meta = await ctx.chain.metagraph(ctx.netuid)
-    commits = await ctx.chain.commitments(ctx.netuid)
+    # The owner's allowlist anchor is a plain commitment too; it is not a miner's model.
+    commits = {hk: h for hk, h in (await ctx.chain.commitments(ctx.netuid)).items()
+               if not (hk == meta.owner_hotkey and h.latest.text.startswith(COMMITMENT_PREFIX))}
     blacklist, why = await fetch_blacklist(ctx)
     if why and ctx.settings.api_url:
         log.warning("block=%s checking without a blacklist: %s", block, why)
