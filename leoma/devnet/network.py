@@ -1,0 +1,573 @@
+"""`leoma devnet`: a whole subnet on one machine, with no keys and no internet.
+
+    net = Devnet.create(Path("devnet"), DevnetConfig())     # or Devnet.resume(Path("devnet"))
+    with net.running():                                     # world + validators started
+        net.wait(epochs=2, progress=print)
+    summary = net.summary()                                 # leaderboard, weights, agreement
+
+What is in `--dir` (and what `--resume` continues):
+
+    devnet.json             the DevnetConfig and the chain's start, so a resume rebuilds the same world
+    consensus.toml          short intervals; every validator runs it (LEOMA_CONSENSUS, one digest)
+    chain.jsonl             the simulated chain (realtime clock): owner, validators, miners, commitments
+    source/                 the source bucket: generated clips and the owner's allowlist
+    validatorK/events.db    validator K's event log (leoma replay/explain/export/verify work on it)
+    validatorK/bucket/      validator K's own bucket (segments, checkpoint, the seed's task layout)
+    validatorK/serve.log    validator K's `leoma serve` output (process mode)
+
+Keys are dev URIs: `//Owner`, `//Validator1..N`, `//Miner1..M` (miners in `DevnetConfig.miners`
+order; the copycat commits after the faithful miner, so duplicate detection keeps the faithful).
+The world (Chutes, the reference miners, Hugging Face, the Gemini stand-in) runs in this
+process; each validator is a separate `leoma serve` process unless `processes=False`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import msgspec
+
+from leoma.consensus import DEFAULT, Consensus
+from leoma.errors import ConfigError
+
+__all__ = ["DEFAULT_MINERS", "Devnet", "DevnetConfig", "Progress", "consensus_toml", "devnet_consensus"]
+
+DEFAULT_MINERS = ("faithful", "static", "noisy", "wrong_resolution", "slow", "copycat")
+OWNER_URI = "//Owner"
+
+
+class DevnetConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Sizes of a devnet, tuned so two scored epochs fit in a few minutes on 2 cores."""
+
+    validators: int = 3
+    miners: tuple[str, ...] = DEFAULT_MINERS
+    netuid: int = 99
+    block_time: float = 0.5
+    interval: int = 20
+    """Blocks per task (rotation interval)."""
+    epoch_intervals: int = 4
+    window_tasks: int = 8
+    settle_margin: int = 2
+    clips: int = 3
+    frames: int = 17
+    slow_seconds: float = 4.0
+    request_timeout: float = 2.0
+    poll_seconds: float = 1.0
+    mirror_seconds: float = 1.0
+    wrong_consensus: int = 0
+    """Extra validators (not on the allowlist) that run another consensus: peers must refuse them."""
+
+    @property
+    def epoch_length(self) -> int:
+        return self.interval * self.epoch_intervals
+
+
+class Progress(msgspec.Struct, frozen=True, kw_only=True):
+    """One look at the running devnet."""
+
+    block: int
+    epoch: int
+    turn: str
+    """Whose rotation turn it is (validator name)."""
+    tasks: int
+    verdicts: int
+    mirror_lag: int
+    scored: dict[str, int]
+    """Validator name -> epochs it decided with a winner."""
+
+
+def devnet_consensus(config: DevnetConfig) -> Consensus:
+    """The packaged consensus with the devnet's short intervals and small videos."""
+    replace = msgspec.structs.replace
+    base = DEFAULT
+    return replace(
+        base,
+        rotation=replace(base.rotation, interval=config.interval),
+        epoch=replace(base.epoch, length=config.epoch_length),
+        window=replace(base.window, tasks=config.window_tasks, settle_margin=config.settle_margin,
+                       max_lookback_blocks=0),
+        video=replace(base.video, min_source_bytes=1000),
+    )
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def consensus_toml(consensus: Consensus, *, comment: str = "") -> str:
+    """`consensus` as TOML that `load_consensus` reads back to the same digest."""
+    data = msgspec.to_builtins(consensus)
+    lines = [f"# {line}" for line in comment.splitlines()] + [""]
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    lines += [f"{k} = {_toml_value(v)}" for k, v in scalars.items()]
+
+    def section(name: str, table: dict[str, Any]) -> None:
+        lines.extend(["", f"[{name}]"])
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict))
+        for k, v in table.items():
+            if isinstance(v, dict):
+                section(f"{name}.{k}", v)
+
+    for name, table in data.items():
+        if isinstance(table, dict):
+            section(name, table)
+    return "\n".join(lines) + "\n"
+
+
+def _kp(uri: str) -> Any:
+    from leoma.signing import keypair_from_uri
+
+    return keypair_from_uri(uri)
+
+
+def _wallet(kp: Any) -> Any:
+    return SimpleNamespace(hotkey=kp, coldkey=kp, coldkeypub=kp)
+
+
+class _Node(msgspec.Struct, kw_only=True):
+    name: str
+    uri: str
+    hotkey: str
+    consensus: str
+
+
+class _State(msgspec.Struct, kw_only=True):
+    config: DevnetConfig
+    nodes: list[_Node]
+    miners: dict[str, str]
+    """Behaviour -> miner hotkey."""
+    uids: dict[str, int]
+    allowlist: list[str]
+
+
+class Devnet:
+    """A devnet directory and, while running, its world and validators."""
+
+    def __init__(self, root: Path, state: _State) -> None:
+        self.root = Path(root).resolve()
+        self.state = state
+        self.config = state.config
+        self.world: Any = None
+        self.sim: Any = None
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._inproc: dict[str, tuple[Any, asyncio.Event, Any]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: Any = None
+
+    # -- layout ---------------------------------------------------------------------------
+
+    @property
+    def consensus_path(self) -> Path:
+        return self.root / "consensus.toml"
+
+    @property
+    def chain_path(self) -> Path:
+        return self.root / "chain.jsonl"
+
+    @property
+    def nodes(self) -> list[_Node]:
+        return self.state.nodes
+
+    @property
+    def validators(self) -> list[_Node]:
+        """The allowlisted validators (the ones that must agree)."""
+        return [n for n in self.state.nodes if n.hotkey in self.state.allowlist]
+
+    def node(self, name: str) -> _Node:
+        return next(n for n in self.state.nodes if n.name == name)
+
+    def node_dir(self, node: _Node | str) -> Path:
+        return self.root / (node if isinstance(node, str) else node.name)
+
+    def db_path(self, node: _Node | str) -> Path:
+        return self.node_dir(node) / "events.db"
+
+    def bucket_path(self, node: _Node | str) -> Path:
+        return self.node_dir(node) / "bucket"
+
+    def miner_name(self, hotkey: str) -> str:
+        return next((b for b, h in self.state.miners.items() if h == hotkey), hotkey[:12])
+
+    # -- creation ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, root: Path, config: DevnetConfig | None = None) -> Devnet:
+        """Lay out a new devnet in `root`: chain, keys, consensus, clips, allowlist, commitments."""
+        config = config or DevnetConfig()
+        root = Path(root).resolve()
+        if (root / "devnet.json").exists():
+            raise ConfigError(f"a devnet already exists in {root}: continue it with --resume or choose another --dir")
+        if config.validators < 1 or not config.miners:
+            raise ConfigError("a devnet needs at least one validator and one miner")
+        if "copycat" in config.miners and "faithful" not in config.miners:
+            raise ConfigError("the copycat miner copies the faithful one: include faithful")
+        root.mkdir(parents=True, exist_ok=True)
+        from leoma.devnet.simchain import SimChain
+
+        consensus = devnet_consensus(config)
+        cls._write_consensus(root / "consensus.toml", consensus, config)
+        owner = _kp(OWNER_URI)
+        # Start the chain so the first task boundary comes soon after the validators are up.
+        sim = SimChain.create(root / "chain.jsonl", owner=owner.ss58_address, block_time=config.block_time,
+                              clock="realtime", netuid=config.netuid, tempo=config.epoch_length,
+                              start_block=config.epoch_length * 100 - 2 * config.interval,
+                              weights_rate_limit=max(1, config.interval // 4))
+        sim.register(owner.ss58_address, stake=10**12, validator_permit=True)
+        nodes: list[_Node] = []
+        for i in range(1, config.validators + config.wrong_consensus + 1):
+            kp = _kp(f"//Validator{i}")
+            wrong = i > config.validators
+            nodes.append(_Node(name=f"validator{i}", uri=f"//Validator{i}", hotkey=kp.ss58_address,
+                               consensus="consensus-wrong.toml" if wrong else "consensus.toml"))
+            sim.register(kp.ss58_address, stake=10**11, validator_permit=True)
+        if config.wrong_consensus:
+            other = msgspec.structs.replace(consensus, ranking=msgspec.structs.replace(
+                consensus.ranking, dominance_threshold="1/10"))
+            cls._write_consensus(root / "consensus-wrong.toml", other, config, note="A DIFFERENT consensus (tests).")
+        miners: dict[str, str] = {}
+        uids: dict[str, int] = {}
+        for i, behaviour in enumerate(config.miners, start=1):
+            hk = _kp(f"//Miner{i}").ss58_address
+            miners[behaviour] = hk
+            uids[behaviour] = sim.register(hk)
+        allowlist = sorted(n.hotkey for n in nodes[:config.validators])
+        state = _State(config=config, nodes=nodes, miners=miners, uids=uids, allowlist=allowlist)
+        net = cls(root, state)
+        net.sim = sim
+        asyncio.run(net._genesis())
+        (root / "devnet.json").write_bytes(msgspec.json.format(msgspec.json.encode(state)))
+        return net
+
+    @staticmethod
+    def _write_consensus(path: Path, consensus: Consensus, config: DevnetConfig, note: str = "") -> None:
+        text = consensus_toml(consensus, comment=(
+            "The devnet's consensus: the packaged one with short intervals (written by `leoma devnet`).\n"
+            f"digest {consensus.digest}\n{note}").strip())
+        path.write_text(text)
+        from leoma.consensus import load_consensus
+
+        if load_consensus(path).digest != consensus.digest:  # the writer must round-trip exactly
+            raise ConfigError(f"{path} does not read back to the devnet's consensus")
+
+    async def _genesis(self) -> None:
+        from leoma.allowlist import publish_allowlist
+        from leoma.chain import Chain, commitment_payload
+        from leoma.devnet.clips import render_source
+        from leoma.storage import DirectoryStore
+
+        cfg = self.config
+        source = DirectoryStore(self.root / "source")
+        directions = ("right", "left", "down", "up")
+        for i in range(cfg.clips):
+            clip = await asyncio.to_thread(render_source, 20 + i, shots=((directions[i % 4], 7.5),),
+                                           width=416, height=240, speed=2)
+            await source.put(f"devnet/clip-{i}.mp4", clip.video, content_type="video/mp4")
+        world = self._world()
+        async with Chain(f"sim:{self.chain_path}") as chain:
+            await publish_allowlist(source, chain, _wallet(_kp(OWNER_URI)), cfg.netuid, self.state.allowlist,
+                                    cfg.interval)
+            for i, behaviour in enumerate(cfg.miners, start=1):  # in order: faithful before the copycat
+                m = world.miners[behaviour]
+                await chain.set_timelocked_commitment(_wallet(_kp(f"//Miner{i}")), cfg.netuid,
+                                                      commitment_payload(m.repo_id, m.revision, m.chute_id))
+
+    @classmethod
+    def resume(cls, root: Path) -> Devnet:
+        """Open the devnet in `root` to continue it."""
+        root = Path(root).resolve()
+        path = root / "devnet.json"
+        if not path.is_file():
+            raise ConfigError(f"no devnet in {root}: run `leoma devnet --dir {root}` first")
+        state = msgspec.json.decode(path.read_bytes(), type=_State)
+        net = cls(root, state)
+        from leoma.devnet.simchain import SimChain
+
+        net.sim = SimChain.open(net.chain_path)
+        return net
+
+    def _world(self) -> Any:
+        from leoma.devnet.world import World
+
+        world = World(frames=self.config.frames, slow_seconds=self.config.slow_seconds)
+        for behaviour, hotkey in self.state.miners.items():
+            world.add_miner(behaviour, name=behaviour, hotkey=hotkey,
+                            copies="faithful" if behaviour == "copycat" else "")
+        return world
+
+    # -- running ----------------------------------------------------------------------------
+
+    def env(self, node: _Node) -> dict[str, str]:
+        """The environment of `node`'s `leoma serve` (every setting it needs, nothing secret)."""
+        cfg = self.config
+        url = self.world.url
+        peers = [{"hotkey": n.hotkey, "url": f"file://{self.bucket_path(n)}"} for n in self.nodes]
+        return {
+            "NETWORK": f"sim:{self.chain_path}", "NETUID": str(cfg.netuid), "LEOMA_DEV_KEY": node.uri,
+            "GEMINI_API_KEY": "devnet", "LEOMA_GEMINI_BASE_URL": url, "CHUTES_API_URL": url,
+            "LEOMA_CHUTE_URL_TEMPLATE": self.world.generate_url_template, "LEOMA_HF_ENDPOINT": url,
+            "LEOMA_SOURCE_URL": f"file://{self.root / 'source'}",
+            "LEOMA_OWN_BUCKET_URL": f"file://{self.bucket_path(node)}",
+            "LEOMA_DB": str(self.db_path(node)), "LEOMA_STATE_DIR": str(self.node_dir(node)),
+            "LEOMA_CONSENSUS": str(self.root / node.consensus), "PEER_VALIDATORS": json.dumps(peers),
+            "REQUEST_TIMEOUT": str(cfg.request_timeout), "MAX_CONCURRENT_MINERS": "8",
+            "MINER_VALIDATION_INTERVAL": str(max(5.0, cfg.interval * cfg.block_time)),
+            "SAMPLER_POLL_INTERVAL": str(cfg.poll_seconds), "LEOMA_MIRROR_INTERVAL": str(cfg.mirror_seconds),
+            "LEOMA_WEIGHTS_INTERVAL": str(cfg.poll_seconds), "LEOMA_METRICS_ADDR": "127.0.0.1:0",
+            "LEOMA_LOG_FORMAT": "text", "LOG_LEVEL": "INFO", "LEOMA_FLUSH_TIMEOUT": "10",
+        }
+
+    def start_world(self) -> None:
+        """Serve the world (Chutes, miners, HF, Gemini) from a thread of this process."""
+        if self.world is None or not self.world.url:
+            self.world = self._world().start_thread()
+
+    def start(self, *, processes: bool = True, only: list[str] | None = None) -> None:
+        """Start the world and every validator (or the ones named in `only`)."""
+        self.start_world()
+        for node in self.nodes:
+            if only is not None and node.name not in only:
+                continue
+            self.node_dir(node).mkdir(parents=True, exist_ok=True)
+            if processes:
+                self._spawn(node)
+            else:
+                self._start_inproc(node)
+
+    def _spawn(self, node: _Node) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LEOMA_", "R2_", "PEER_"))}
+        env.update(self.env(node))
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        logf = open(self.node_dir(node) / "serve.log", "ab")  # noqa: SIM115 - owned by the process
+        # `python -m leoma_cmd.serve_cmds serve` is `leoma serve` without depending on the CLI wiring.
+        self.procs[node.name] = subprocess.Popen(
+            [sys.executable, "-m", "leoma_cmd.serve_cmds", "serve"], env=env, cwd=self.node_dir(node),
+            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        logf.close()
+
+    def _start_inproc(self, node: _Node) -> None:
+        """Run a validator in a background event loop of this process (no-processes mode)."""
+        import threading
+
+        from leoma.config import Settings
+        from leoma.serve import ServeOptions, Validator
+
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, name="leoma-devnet", daemon=True)
+            self._thread.start()
+        env = self.env(node)
+        settings = Settings.load(env=env, dotenv=False)
+        options = ServeOptions(metrics_addr="off", mirror_interval=self.config.mirror_seconds,
+                               weights_interval=self.config.poll_seconds, flush_timeout=10.0)
+        validator = Validator(settings, options=options)
+
+        async def make() -> tuple[asyncio.Event, Any]:
+            stop = asyncio.Event()
+            return stop, asyncio.ensure_future(validator.run(stop))
+
+        stop, task = asyncio.run_coroutine_threadsafe(make(), self._loop).result()
+        self._inproc[node.name] = (validator, stop, task)
+
+    def stop_node(self, name: str, *, timeout: float = 60.0) -> int | None:
+        """Stop one validator gracefully (SIGTERM); its exit status."""
+        proc = self.procs.pop(name, None)
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                return proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                return proc.wait()
+        entry = self._inproc.pop(name, None)
+        if entry is not None and self._loop is not None:
+            _validator, stop, task = entry
+            self._loop.call_soon_threadsafe(stop.set)
+
+            async def wait() -> int:
+                return int(await task)
+
+            return asyncio.run_coroutine_threadsafe(wait(), self._loop).result(timeout)
+        return None
+
+    def kill_node(self, name: str) -> None:
+        """kill -9 a validator process (a crash, for the soak tests)."""
+        proc = self.procs.pop(name)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def stop(self) -> dict[str, int | None]:
+        """Stop every validator, then the world; each validator's exit status."""
+        codes = {name: self.stop_node(name) for name in list(self.procs) + list(self._inproc)}
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(10)
+            self._loop = None
+        if self.world is not None:
+            self.world.stop_thread()
+            self.world = None
+        return codes
+
+    @contextlib.contextmanager
+    def running(self, *, processes: bool = True) -> Iterator[Devnet]:
+        """Start everything; stop everything on exit (also after an error or Ctrl-C)."""
+        self.start(processes=processes)
+        try:
+            yield self
+        finally:
+            self.stop()
+
+    def dead(self) -> dict[str, int]:
+        """Validator processes that exited on their own, with their status."""
+        return {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
+
+    # -- looking at it ----------------------------------------------------------------------
+
+    def _open(self, node: _Node) -> Any:
+        from leoma.log import EventLog
+
+        path = self.db_path(node)
+        return EventLog(path, readonly=True) if path.is_file() else None
+
+    def decisions(self, node: _Node) -> dict[int, Any]:
+        """`node`'s own epoch decisions by epoch."""
+        from leoma.replay import recorded_epochs
+
+        log = self._open(node)
+        if log is None:
+            return {}
+        with log:
+            return {r.body.epoch: r.body for r in recorded_epochs(log, origin=node.hotkey)}
+
+    def progress(self) -> Progress:
+        """Block, turn, tasks, verdicts, mirror lag and decisions, read from the logs."""
+        from leoma.mirror import uploaded_position
+
+        head = self.sim.head()
+        cfg = self.config
+        order = self.state.allowlist
+        turn_hotkey = order[(head // cfg.interval) % len(order)]
+        tasks = verdicts = lag = 0
+        scored: dict[str, int] = {}
+        for node in self.validators:
+            log = self._open(node)
+            if log is None:
+                scored[node.name] = 0
+                continue
+            with log:
+                tasks += log.count(kind="task_closed", origin=node.hotkey)
+                verdicts += log.count(kind="verdict_recorded", origin=node.hotkey)
+                lag = max(lag, log.head(node.hotkey).origin_seq - uploaded_position(log, node.hotkey))
+            scored[node.name] = sum(1 for d in self.decisions(node).values() if d.winner)
+        turn = next(n.name for n in self.nodes if n.hotkey == turn_hotkey)
+        return Progress(block=head, epoch=head // cfg.epoch_length, turn=turn, tasks=tasks, verdicts=verdicts,
+                        mirror_lag=lag, scored=scored)
+
+    def target_epoch(self, epochs: int) -> int:
+        """The epoch by whose decision `epochs` epochs with a full window have been scored."""
+        cfg = self.config
+        first_task = (self.first_block() // cfg.interval) + 1
+        # The first epoch whose settled window holds a task from every allowlisted validator.
+        settled_top = first_task + len(self.state.allowlist) - 1 + cfg.settle_margin
+        first_epoch = -(-settled_top * cfg.interval // cfg.epoch_length)
+        return first_epoch + epochs - 1
+
+    def first_block(self) -> int:
+        """The block the validators started at (their first own event), else the head."""
+        blocks = []
+        for node in self.validators:
+            log = self._open(node)
+            if log is None:
+                continue
+            with log:
+                first = next(log.chain(node.hotkey, limit=1), None)
+                if first is not None:
+                    blocks.append(first.block)
+        return min(blocks) if blocks else self.sim.head()
+
+    def wait(self, epochs: int, *, progress: Callable[[Progress], None] | None = None, timeout: float | None = None,
+             poll: float = 1.0) -> bool:
+        """Wait until every validator decided the target epoch; False on timeout or a dead validator."""
+        cfg = self.config
+        deadline = time.monotonic() + (timeout if timeout is not None else
+                                       (epochs + 3) * cfg.epoch_length * cfg.block_time + 120)
+        target: int | None = None
+        while time.monotonic() < deadline:
+            if self.dead():
+                return False
+            if target is None and all(self.db_path(n).is_file() for n in self.validators):
+                target = self.target_epoch(epochs)
+            snap = self.progress()
+            if progress is not None:
+                progress(snap)
+            if target is not None and all(target in self.decisions(n) for n in self.validators):
+                return True
+            time.sleep(poll)
+        return False
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, poll: float = 0.5) -> bool:
+        """Poll `predicate` until true or `timeout` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(poll)
+        return False
+
+    def summary(self) -> dict[str, Any]:
+        """Each validator's decisions, the leaderboard of the latest agreed epoch, and agreement."""
+        per: dict[str, dict[int, Any]] = {n.name: self.decisions(n) for n in self.validators}
+        common = sorted(set.intersection(*(set(d) for d in per.values()))) if per else []
+        epochs: list[dict[str, Any]] = []
+        agreed = True
+        for epoch in common:
+            views = {name: (d[epoch].winner, tuple((w.uid, w.weight) for w in d[epoch].weights))
+                     for name, d in per.items()}
+            same = len(set(views.values())) == 1
+            agreed &= same
+            first = per[self.validators[0].name][epoch]
+            epochs.append({
+                "epoch": epoch, "agreed": same,
+                "winner": first.winner, "winner_name": self.miner_name(first.winner) if first.winner else "",
+                "winner_uid": first.winner_uid, "burn_reason": first.burn_reason,
+                "weights": {name: [list(w) for w in v[1]] for name, v in views.items()},
+                "winners": {name: v[0] for name, v in views.items()},
+            })
+        scored = [e for e in epochs if e["winner"]]
+        leaderboard: list[dict[str, Any]] = []
+        if scored:
+            last = per[self.validators[0].name][scored[-1]["epoch"]]
+            for a in last.aggregates:
+                leaderboard.append({
+                    "rank": a.rank, "miner": self.miner_name(a.hotkey), "hotkey": a.hotkey, "uid": a.uid,
+                    "avg_rate": a.avg_rate, "passed": a.passed, "evaluated": a.evaluated,
+                    "completeness": a.completeness, "eligible": a.eligible, "reason": a.reason,
+                })
+        return {
+            "dir": str(self.root),
+            "consensus_digest": devnet_consensus(self.config).digest,
+            "validators": [{"name": n.name, "hotkey": n.hotkey, "db": str(self.db_path(n)),
+                            "bucket": str(self.bucket_path(n))} for n in self.validators],
+            "miners": {b: {"hotkey": h, "uid": self.state.uids[b]} for b, h in self.state.miners.items()},
+            "epochs": epochs,
+            "scored_epochs": len(scored),
+            "winner": scored[-1]["winner_name"] if scored else "",
+            "leaderboard": leaderboard,
+            "agreed": bool(agreed and scored),
+        }
