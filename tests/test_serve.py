@@ -1,0 +1,242 @@
+"""`leoma serve` / `servers validator` / `status`: supervision, stop, settings, metrics, health."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from leoma.devnet.simchain import SimChain
+from leoma.log import EventLog
+from leoma.metrics import Facts, LoopFact, health, render_prometheus
+from leoma.mirror import fetch_checkpoint, uploaded_position
+from leoma.serve import Loop, parse_addr, serve_options, supervise
+from leoma.signing import keypair_from_uri
+from leoma.storage import DirectoryStore
+from leoma_cmd.serve_cmds import register
+
+
+def cli() -> click.Group:
+    group = click.Group("leoma")
+    register(group)
+    return group
+
+
+# -- supervision ----------------------------------------------------------------------------
+
+
+async def test_a_failing_loop_restarts_with_backoff_and_the_others_keep_running() -> None:
+    stop = asyncio.Event()
+    calls = {"bad": 0, "good": 0}
+
+    async def bad() -> None:
+        calls["bad"] += 1
+        if calls["bad"] <= 2:
+            raise RuntimeError("boom")
+
+    async def good() -> None:
+        calls["good"] += 1
+
+    loops = [Loop("bad", bad, 0.01, max_backoff=0.02), Loop("good", good, 0.01)]
+    tasks = [asyncio.create_task(supervise(lp, stop)) for lp in loops]
+    while calls["bad"] < 4:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert loops[0].restarts == 2 and loops[0].failures == 0 and "boom" in loops[0].last_error
+    assert loops[0].last_beat > 0 and calls["good"] >= 2 and loops[1].restarts == 0
+
+
+def test_a_loop_that_stops_beating_is_stalled() -> None:
+    lp = Loop("sampler", lambda: asyncio.sleep(0), 1.0, stall_after=5.0)
+    lp.last_beat = time.time() - 10
+    assert lp.stalled() and lp.fact().stalled
+    lp.last_beat = time.time()
+    assert not lp.stalled()
+
+
+def test_serve_options_and_addresses() -> None:
+    opts = serve_options({"LEOMA_METRICS_ADDR": "off"}, env={"LEOMA_MIRROR_INTERVAL": "2.5"}, dotenv=False)
+    assert opts.metrics_addr == "off" and opts.mirror_interval == 2.5
+    assert parse_addr("0.0.0.0:9108") == ("0.0.0.0", 9108)
+    from leoma.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="LEOMA_METRICS_ADDR"):
+        parse_addr("9108")
+    with pytest.raises(ConfigError, match="LEOMA_MIRROR_INTERVAL"):
+        serve_options(env={"LEOMA_MIRROR_INTERVAL": "soon"}, dotenv=False)
+
+
+# -- a missing setting ----------------------------------------------------------------------
+
+SEED_VARS = ("GEMINI_API_KEY", "LEOMA_OWN_BUCKET_URL", "R2_OWN_BUCKET", "LEOMA_SOURCE_URL", "R2_VIDEOS_READ_ACCESS_KEY")
+
+
+@pytest.mark.parametrize(("present", "missing"), [
+    ({}, "GEMINI_API_KEY"),
+    ({"GEMINI_API_KEY": "k"}, "LEOMA_OWN_BUCKET_URL"),
+    ({"GEMINI_API_KEY": "k", "LEOMA_OWN_BUCKET_URL": "file:///tmp/x"}, "LEOMA_SOURCE_URL"),
+])
+def test_missing_setting_stops_start_up_with_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            present: dict[str, str], missing: str) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for var in SEED_VARS:
+        monkeypatch.delenv(var, raising=False)
+    result = CliRunner().invoke(cli(), ["serve", "--dev-key", "//Alice", "--state-dir", str(tmp_path)], env=present)
+    assert result.exit_code == 1
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.output
+    assert f"{missing} is not set:" in lines[0] and "cannot start" in lines[0]
+    assert not (tmp_path / "events.db").exists()  # nothing was started
+
+
+# -- health and the Prometheus text -----------------------------------------------------------
+
+
+def facts(**changes: Any) -> Facts:
+    base: dict[str, Any] = dict(own="5Own", log_head=10, uploaded_head=7, log_rows=30, projection_lag=2,
+                                tasks_sampled=3, judge_failures=1,
+                                responses={"accepted": 5, "failed/miner": 2, "failed/infra": 0},
+                                chain_head=5000, last_weights_block=4900, tempo=100,
+                                loops=(LoopFact(name="sampler", running=True, last_beat=time.time()),))
+    base.update(changes)
+    return Facts(**base)
+
+
+def test_health_fails_when_weights_are_overdue_by_more_than_three_tempos_or_a_loop_stopped() -> None:
+    assert health(facts()) == (True, [])
+    assert health(facts(last_weights_block=5000 - 300))[0]  # exactly 3 tempos: still ok
+    ok, problems = health(facts(last_weights_block=5000 - 301))
+    assert not ok and "301 blocks" in problems[0]
+    ok, problems = health(facts(loops=(LoopFact(name="checker", running=False),)))
+    assert not ok and problems == ["loop checker is not running"]
+    # never set: counted from the start of the process
+    assert not health(facts(last_weights_block=None, started_block=4000))[0]
+
+
+def test_prometheus_text() -> None:
+    text = render_prometheus(facts(peers=()), now=time.time())
+    assert "# TYPE leoma_log_head gauge\nleoma_log_head 10\n" in text
+    assert "leoma_mirror_lag_events 3" in text and "leoma_blocks_since_weights_set 100" in text
+    assert 'leoma_miner_responses_total{status="failed/miner"} 2' in text
+    assert 'leoma_loop_up{loop="sampler"} 1' in text and "leoma_healthy 1" in text
+
+
+# -- a real process: servers validator on a simulated chain -------------------------------------
+
+
+class Proc:
+    def __init__(self, root: Path, proc: subprocess.Popen[bytes], env: dict[str, str]) -> None:
+        self.root, self.proc, self.env = root, proc, env
+        self.hotkey = keypair_from_uri("//Alice").ss58_address
+        self.output = ""
+
+    @property
+    def db(self) -> Path:
+        return self.root / "state" / "events.db"
+
+    def url(self) -> str:
+        path = self.root / "state" / "metrics.url"
+        return path.read_text().strip() if path.is_file() else ""
+
+
+def _wait(predicate: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture(scope="module")
+def validator_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    root = tmp_path_factory.mktemp("serve")
+    alice = keypair_from_uri("//Alice").ss58_address
+    owner = keypair_from_uri("//Owner").ss58_address
+    sim = SimChain.create(root / "chain.jsonl", owner=owner, clock="realtime", block_time=0.5, tempo=20,
+                          weights_rate_limit=1)
+    sim.register(owner)
+    sim.register(alice, stake=10**12, validator_permit=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LEOMA_", "R2_", "PEER_", "GEMINI"))}
+    env.update({
+        "NETWORK": f"sim:{root / 'chain.jsonl'}", "LEOMA_DEV_KEY": "//Alice", "LEOMA_STATE_DIR": str(root / "state"),
+        "LEOMA_OWN_BUCKET_URL": f"file://{root / 'bucket'}", "LEOMA_METRICS_ADDR": "127.0.0.1:0",
+        "LEOMA_MIRROR_INTERVAL": "3600", "LEOMA_WEIGHTS_INTERVAL": "0.5", "MINER_VALIDATION_INTERVAL": "1",
+        "CHUTES_API_URL": "http://127.0.0.1:9", "LEOMA_LOG_FORMAT": "json",
+    })
+    (root / "state").mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "leoma_cmd.serve_cmds", "servers", "validator"], env=env,
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p = Proc(root, proc, env)
+    try:
+        _wait(lambda: bool(p.url()) or proc.poll() is not None)
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        yield p
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_metrics_and_healthz_are_served(validator_proc: Proc) -> None:
+    url = validator_proc.url()
+    _wait(lambda: 'leoma_loop_last_beat_seconds{loop="weights"} -1' not in httpx.get(url + "/metrics").text)
+    text = httpx.get(url + "/metrics").text
+    for name in ("leoma_log_head", "leoma_mirror_uploaded_head", "leoma_projection_lag_events",
+                 "leoma_blocks_since_weights_set", "leoma_tasks_sampled_total", "leoma_miner_responses_total",
+                 "leoma_judge_failures_total", 'leoma_loop_up{loop="checker"} 1', 'leoma_loop_up{loop="weights"} 1',
+                 'leoma_loop_up{loop="mirror-out"} 1', "leoma_chain_head_block"):
+        assert name in text, name
+    reply = httpx.get(url + "/healthz")
+    assert reply.status_code == 200 and reply.json() == {"ok": True, "problems": []}
+
+
+def test_sigterm_exits_zero_having_flushed_then_status_reads_the_log(validator_proc: Proc) -> None:
+    p = validator_proc
+
+    def unpublished() -> bool:
+        if not p.db.is_file():
+            return False
+        with EventLog(p.db, readonly=True) as log:
+            return log.head(p.hotkey).origin_seq > uploaded_position(log, p.hotkey)
+
+    # The mirror pushes once at start and then only hourly: what it has not published yet must go out on stop.
+    _wait(unpublished)
+    p.proc.send_signal(signal.SIGTERM)
+    assert p.proc.wait(60) == 0
+    output = p.proc.stdout.read().decode() if p.proc.stdout else ""
+    assert any(json.loads(line).get("message", "").startswith("flushed the own log") for line in output.splitlines()
+               if line.startswith("{")), output
+    with EventLog(p.db, readonly=True) as log:
+        head = log.head(p.hotkey).origin_seq
+        assert uploaded_position(log, p.hotkey) == head
+        assert log.verify().ok
+
+    async def published() -> int:
+        cp = await fetch_checkpoint(DirectoryStore(p.root / "bucket"), p.hotkey)
+        return cp.size if cp else 0
+
+    assert asyncio.run(published()) == head
+
+    result = CliRunner().invoke(cli(), ["status", "--db", str(p.db), "--network", p.env["NETWORK"], "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["own"] == p.hotkey and out["log_head"] == head and out["uploaded_head"] == head
+    assert out["chain_head"] > 0 and out["last_scored_epoch"] is not None and out["mirror_lag"] == 0
+    table = CliRunner().invoke(cli(), ["status", "--db", str(p.db), "--no-chain"])
+    assert table.exit_code == 0 and "own events" in table.output and p.hotkey in table.output
