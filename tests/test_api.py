@@ -270,3 +270,31 @@ async def test_empty_log_answers(tmp_path: Path) -> None:
             r = await c.get(path)
             assert r.status_code == 200, (path, r.text)
         assert (await c.get("/scores/rank")).json()["ranks"] == []
+
+
+async def test_feeder_imports_an_allowlisted_validators_mirror(tmp_path: Path) -> None:
+    from leoma.api.feed import Feeder
+    from leoma.events import AdminActed, AllowlistVerified, MinerChecked
+    from leoma.mirror import MirrorOut
+    from leoma.storage import DirectoryStore
+
+    alice, bob = key("//Alice"), key("//Bob")
+    store = DirectoryStore(tmp_path / "alice-bucket")
+    with EventLog(tmp_path / "alice.db", own=alice.ss58_address) as vlog:
+        vlog.append(AllowlistVerified(owner_hotkey="o", digest="d" * 64, interval=INTERVAL,
+                                      validators=(alice.ss58_address,)), key="allowlist/1", block=1)
+        vlog.append(MinerChecked(hotkey=bob.ss58_address, uid=1, valid=True), key="miner/1", block=2)
+        await MirrorOut(vlog, store, alice, DEFAULT.digest).push()
+    log = EventLog(tmp_path / "api.db", own=API_ID)
+    service = ApiService(ApiSettings.load({}), DEFAULT, log_=log, clock=lambda: NOW)
+    service.feeder = Feeder(log, [], DEFAULT, stores={alice.ss58_address: store})
+    assert await service.feeder.sync(service.allowed()) == []  # not allowlisted yet: nothing read
+    log.append(AdminActed(admin="test", action="validator_add", target=alice.ss58_address, uid=0, stake_rao=0),
+               key="admin/1", block=0)
+    reports = await service.feeder.sync(service.allowed())
+    assert [r.imported for r in reports] == [2]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(service)), base_url="http://api") as c:
+        card = (await c.get(f"/validators/{alice.ss58_address}")).json()
+        assert card["mirror"]["events"] == 2 and card["mirror"]["last_sync"]["imported"] == 2
+        assert (await c.get("/miners/list")).json()["valid_count"] == 1
+        assert (await c.get("/tasks/1")).status_code == 404
