@@ -1,0 +1,175 @@
+"""The devnet as a soak test: separate `leoma serve` processes on one simulated chain, with faults.
+
+One devnet run (module-scoped) carries every assertion: three allowlisted validators and a
+fourth running another consensus; validator2 is killed with SIGKILL in the middle of a task
+and restarted; validator3's bucket disappears for an epoch and comes back. Then: the three
+agree on the faithful miner, `leoma replay --all` reproduces every epoch in every directory,
+nothing was lost or duplicated, and the fourth's events were refused, not mixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from leoma.devnet.network import Devnet, DevnetConfig, consensus_toml, devnet_consensus
+from leoma.events import decode_body
+from leoma.log import EventLog
+from leoma.mirror import fetch_checkpoint, uploaded_position
+from leoma.storage import DirectoryStore
+
+pytestmark = pytest.mark.slow
+
+
+def _log(net: Devnet, name: str) -> EventLog:
+    return EventLog(net.db_path(name), readonly=True)
+
+
+def _own_open_task(net: Devnet, name: str) -> int | None:
+    """The task `name` has opened and not closed yet, if any."""
+    if not net.db_path(name).is_file():
+        return None
+    hotkey = net.node(name).hotkey
+    with _log(net, name) as log:
+        opened = {decode_body(r.body).task_id for r in log.rows(kinds=["task_opened"], origin=hotkey)}  # type: ignore[attr-defined]
+        closed = {decode_body(r.body).task_id for r in log.rows(kinds=["task_closed"], origin=hotkey)}  # type: ignore[attr-defined]
+    return min(opened - closed, default=None)
+
+
+class Run:
+    def __init__(self, net: Devnet) -> None:
+        self.net = net
+        self.killed_task: int | None = None
+        self.outage_head = 0
+        self.codes: dict[str, int | None] = {}
+        self.finished = False
+        self.summary: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    root = tmp_path_factory.mktemp("devnet")
+    net = Devnet.create(root / "net", DevnetConfig(wrong_consensus=1))
+    r = Run(net)
+    net.start(processes=True)
+    try:
+        # kill -9 validator2 while one of its tasks is open, then start it again
+        assert net.wait_for(lambda: _own_open_task(net, "validator2") is not None, timeout=120, poll=0.1)
+        net.kill_node("validator2")
+        r.killed_task = _own_open_task(net, "validator2")
+        net.start(processes=True, only=["validator2"])
+        # validator3's bucket disappears (a file where the directory was) for one epoch
+        bucket = net.bucket_path("validator3")
+        aside = bucket.with_name("bucket.away")
+        with _log(net, "validator3") as log:
+            r.outage_head = log.head(net.node("validator3").hotkey).origin_seq
+        os.rename(bucket, aside)
+        bucket.write_text("this bucket is down\n")
+        time.sleep(net.config.epoch_length * net.config.block_time)
+        bucket.unlink()
+        os.rename(aside, bucket)
+        r.finished = net.wait(3)
+    finally:
+        r.codes = net.stop()
+    r.summary = net.summary()
+    yield r
+
+
+def test_all_validators_agree_on_the_faithful_miner(run: Run) -> None:
+    s = run.summary
+    assert run.finished, s
+    assert s["agreed"] and s["winner"] == "faithful" and s["scored_epochs"] >= 2, s
+    assert [e for e in s["epochs"] if not e["agreed"]] == []
+    board = {row["miner"]: row for row in s["leaderboard"]}
+    assert board["faithful"]["rank"] == 1 and board["copycat"]["rank"] == 0  # the duplicate is not ranked
+    assert all(code == 0 for code in run.codes.values()), run.codes  # SIGTERM: clean exits
+
+
+def test_replay_reproduces_every_epoch_in_every_directory(run: Run) -> None:
+    from leoma_cmd.scoring_cmds import register
+
+    group = click.Group("leoma")
+    register(group)
+    for node in run.net.validators:
+        result = CliRunner().invoke(group, ["replay", "--all", "--db", str(run.net.db_path(node)),
+                                            "--consensus", str(run.net.consensus_path)])
+        assert result.exit_code == 0, result.output
+        assert "DIFFERS" not in result.output and "reproduced" in result.output
+
+
+def test_killed_validator_lost_and_duplicated_nothing(run: Run) -> None:
+    net = run.net
+    me = net.node("validator2")
+    assert run.killed_task is not None  # it really died mid-task
+    with _log(net, me.name) as log:
+        assert log.verify().ok
+        opened = [decode_body(r.body).task_id for r in log.rows(kinds=["task_opened"], origin=me.hotkey)]  # type: ignore[attr-defined]
+        closed = [decode_body(r.body).task_id for r in log.rows(kinds=["task_closed"], origin=me.hotkey)]  # type: ignore[attr-defined]
+        assert run.killed_task in closed  # resumed after the restart and closed
+        assert len(set(closed)) == len(closed) and len(set(opened)) == len(opened)  # never twice
+        assert set(opened) - set(closed) <= {max(opened)}  # only a task the final stop interrupted may be open
+        head = log.head(me.hotkey)
+        assert uploaded_position(log, me.hotkey) == head.origin_seq
+        mine = {e.origin_seq: e.hash for e in log.chain(me.hotkey)}
+    cp = asyncio.run(fetch_checkpoint(DirectoryStore(net.bucket_path(me)), me.hotkey))
+    assert cp is not None and (cp.size, cp.head) == (head.origin_seq, head.hash)
+    for peer in ("validator1", "validator3"):
+        with _log(net, peer) as log:
+            theirs = {e.origin_seq: e.hash for e in log.chain(me.hotkey)}
+        assert theirs and all(mine[s] == h for s, h in theirs.items())  # same events, same hashes
+
+
+def test_bucket_outage_then_the_validator_catches_up(run: Run) -> None:
+    net = run.net
+    me = net.node("validator3")
+    log_text = (net.node_dir(me) / "serve.log").read_text()
+    assert "loop mirror-out crashed" in log_text or "loop mirror-out failed" in log_text
+    with _log(net, me.name) as log:
+        head = log.head(me.hotkey).origin_seq
+        assert head > run.outage_head and uploaded_position(log, me.hotkey) == head
+    with _log(net, "validator1") as log:
+        assert log.head(me.hotkey).origin_seq > run.outage_head  # the others imported what it made meanwhile
+
+
+def test_wrong_consensus_is_reported_by_peers_and_not_mixed(run: Run) -> None:
+    net = run.net
+    rogue = net.node("validator4")
+    assert rogue.hotkey not in net.state.allowlist
+    for node in net.validators:
+        with _log(net, node.name) as log:
+            reasons = [decode_body(r.body).reason for r in log.rows(kinds=["peer_segment_rejected"], origin=node.hotkey)  # type: ignore[attr-defined]
+                       if decode_body(r.body).peer == rogue.hotkey]  # type: ignore[attr-defined]
+            assert reasons and all(r.startswith("unknown consensus digest") for r in reasons)
+            assert log.head(rogue.hotkey).origin_seq == 0  # none of its events were imported
+        for decision in net.decisions(node).values():
+            assert rogue.hotkey not in {f.origin for f in decision.frontier}
+
+
+def test_consensus_toml_round_trips_and_every_validator_used_it(run: Run) -> None:
+    digest = devnet_consensus(run.net.config).digest
+    from leoma.consensus import load_consensus, parse_consensus
+
+    assert load_consensus(run.net.consensus_path).digest == digest
+    assert parse_consensus(consensus_toml(load_consensus())).digest == load_consensus().digest
+    for node in run.net.validators:
+        assert {d.consensus_digest for d in run.net.decisions(node).values()} == {digest}
+
+
+def test_resume_continues_the_same_devnet(run: Run, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(run.net.root, copy)
+    again = Devnet.resume(copy)
+    assert again.state == run.net.state and again.sim.head() >= run.net.sim.head()
+    from leoma.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--resume"):
+        Devnet.create(copy)
