@@ -201,6 +201,9 @@ class Devnet:
         return self.node_dir(node) / "bucket"
 
     def miner_name(self, hotkey: str) -> str:
+        """A miner's behaviour name (`owner` for the owner, whose allowlist commitment is no model)."""
+        if hotkey == _kp(OWNER_URI).ss58_address:
+            return "owner"
         return next((b for b, h in self.state.miners.items() if h == hotkey), hotkey[:12])
 
     # -- creation ---------------------------------------------------------------------------
