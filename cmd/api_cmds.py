@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import click
 
+from .output import subgroup
+
 from leoma.errors import LeomaError
 from leoma.wallets import load_wallet, wallet_options
 
@@ -78,20 +80,13 @@ def _check_hotkey(hotkey: str) -> str:
     return hotkey
 
 
-def _group(cli: click.Group, name: str, help_text: str) -> click.Group:
-    existing = cli.commands.get(name)
-    if isinstance(existing, click.Group):
-        return existing
-    group = click.Group(name, help=help_text)
-    cli.add_command(group)
-    return group
 
 
 def register(cli: click.Group) -> None:
     """Add `api`, `validator add/remove`, `blacklist ...` and `db ...` to the `leoma` command."""
-    validator = _group(cli, "validator", "Validator allowlist and validator tools.")
-    blacklist = _group(cli, "blacklist", "(Owner) The miner blacklist kept by the owner's API.")
-    db = _group(cli, "db", "(Owner) The owner's API log, edited directly.")
+    validator = subgroup(cli, "validator", "Validator allowlist and validator tools.")
+    blacklist = subgroup(cli, "blacklist", "(Owner) The miner blacklist kept by the owner's API.")
+    db = subgroup(cli, "db", "(Owner) The owner's API log, edited directly.")
 
     @cli.command("api")
     @click.option("--host", envvar="API_HOST", default=None, help="Listen address (env API_HOST; default 0.0.0.0).")

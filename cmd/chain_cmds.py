@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import click
 
+from .output import subgroup
+
 from leoma.errors import LeomaError
 from leoma.wallets import load_wallet, wallet_options
 
@@ -51,14 +53,6 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         raise click.ClickException(str(exc)) from exc
 
 
-def _group(cli: click.Group, name: str, help_text: str) -> click.Group:
-    """The existing `name` group (another module may have made it) or a new one."""
-    existing = cli.commands.get(name)
-    if isinstance(existing, click.Group):
-        return existing
-    group = click.Group(name, help=help_text)
-    cli.add_command(group)
-    return group
 
 
 def check_model(model_name: str, model_revision: str, hotkey: str) -> None:
@@ -80,8 +74,8 @@ def check_model(model_name: str, model_revision: str, hotkey: str) -> None:
 
 def register(cli: click.Group) -> None:
     """Add `validator publish`, `validator list` and `miner commit` to the `leoma` command."""
-    validator = _group(cli, "validator", "Validator allowlist and validator tools.")
-    miner = _group(cli, "miner", "Miner tools.")
+    validator = subgroup(cli, "validator", "Validator allowlist and validator tools.")
+    miner = subgroup(cli, "miner", "Miner tools.")
 
     @validator.command("publish")
     @click.option("--validators", default=None, help="Comma-separated validator hotkeys (SS58).")

@@ -17,10 +17,14 @@ from leoma import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "events_cmds",
     "chain_cmds",
+    "api_cmds",
+    "corpus_cmds",
     "miner_cmds",
     "mirror_cmds",
     "scoring_cmds",
     "validator_cmds",
+    "serve_cmds",
+    "devnet_cmds",
 )
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import click
 
+from .output import subgroup
+
 from leoma.errors import ConfigError, LeomaError
 from leoma.wallets import load_wallet, wallet_options
 from leoma_cmd.output import print_json, print_table
@@ -24,14 +26,6 @@ from leoma_cmd.output import print_json, print_table
 DEFAULT_CHUTES_API = "https://api.chutes.ai"
 
 
-def _group(cli: click.Group) -> click.Group:
-    """The `miner` group another module registered, or a new one."""
-    existing = cli.commands.get("miner")
-    if isinstance(existing, click.Group):
-        return existing
-    group = click.Group("miner", help="Miner tools.")
-    cli.add_command(group)
-    return group
 
 
 def _hotkey(hotkey_ss58: str | None, wallet_name: str | None, wallet_hotkey: str | None,
@@ -51,7 +45,7 @@ def _short(text: str, n: int = 100) -> str:
 
 def register(cli: click.Group) -> None:
     """Add `miner push`, `miner status` and `miner serve-reference` (reusing an existing `miner` group)."""
-    miner = _group(cli)
+    miner = subgroup(cli, "miner", "Miner tools.")
 
     @miner.command("push")
     @click.option("--model-name", required=True, help="Hugging Face repo: user/leoma-<your hotkey>.")

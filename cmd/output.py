@@ -54,3 +54,13 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, empty:
 def is_tty() -> bool:
     """Whether standard output is a terminal (progress bars only then)."""
     return sys.stdout.isatty()
+
+
+def subgroup(cli: click.Group, name: str, help_text: str) -> click.Group:
+    """The `name` group another command module already registered, or a new one."""
+    existing = cli.commands.get(name)
+    if isinstance(existing, click.Group):
+        return existing
+    group = click.Group(name, help=help_text)
+    cli.add_command(group)
+    return group

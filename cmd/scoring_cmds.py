@@ -26,7 +26,8 @@ def _pct(text: str) -> str:
 @click.option("--peers", "peers_json", envvar="PEER_VALIDATORS",
               help="With --from-bucket: PEER_VALIDATORS JSON naming the buckets of the other origins it read.")
 @click.option("--consensus", "consensus_path", type=click.Path(dir_okay=False), envvar="LEOMA_CONSENSUS",
-              help="consensus.toml to replay under (default: the packaged one).")
+              help="consensus.toml to replay under (default: the packaged one, or a consensus.toml beside "
+                   "the database whose digest the decision recorded).")
 @click.option("--network", envvar="NETWORK", help="Also compare with the weights on this chain when reachable.")
 @json_option
 @friendly_errors
@@ -68,7 +69,9 @@ def replay_cmd(epoch: int | None, db_path: str, every: bool, origin: str | None,
             targets = list(recorded_epochs(log, origin=origin)) if every else [find_epoch(log, epoch, origin=origin)]  # type: ignore[arg-type]
             if not targets:
                 raise ConfigError(f"no epoch_scored events in {db_path}")
-            results = [replay_epoch(log, r, consensus=consensus, scratch_dir=Path(tmp)) for r in targets]
+            known = _known_consensus(consensus, consensus_path, Path(db_path))
+            results = [replay_epoch(log, r, consensus=known.get(r.body.consensus_digest, consensus),
+                                    scratch_dir=Path(tmp)) for r in targets]
     ok = all(r.reproduced for r in results)
     if as_json:
         import msgspec
@@ -81,6 +84,24 @@ def replay_cmd(epoch: int | None, db_path: str, every: bool, origin: str | None,
             for d in r.differences:
                 click.echo(f"  {d.field}: recorded {d.recorded!r} != replayed {d.replayed!r}")
     sys.exit(0 if ok else 1)
+
+
+def _known_consensus(chosen, chosen_path: str | None, db: Path) -> dict:  # type: ignore[no-untyped-def]
+    """Consensus configs replay may use, by digest: the chosen one, and (unless a path was
+    given) a `consensus.toml` beside the database or in its parent folder, as a devnet leaves."""
+    from leoma.consensus import load_consensus
+    from leoma.errors import ConfigError
+
+    known = {chosen.digest: chosen}
+    if chosen_path is None:
+        for candidate in (db.parent / "consensus.toml", db.parent.parent / "consensus.toml"):
+            if candidate.is_file():
+                try:
+                    found = load_consensus(candidate)
+                except ConfigError:
+                    continue
+                known.setdefault(found.digest, found)
+    return known
 
 
 def _latest_decision(log, epoch: int | None, origin: str | None):  # type: ignore[no-untyped-def]

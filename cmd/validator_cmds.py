@@ -15,11 +15,12 @@ from typing import Any, TypeVar
 
 import click
 
-from leoma_cmd.output import friendly_errors, json_option, print_json, print_table
+from leoma.logging_setup import setup_logging
+
+from .output import friendly_errors, json_option, print_json, print_table, subgroup
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_NOISY = ("httpx", "httpcore", "botocore", "aiobotocore", "bittensor", "google_genai", "urllib3", "huggingface_hub")
 
 
 def settings_options(fn: F) -> F:
@@ -37,20 +38,8 @@ def _settings(network: str | None, netuid: int | None, dev_key: str | None, db: 
     return Settings.load({"network": network, "netuid": netuid, "dev_key": dev_key, "db": db})
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for name in _NOISY:  # never let a library log a key or a presigned URL
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _group(cli: click.Group, name: str, help_text: str) -> click.Group:
-    existing = cli.commands.get(name)
-    if isinstance(existing, click.Group):
-        return existing
-    group = click.Group(name, help=help_text)
-    cli.add_command(group)
-    return group
 
 
 @click.command("check-miners")
@@ -61,7 +50,7 @@ def check_miners_cmd(network: str | None, netuid: int | None, dev_key: str | Non
                      as_json: bool) -> None:
     """Check every committed miner once (the seed's checks), print each verdict and record the events."""
     settings = _settings(network, netuid, dev_key, db)
-    _logging(settings.log_level if not as_json else "WARNING")
+    setup_logging(settings.log_level if not as_json else "WARNING")
 
     async def run() -> list[Any]:
         from leoma.services.checker import check_miners
@@ -87,7 +76,7 @@ def check_miners_cmd(network: str | None, netuid: int | None, dev_key: str | Non
 def sampler_cmd(network: str | None, netuid: int | None, dev_key: str | None, db: str | None) -> None:
     """Run the miner checker and the sampler loop (on this validator's turns) until interrupted."""
     settings = _settings(network, netuid, dev_key, db)
-    _logging(settings.log_level)
+    setup_logging(settings.log_level)
     settings.require("GEMINI_API_KEY")
     settings.require("LEOMA_OWN_BUCKET_URL")
     settings.require("LEOMA_SOURCE_URL")
@@ -109,4 +98,4 @@ def sampler_cmd(network: str | None, netuid: int | None, dev_key: str | None, db
 def register(cli: click.Group) -> None:
     """Add `check-miners` and `servers sampler` to the `leoma` command."""
     cli.add_command(check_miners_cmd)
-    _group(cli, "servers", "Long-running validator services.").add_command(sampler_cmd)
+    subgroup(cli, "servers", "Long-running validator services.").add_command(sampler_cmd)

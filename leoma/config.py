@@ -19,7 +19,6 @@ How a verdict or a weight is reached lives in `consensus.toml` only. Secrets are
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import urllib.parse
@@ -28,7 +27,6 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import msgspec
 
 from leoma.errors import ConfigError
 

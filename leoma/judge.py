@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import warnings
 from fractions import Fraction
 from typing import Any, Mapping
 
 import msgspec
 
+from leoma.consensus import ASPECTS, CRITICAL_ASPECTS
+from leoma.consensus import DEFAULT as _PINNED
 from leoma.errors import AdapterError
 
 __all__ = [
@@ -41,23 +42,8 @@ log = logging.getLogger("leoma.judge")
 DESCRIBE_VERSION = "describe/v1"
 EVALUATE_VERSION = "evaluate/v1"
 
-ASPECTS = (
-    "first_frame_fidelity",
-    "prompt_adherence",
-    "motion_quality",
-    "temporal_consistency",
-    "visual_quality",
-    "camera_composition",
-)
-CRITICAL_ASPECTS = ("first_frame_fidelity", "prompt_adherence", "temporal_consistency")
-DEFAULT_WEIGHTS: dict[str, str] = {
-    "first_frame_fidelity": "0.25",
-    "prompt_adherence": "0.25",
-    "motion_quality": "0.15",
-    "temporal_consistency": "0.20",
-    "visual_quality": "0.10",
-    "camera_composition": "0.05",
-}
+# The aspects, their weights and the critical ones are consensus values: one definition, pinned.
+DEFAULT_WEIGHTS: dict[str, str] = dict(_PINNED.judge.aspect_weights)
 
 DESCRIBE_INSTRUCTION = """\
 You are writing one prompt for a benchmark of image-to-video generators. The generator will be \
@@ -280,9 +266,6 @@ class Judge:
             from google import genai
             from google.genai import types
 
-            # google-genai hands aiohttp the request as one bytes object; aiohttp warns about
-            # bodies over 1 MB (every video is). The request still goes out; the warning is noise.
-            warnings.filterwarnings("ignore", message="Sending a large body directly", category=ResourceWarning)
             options = types.HttpOptions(base_url=self._base_url, api_version=self._api_version, timeout=self._timeout_ms)
             self._client = genai.Client(api_key=self._api_key, http_options=options)
         return self._client.aio

@@ -294,7 +294,12 @@ class DirectoryStore:
         self, key: str, data: bytes, *, content_type: str | None = None, if_absent: bool = False
     ) -> None:
         """Write `data` under `key` atomically (see ObjectStore.put)."""
-        await asyncio.to_thread(self._place, key, bytes(data), content_type, if_absent)
+        try:
+            await asyncio.to_thread(self._place, key, bytes(data), content_type, if_absent)
+        except StorageError:
+            raise
+        except OSError as exc:  # the store's own folders are missing or not folders (bucket down)
+            raise StorageError(f"{self.root}: cannot write {key!r}: {exc}") from exc
 
     def _remove(self, key: str) -> None:
         path = self._path(key)

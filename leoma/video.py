@@ -246,7 +246,6 @@ def encode_mp4(frames: Iterable[np.ndarray], fps: float, *, preset: str = "veryf
 
 def cut_clip(source_bytes: bytes, start: float, seconds: float, *, limits: VideoLimits | None = None) -> bytes:
     """Re-encode `seconds` of video from `start` as H.264 mp4 without audio."""
-    import av
 
     lim = limits or VideoLimits(max_frames=1_000_000, max_seconds=24 * 3600.0)
     info = probe(source_bytes, limits=lim)

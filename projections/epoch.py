@@ -251,7 +251,8 @@ class EpochFold:
         for hotkey in sorted(set(counted.scores) | set(miners.checked)):
             score = counted.scores.get(hotkey)
             if score is None:
-                rows[hotkey] = (None, False, "no verdicts in the window")
+                why = "no verdicts in the window" if miners.is_valid(hotkey) else f"invalid: {miners.reason(hotkey)}"
+                rows[hotkey] = (None, False, why)
                 continue
             ok, reason = eligibility(
                 score, valid=miners.is_valid(hotkey), invalid_reason=miners.reason(hotkey),

@@ -236,7 +236,7 @@ def test_push_deploys_with_the_chutes_cli_and_finds_the_chute_id(cli: click.Grou
     assert record["key"] == KEY and record["stdin"] == "y\n"
     assert Path(record["cwd"]) != tmp_path and not Path(record["cwd"]).exists()  # a temp dir, cleaned up
     assert list(tmp_path.iterdir()) == [tmp_path / "bin", tmp_path / "record.json"]  # nothing left in the CWD
-    assert f"MODEL_NAME = {m.repo_id!r}" in record["source"] and f"username='alice'" in record["source"]
+    assert f"MODEL_NAME = {m.repo_id!r}" in record["source"] and "username='alice'" in record["source"]
     assert m.chute_id in result.output
     assert f"leoma miner commit --model-name {m.repo_id} --model-revision {m.revision} --chute-id {m.chute_id}" \
         in result.output

@@ -417,3 +417,18 @@ def test_open_store_s3_reads_keys_from_named_variables() -> None:
 def test_open_store_config_errors(url: str, env: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         open_store(url, env=env)
+
+
+async def test_directory_store_that_is_gone_raises_a_storage_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from leoma.errors import StorageError
+    from leoma.storage import DirectoryStore
+
+    root = tmp_path / "bucket"
+    store = DirectoryStore(root)
+    await store.put("a/b", b"x")
+    import shutil
+
+    shutil.rmtree(root)
+    root.write_bytes(b"not a folder any more")
+    with pytest.raises(StorageError, match="cannot write 'c'"):
+        await store.put("c", b"y")

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from leoma.chain import Chain
 from leoma.consensus import DEFAULT
 from leoma.devnet.simchain import SimChain
-from leoma.events import EpochScored, VerdictRecorded
+from leoma.events import VerdictRecorded
 from leoma.log import EventLog
 from leoma.replay import find_epoch, recorded_epochs, replay_epoch
 from leoma.services import weight_setter

@@ -15,7 +15,6 @@ from typing import Any
 
 import msgspec
 
-from leoma import __version__
 from leoma.api.miners import ConsensusMiner, Report, miner_consensus
 from leoma.api.state import ApiState, Decision, TaskRecord
 from leoma.events import EpochScored, MinerAggregate

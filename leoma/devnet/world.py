@@ -26,6 +26,8 @@ from typing import Any
 
 import msgspec
 
+from leoma.judge import DEFAULT_WEIGHTS
+
 __all__ = ["BEHAVIOURS", "ReferenceMiner", "World"]
 
 BEHAVIOURS = (
@@ -91,14 +93,7 @@ class World:
         self.judge_faults: list[str] = []
         self.last_judge_parts: list[str] = []
         self.judge_busy_seconds = 0.0  # time the stand-in spent measuring (benchmarks subtract it)  # part kinds of the last generateContent ("text", mime types)
-        self.judge_weights: dict[str, str] = {
-            "first_frame_fidelity": "0.25",
-            "prompt_adherence": "0.25",
-            "motion_quality": "0.15",
-            "temporal_consistency": "0.20",
-            "visual_quality": "0.10",
-            "camera_composition": "0.05",
-        }
+        self.judge_weights: dict[str, str] = dict(DEFAULT_WEIGHTS)
         self.url = ""
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None

@@ -170,7 +170,11 @@ async def confirm(log_: EventLog, chain: Any, wallet: Any, netuid: int, epoch: i
 
 
 def _refuse(log_: EventLog, epoch: int, block: int, reason: str) -> None:
-    n = sum(1 for r in log_.rows(kinds=["weights_refused"], origin=log_.own)
-            if decode_body(r.body, r.v).epoch == epoch)  # type: ignore[attr-defined]
-    log_.append(WeightsRefused(epoch=epoch, reason=reason[:500]), key=f"weights/{epoch}/refused/{n + 1}", block=block)
+    """Record why the epoch's weights are not on chain; the same reason twice in a row once."""
+    refusals = [decode_body(r.body, r.v) for r in log_.rows(kinds=["weights_refused"], origin=log_.own)]
+    mine = [b for b in refusals if b.epoch == epoch]  # type: ignore[attr-defined]
+    reason = reason[:500]
+    if mine and mine[-1].reason == reason:  # type: ignore[attr-defined]
+        return
+    log_.append(WeightsRefused(epoch=epoch, reason=reason), key=f"weights/{epoch}/refused/{len(mine) + 1}", block=block)
     log.warning("weights for epoch %s not set: %s", epoch, reason, extra={"epoch": epoch, "block": block})
