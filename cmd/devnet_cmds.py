@@ -27,15 +27,18 @@ def _progress_line(p: Any) -> str:
               help="Run each validator as its own `leoma serve` process (the multi-process soak test).")
 @click.option("--resume", is_flag=True, help="Continue the devnet already in --dir.")
 @click.option("--block-time", type=float, default=None, help="Seconds per simulated block (default 0.5).")
+@click.option("--api/--no-api", "with_api", default=True, show_default=True,
+              help="Run the owner's API and dashboard next to the validators.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead.")
 @friendly_errors
 def devnet_cmd(root: str, validators: int, epochs: int, processes: bool, resume: bool, block_time: float | None,
-               as_json: bool) -> None:
+               with_api: bool, as_json: bool) -> None:
     """Run a whole subnet on this machine: a simulated chain, an owner, validators, miners.
 
-    Shows progress on a terminal, then the leaderboard and each validator's weights; exits 1
-    if the validators did not agree. The logs in --dir work with `leoma replay --all --db
-    DIR/validator1/events.db --consensus DIR/consensus.toml`, `leoma explain`, `leoma export`.
+    Shows progress on a terminal and the owner's dashboard URL, then the leaderboard and each
+    validator's weights; exits 1 if the validators did not agree. The logs in --dir work with
+    `leoma replay --all --db DIR/validator1/events.db --consensus DIR/consensus.toml`,
+    `leoma explain`, `leoma export`.
     """
     from leoma.devnet.network import Devnet, DevnetConfig
     from leoma.logging_setup import setup_logging
@@ -55,7 +58,10 @@ def devnet_cmd(root: str, validators: int, epochs: int, processes: bool, resume:
         if tty:
             click.echo("\r" + _progress_line(p).ljust(110), nl=False)
 
-    with net.running(processes=processes):
+    with net.running(processes=processes, api=with_api):
+        if net.api_url:
+            # With --json, stdout is the summary alone: say where the dashboard is on stderr.
+            click.echo(f"dashboard: {net.api_url}", err=as_json)
         finished = net.wait(epochs, progress=show)
         dead = net.dead()
     if tty:
@@ -91,6 +97,9 @@ def _print_summary(net: Any, s: dict[str, Any]) -> None:
                    f"over {s['scored_epochs']} scored epochs")
     else:
         click.echo("the validators DO NOT agree (or no epoch was scored)", err=True)
+    if s.get("api_url"):
+        click.echo(f"dashboard: {s['api_url']} (the owner's API, stopped with the devnet; log in "
+                   f"{Path(s['dir']) / 'api' / 'api.log'})")
     first = s["validators"][0]["db"]
     click.echo(f"replay: leoma replay --all --db {first} --consensus {Path(s['dir']) / 'consensus.toml'}")
 

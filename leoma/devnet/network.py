@@ -14,11 +14,15 @@ What is in `--dir` (and what `--resume` continues):
     validatorK/events.db    validator K's event log (leoma replay/explain/export/verify work on it)
     validatorK/bucket/      validator K's own bucket (segments, checkpoint, the seed's task layout)
     validatorK/serve.log    validator K's `leoma serve` output (process mode)
+    api/api.db              the owner's API log: the validators registered by the owner, their imported mirrors
+    api/api.log             the owner's `leoma api` output (the dashboard is at `Devnet.api_url`)
 
 Keys are dev URIs: `//Owner`, `//Validator1..N`, `//Miner1..M` (miners in `DevnetConfig.miners`
 order; the copycat commits after the faithful miner, so duplicate detection keeps the faithful).
 The world (Chutes, the reference miners, Hugging Face, the Gemini stand-in) runs in this
-process; each validator is a separate `leoma serve` process unless `processes=False`.
+process; each validator is a separate `leoma serve` process unless `processes=False`. The
+owner's API (`leoma api`, the dashboard) is one more process: the owner registered every
+allowlisted validator in its log, and it imports their directory buckets as its peers.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ __all__ = ["DEFAULT_MINERS", "Devnet", "DevnetConfig", "Progress", "consensus_to
 
 DEFAULT_MINERS = ("faithful", "static", "noisy", "wrong_resolution", "slow", "copycat")
 OWNER_URI = "//Owner"
+_API_MAIN = ("import click\nfrom leoma_cmd.api_cmds import register\n"
+             "group = click.Group('leoma')\nregister(group)\ngroup()\n")
 
 
 class DevnetConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -153,6 +159,8 @@ class _State(msgspec.Struct, kw_only=True):
     """Behaviour -> miner hotkey."""
     uids: dict[str, int]
     allowlist: list[str]
+    behaviours: dict[str, str] = {}
+    """Miner name -> behaviour, for miners added while running (`Devnet.add_miner`); others are named by it."""
 
 
 class Devnet:
@@ -168,6 +176,9 @@ class Devnet:
         self._inproc: dict[str, tuple[Any, asyncio.Event, Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: Any = None
+        self.api: subprocess.Popen[bytes] | None = None
+        self.api_url = ""
+        """The owner's API and dashboard (`http://127.0.0.1:PORT/`) once started; kept after it stops."""
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -199,6 +210,10 @@ class Devnet:
 
     def bucket_path(self, node: _Node | str) -> Path:
         return self.node_dir(node) / "bucket"
+
+    @property
+    def api_dir(self) -> Path:
+        return self.root / "api"
 
     def miner_name(self, hotkey: str) -> str:
         """A miner's behaviour name (`owner` for the owner, whose allowlist commitment is no model)."""
@@ -307,10 +322,31 @@ class Devnet:
         from leoma.devnet.world import World
 
         world = World(frames=self.config.frames, slow_seconds=self.config.slow_seconds)
-        for behaviour, hotkey in self.state.miners.items():
-            world.add_miner(behaviour, name=behaviour, hotkey=hotkey,
-                            copies="faithful" if behaviour == "copycat" else "")
+        for name, hotkey in self.state.miners.items():
+            behaviour = self.state.behaviours.get(name, name)
+            world.add_miner(behaviour, name=name, hotkey=hotkey, copies="faithful" if behaviour == "copycat" else "")
         return world
+
+    def add_miner(self, name: str, hotkey: str, *, coldkey: str | None = None, behaviour: str = "faithful") -> Any:
+        """A new miner joins the running devnet: registered on the chain, its chute and repo in the world.
+
+        What a real miner gets from registering and deploying; it still has to commit (`leoma
+        miner commit`). Returns the world's `ReferenceMiner` (repo id, revision, chute id).
+        """
+        if name in self.state.miners:
+            raise ConfigError(f"the devnet already has a miner named {name!r}: choose another name")
+        if behaviour == "copycat":
+            raise ConfigError("a miner added while running cannot be a copycat: choose another behaviour")
+        uid = self.sim.register(hotkey, coldkey)
+        self.state.miners[name] = hotkey
+        self.state.uids[name] = uid
+        self.state.behaviours[name] = behaviour
+        (self.root / "devnet.json").write_bytes(msgspec.json.format(msgspec.json.encode(self.state)))
+        if self.world is not None:
+            return self.world.add_miner(behaviour, name=name, hotkey=hotkey)
+        from leoma.devnet.world import World
+
+        return World().add_miner(behaviour, name=name, hotkey=hotkey)  # the same ids the world will serve
 
     # -- running ----------------------------------------------------------------------------
 
@@ -339,9 +375,11 @@ class Devnet:
         if self.world is None or not self.world.url:
             self.world = self._world().start_thread()
 
-    def start(self, *, processes: bool = True, only: list[str] | None = None) -> None:
-        """Start the world and every validator (or the ones named in `only`)."""
+    def start(self, *, processes: bool = True, only: list[str] | None = None, api: bool = True) -> None:
+        """Start the world, every validator (or the ones named in `only`) and the owner's API."""
         self.start_world()
+        if api and only is None:
+            self.start_api()
         for node in self.nodes:
             if only is not None and node.name not in only:
                 continue
@@ -414,9 +452,101 @@ class Devnet:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
 
+    # -- the owner's API ----------------------------------------------------------------------
+
+    def api_env(self, port: int) -> dict[str, str]:
+        """The environment of the owner's `leoma api`: its log, the validators' buckets, the owner as admin."""
+        cfg = self.config
+        peers = [{"hotkey": n.hotkey, "url": f"file://{self.bucket_path(n)}"} for n in self.validators]
+        return {
+            "API_HOST": "127.0.0.1", "API_PORT": str(port), "LEOMA_API_DB": str(self.api_dir / "api.db"),
+            "LEOMA_STATE_DIR": str(self.api_dir), "LEOMA_CONSENSUS": str(self.consensus_path),
+            "PEER_VALIDATORS": json.dumps(peers), "ADMIN_HOTKEYS": _kp(OWNER_URI).ss58_address,
+            "SAMPLING_ROTATION_INTERVAL": str(cfg.interval),
+            "LEOMA_API_SYNC_SECONDS": str(max(1, round(cfg.mirror_seconds * 2))),
+            "MINER_VALIDATION_INTERVAL": str(max(5, round(cfg.interval * cfg.block_time))),
+        }
+
+    def register_validators_with_api(self) -> None:
+        """The owner registers every allowlisted validator in the API's log (as `leoma db add-validator` does).
+
+        The API imports the mirrors of registered validators only; already registered ones are left alone.
+        """
+        from leoma.api.state import VALIDATOR_ADD, ApiState
+        from leoma.api.settings import DEFAULT_API_ID
+        from leoma.events import AdminActed
+        from leoma.log import EventLog
+
+        self.api_dir.mkdir(parents=True, exist_ok=True)
+        owner = _kp(OWNER_URI).ss58_address
+        chain = self.sim.state()
+        consensus = devnet_consensus(self.config)
+        with EventLog(self.api_dir / "api.db", own=DEFAULT_API_ID) as log:
+            state = ApiState(log, own=DEFAULT_API_ID, consensus=consensus)
+            state.refresh()
+            for node in self.validators:
+                if node.hotkey in state.registry:
+                    continue
+                uid = chain.uid(node.hotkey)
+                body = AdminActed(admin=owner, action=VALIDATOR_ADD, target=node.hotkey,
+                                  uid=-1 if uid is None else uid, stake_rao=10**11)
+                log.append(body, key=f"admin/{VALIDATOR_ADD}/{node.hotkey}/devnet", block=chain.block)
+
+    def start_api(self, *, timeout: float = 60.0) -> str:
+        """Start the owner's API (`leoma api`, a process logging to api/api.log); its URL once it answers."""
+        if self.api is not None and self.api.poll() is None:
+            return self.api_url
+        import socket
+
+        import httpx
+
+        self.register_validators_with_api()
+        # A free port for the child to bind (the API's log line and the dashboard need a fixed URL).
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LEOMA_", "R2_", "PEER_", "API_"))}
+        env.update(self.api_env(port))
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        logf = open(self.api_dir / "api.log", "ab")  # noqa: SIM115 - owned by the process
+        # `leoma api` without depending on the rest of the CLI wiring (as the validators run `serve`).
+        self.api = subprocess.Popen([sys.executable, "-c", _API_MAIN, "api"], env=env, cwd=self.api_dir,
+                                    stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        logf.close()
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.api.poll() is not None:
+                raise ConfigError(f"the owner's API exited with status {self.api.returncode}: "
+                                  f"see {self.api_dir / 'api.log'}")
+            try:
+                if httpx.get(url + "health", timeout=2.0).status_code == 200:
+                    self.api_url = url
+                    return url
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop_api()
+        raise ConfigError(f"the owner's API did not answer on {url} within {timeout:.0f} s: "
+                          f"see {self.api_dir / 'api.log'}")
+
+    def stop_api(self, *, timeout: float = 30.0) -> int | None:
+        """Stop the owner's API (SIGTERM); its exit status. `api_url` is kept for the summary."""
+        proc, self.api = self.api, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
     def stop(self) -> dict[str, int | None]:
-        """Stop every validator, then the world; each validator's exit status."""
+        """Stop every validator, then the API and the world; each validator's exit status."""
         codes = {name: self.stop_node(name) for name in list(self.procs) + list(self._inproc)}
+        self.stop_api()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._thread is not None:
@@ -428,9 +558,9 @@ class Devnet:
         return codes
 
     @contextlib.contextmanager
-    def running(self, *, processes: bool = True) -> Iterator[Devnet]:
+    def running(self, *, processes: bool = True, api: bool = True) -> Iterator[Devnet]:
         """Start everything; stop everything on exit (also after an error or Ctrl-C)."""
-        self.start(processes=processes)
+        self.start(processes=processes, api=api)
         try:
             yield self
         finally:
@@ -565,6 +695,7 @@ class Devnet:
         return {
             "dir": str(self.root),
             "consensus_digest": devnet_consensus(self.config).digest,
+            "api_url": self.api_url,
             "validators": [{"name": n.name, "hotkey": n.hotkey, "db": str(self.db_path(n)),
                             "bucket": str(self.bucket_path(n))} for n in self.validators],
             "miners": {b: {"hotkey": h, "uid": self.state.uids[b]} for b, h in self.state.miners.items()},
