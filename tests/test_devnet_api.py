@@ -1,0 +1,187 @@
+"""Done-when of the owner's dashboard on a devnet: it shows the winner the validators set on chain.
+
+A small devnet (two validators, a faithful and a static miner) runs until both validators
+decided an epoch with a winner and their weights landed on the simulated chain. Then headless
+Chromium renders the devnet's dashboard, whose winner must be the hotkey the chain's weights
+point at, and every read route of the seed answers 200 with the seed's fields, from the
+events the API imported from the validators' directory buckets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from leoma.devnet.network import Devnet, DevnetConfig
+from leoma.signing import keypair_from_uri
+from tests.test_api import CARD, MINER, SAMPLE, fields
+from tests.test_dashboard import CHROMIUM, chromium
+
+pytestmark = pytest.mark.slow
+
+CONFIG = DevnetConfig(validators=2, miners=("faithful", "static"))
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
+    net = Devnet.create(tmp_path_factory.mktemp("devnet-api") / "net", CONFIG)
+    net.start()
+    try:
+        yield net
+    finally:
+        net.stop()
+
+
+def chain_winner(net: Devnet) -> str | None:
+    """The hotkey every allowlisted validator's weight row on chain points at (None until they all agree)."""
+    from leoma.chain import Chain
+
+    state = net.sim.state()
+
+    async def rows() -> list[list[tuple[int, int]]]:
+        async with Chain(f"sim:{net.chain_path}") as chain:
+            return [await chain.weights(CONFIG.netuid, state.uid(n.hotkey)) for n in net.validators]
+
+    tops = set()
+    for row in asyncio.run(rows()):
+        if not row:
+            return None
+        tops.add(max(row, key=lambda p: p[1])[0])
+    if len(tops) != 1:
+        return None
+    uid = tops.pop()
+    return state.hotkeys[uid] if uid != 0 else None  # uid 0 is the owner: a burn, not a winner
+
+
+@pytest.fixture(scope="module")
+def decided(devnet: Devnet) -> str:
+    """The winner on chain, once the API has imported the same decision."""
+    found: dict[str, str] = {}
+
+    def ready() -> bool:
+        if devnet.dead():
+            pytest.fail(f"a validator exited: {devnet.dead()}")
+        winner = chain_winner(devnet)
+        if winner is None:
+            return False
+        found["winner"] = winner
+        return httpx.get(devnet.api_url + "scores/rank", timeout=10).json().get("winner") == winner
+
+    assert devnet.wait_for(ready, timeout=300, poll=1.0), devnet.progress()
+    return found["winner"]
+
+
+def test_devnet_prints_the_dashboard_url_in_its_summary(devnet: Devnet) -> None:
+    assert devnet.api_url.startswith("http://127.0.0.1:") and devnet.api_url.endswith("/")
+    assert devnet.summary()["api_url"] == devnet.api_url
+    assert (devnet.api_dir / "api.db").is_file() and (devnet.api_dir / "api.log").is_file()
+
+
+def test_dashboard_shows_the_winner_set_on_chain(devnet: Devnet, decided: str, tmp_path: Path) -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("headless Chromium is not installed (/usr/bin/chromium): apt-get install -y chromium")
+    assert decided == devnet.state.miners["faithful"]  # the validators agreed on the right miner
+    done = chromium(tmp_path, devnet.api_url, "--dump-dom")
+    dom = done.stdout
+    assert 'id="winner"' in dom, done.stderr[-2000:]
+    winner_span = dom.split('id="winner"', 1)[1].split("</span>", 1)[0]
+    assert decided in winner_span, winner_span
+    assert f'data-hotkey="{decided}"' in dom  # and it heads a leaderboard row
+    assert dom.count('class="val-row"') == len(devnet.validators)
+
+
+def signed_get(url: str, path: str, uri: str) -> Any:
+    from leoma.api.client import ApiClient
+
+    with ApiClient(url, keypair_from_uri(uri)) as client:
+        return client.request("GET", path, None, signed=True)
+
+
+def test_every_seed_read_route_answers_with_the_seeds_fields(devnet: Devnet, decided: str) -> None:
+    url = devnet.api_url.rstrip("/")
+    validator = devnet.validators[0]
+    miner = decided
+    uid = devnet.sim.state().uid(miner)
+
+    def get(path: str) -> Any:
+        r = httpx.get(url + path, timeout=30)
+        assert r.status_code == 200, (path, r.status_code, r.text[:300])
+        return r.json()
+
+    fields(get("/health"), "status version database metagraph_synced last_sync")
+    overview = get("/overview")
+    fields(overview, "active_miners valid_miners total_miners total_validators permissioned_validators "
+                     "rotation_interval current_sampler latest_task_id window_start window_end")
+    assert overview["total_validators"] == len(devnet.validators) and overview["winner"] == miner
+    listing = get("/miners/list")
+    fields(listing, "miners total valid_count")
+    assert listing["total"] == len(CONFIG.miners)
+    for m in listing["miners"]:
+        fields(m, MINER)
+    for path in ("/miners/valid", "/miners/all"):  # signed by an allowlisted validator
+        signed = signed_get(url, path, validator.uri)
+        fields(signed, "miners total valid_count")
+        assert miner in {m["hotkey"] for m in signed["miners"]}
+    fields(get(f"/miners/uid/{uid}"), MINER)
+    assert get(f"/miners/info/{miner}")["uid"] == uid
+    active = get("/miners/active")
+    assert active[0]["hotkey"] == miner
+    fields(active[0], "uid hotkey model_name model_revision chute_slug block active eligible rank weight score "
+                      "tasks_passed tasks_evaluated validators_evaluating last_evaluated_at avg_latency_ms "
+                      "validator_scores")
+    tasks = get(f"/miners/{miner}/tasks")
+    assert tasks and get(f"/tasks?miner_hotkey={miner}") == tasks
+    fields(tasks[0], "task_id passed validator_hotkey overall_score latency_ms updated")
+    samples = get("/samples/list")
+    assert samples
+    fields(samples[0], SAMPLE)
+    sample = next(s for s in samples if s["miner_hotkey"] == miner)
+    task_id, sampler = sample["task_id"], sample["validator_hotkey"]
+    sampler_uri = next(n.uri for n in devnet.validators if n.hotkey == sampler)
+    for path in (f"/samples/task?validator_hotkey={sampler}&task_id={task_id}", f"/samples/validator/{sampler}",
+                 f"/samples/miner/{miner}"):
+        rows = signed_get(url, path, sampler_uri)
+        assert rows, path
+        fields(rows[0], SAMPLE)
+    detail = get(f"/tasks/{task_id}")
+    fields(detail, "task_id description s3_prefix first_frame_path original_clip_path first_frame_url "
+                   "original_clip_url miner_count sampler_hotkey miners")
+    assert detail["sampler_hotkey"] == sampler and detail["first_frame_url"]  # presigned from its bucket
+    fields(detail["miners"][0], "miner_hotkey passed latency_ms updated")
+    one = get(f"/tasks/{task_id}/miner/{miner}")
+    fields(one, "task_id miner_hotkey description s3_prefix first_frame_path original_clip_path generated_video_path "
+                "first_frame_url original_clip_url generated_video_url validators final_passed latency_ms")
+    fields(one["validators"][0], "validator_hotkey passed evaluated_at confidence reasoning aspect_scores overall_score")
+    recent = get("/tasks/recent")
+    assert recent and "generated_video_url" in recent[0]["miners"][0]
+    scores = get("/scores")
+    fields(scores, "scores total_validators updated_at")
+    fields(scores["scores"][miner], "avg_score total_samples total_passed pass_rate validator_count")
+    rank = get("/scores/rank")
+    assert rank["ranks"][0]["miner_hotkey"] == miner and rank["reproduced"] is True
+    fields(rank["ranks"][0], "miner_hotkey uid rank passed_count pass_rate block eligible")
+    fields(get("/scores/validators")[0], "validator_hotkey total_samples total_passed avg_score pass_rate last_updated")
+    by_miner = get(f"/scores/miner/{miner}")
+    fields(by_miner, "miner_hotkey by_validator aggregated")
+    fields(by_miner["by_validator"][0], "validator_hotkey score total_samples total_passed pass_rate updated_at")
+    fields(get(f"/scores/validator/{sampler}"), "validator_hotkey scores total_miners")
+    fields(get("/scores/stats"), "total_validators total_miners total_samples total_score_entries overall_pass_rate")
+    assert get("/scores/history")
+    weights = get("/weights")
+    fields(weights, "winner_uid miners")
+    assert weights["winner_uid"] == uid and weights["miners"][0]["miner_hotkey"] == miner
+    epochs = get("/epochs")
+    assert epochs["split"] is False and all(v["agrees"] for v in epochs["validators"])
+    cards = get("/validators")
+    assert {c["hotkey"] for c in cards} == {n.hotkey for n in devnet.validators}
+    for card in cards:
+        fields(card, CARD)
+    fields(get(f"/validators/{validator.hotkey}"), CARD + " miner_scores")
+    assert get("/blacklist") == [] and get("/blacklist/miners") == []
+    history = get("/admin/history")
+    assert {h["target"] for h in history} >= {n.hotkey for n in devnet.validators}  # the owner registered them
