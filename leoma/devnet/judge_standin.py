@@ -18,6 +18,7 @@ so a test can say *why* a miner passed or failed.
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Mapping
 
 import msgspec
@@ -152,7 +153,7 @@ def evaluate_video(
     m = measure(image, frames)
     wanted = direction_in(prompt)
     aspects = scores_for(m, wanted)
-    overall = _clamp(sum(float(weights[k]) * v for k, v in aspects.items()))
+    overall = _clamp(sum(float(Fraction(str(weights[k]))) * v for k, v in aspects.items()))
     issues = []
     if aspects["first_frame_fidelity"] < 60:
         issues.append(f"opening frame differs from the conditioning frame (MAD {m.first_frame_mad})")
