@@ -90,6 +90,21 @@ _ENV: dict[str, tuple[str, Any]] = {
 _BY_ENV = {env: name for name, (env, _) in _ENV.items()}
 
 
+def environment(env: Mapping[str, str] | None = None, *,
+                dotenv: str | os.PathLike[str] | bool = True) -> dict[str, str]:
+    """`.env` (the CWD's when `dotenv=True`, a given file, or none) overlaid by `env`
+    (default: the process environment): the environment always wins over the file."""
+    merged: dict[str, str] = {}
+    if dotenv:
+        path = Path(".env") if dotenv is True else Path(dotenv)
+        if path.is_file():
+            from dotenv import dotenv_values
+
+            merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    merged.update(os.environ if env is None else env)
+    return merged
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the validator's outside world is. Build it with `Settings.load()`."""
@@ -142,14 +157,7 @@ class Settings:
         `dotenv=True` reads `.env` in the current directory if there is one; a path reads that
         file; False reads none. The environment always wins over the file.
         """
-        merged: dict[str, str] = {}
-        if dotenv:
-            path = Path(".env") if dotenv is True else Path(dotenv)
-            if path.is_file():
-                from dotenv import dotenv_values
-
-                merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
-        merged.update(os.environ if env is None else env)
+        merged = environment(env, dotenv=dotenv)
         values: dict[str, Any] = {}
         for name, (var, default) in _ENV.items():
             raw = merged.get(var)

@@ -32,11 +32,10 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from leoma.config import Settings
+from leoma.config import Settings, environment
 from leoma.errors import ChainError, ConfigError, LeomaError
 from leoma.metrics import Facts, LoopFact, collect_facts, health, render_prometheus
 
@@ -80,14 +79,7 @@ class ServeOptions:
 def serve_options(flags: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None,
                   dotenv: str | os.PathLike[str] | bool = True) -> ServeOptions:
     """`ServeOptions` from flags (env names -> value, None = not given), the environment, `.env`."""
-    merged: dict[str, str] = {}
-    if dotenv:
-        path = Path(".env") if dotenv is True else Path(dotenv)
-        if path.is_file():
-            from dotenv import dotenv_values
-
-            merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
-    merged.update(os.environ if env is None else env)
+    merged = environment(env, dotenv=dotenv)
     values = {name: (merged.get(name) or "").strip() or default for name, (default, _) in SERVE_ENV.items()}
     for name, value in (flags or {}).items():
         if value is not None:
