@@ -587,28 +587,35 @@ class S3Store:
         )
 
     async def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
-        """Return the bytes of `key` (see ObjectStore.get); a size limit costs one HEAD first."""
+        """Return the bytes of `key` (see ObjectStore.get).
+
+        A size limit is enforced from the GET's Content-Length before the body is read (one
+        request, not HEAD + GET), and again while reading when no length was announced.
+        """
         validate_key(key)
-        if max_bytes is not None:
-            info = await self.head(key)
-            if info is None:
-                raise ObjectNotFound(f"no object {key!r} in bucket {self.bucket!r}")
-            if info.size > max_bytes:
-                raise ObjectTooLarge(
-                    f"{key!r} in bucket {self.bucket!r} is {info.size} bytes, more than the {max_bytes} allowed"
-                )
+
+        def too_large(size: object) -> ObjectTooLarge:
+            return ObjectTooLarge(
+                f"{key!r} in bucket {self.bucket!r} is {size} bytes, more than the {max_bytes} allowed"
+            )
 
         async def fetch(s3: Any) -> bytes:
             resp = await s3.get_object(Bucket=self.bucket, Key=key)
-            async with resp["Body"] as body:
+            stream = resp["Body"]
+            async with stream as body:
                 length = resp.get("ContentLength")
-                if max_bytes is not None and length is not None and int(length) > max_bytes:
-                    # Replaced by a bigger object between HEAD and GET: still refuse unread.
-                    raise ObjectTooLarge(
-                        f"{key!r} in bucket {self.bucket!r} is {length} bytes, more than the {max_bytes} allowed"
-                    )
-                data: bytes = await body.read()
-                return data
+                if max_bytes is None:
+                    data: bytes = await body.read()
+                    return data
+                if length is not None and int(length) > max_bytes:
+                    raise too_large(length)
+                chunks, total = [], 0
+                async for chunk in stream.iter_chunks(1 << 20):
+                    total += len(chunk)
+                    if total > max_bytes:
+                        raise too_large(f"more than {total}")
+                    chunks.append(chunk)
+                return b"".join(chunks)
 
         try:
             return await self._call("get", key, fetch)
