@@ -18,6 +18,7 @@ import click
 import httpx
 import pytest
 from click.testing import CliRunner
+from leoma_cmd.miner_cmds import register
 
 from leoma import video
 from leoma.devnet.clips import render_source
@@ -42,7 +43,6 @@ from leoma.miner import (
     render_chute,
     revision_problem,
 )
-from leoma_cmd.miner_cmds import register
 from tests.builders import LogBuilder
 
 HOTKEY = "5FminerHotkeyForTestsOnly0000000000000000000000"
@@ -501,42 +501,32 @@ def test_dominance_needed_rate_is_exact() -> None:
 # -- done-when: a new miner from push to checked, on a simulated chain --------------------
 
 
-def check_like_a_validator(network: str, netuid: int, hotkey: str, world: World, db: Path, origin: str) -> None:
-    """What a validator's checker records for one miner (the seed's check order), from real lookups."""
-    from leoma.chain import Chain
-    from leoma.chutes import ChutesClient
-    from leoma.hub import HubClient
-    from leoma.log import EventLog
-    from projections.miners import parse_commitment
+def check_with_the_checker(env: dict[str, str], db: Path) -> list[MinerChecked]:
+    """One pass of the validators' real checker (`check_miners`) as validator //Validator1, into `db`."""
+    from leoma.config import Settings
+    from leoma.services.checker import check_miners
+    from leoma.services.context import open_context
 
-    async def go() -> MinerChecked:
-        async with Chain(network) as chain:
-            history = (await chain.commitments(netuid))[hotkey]
-            uid = (await chain.metagraph(netuid)).hotkeys.index(hotkey)
-        commit = parse_commitment(history.latest.text)
-        async with ChutesClient(api_url=world.url, api_key=KEY) as chutes:
-            info = await chutes.chute_info(commit["chute_id"])
-        assert info is not None
-        model_hash, sha = await HubClient(endpoint=world.url).model_hash(commit["model_name"], commit["model_revision"])
-        steps = (CheckOutcome(name="chute_info", ok=True, detail=info.slug),
-                 CheckOutcome(name="chute_hot", ok=info.hot),
-                 CheckOutcome(name="chute_revision", ok=info.revision == commit["model_revision"]),
-                 CheckOutcome(name="hf_revision", ok=sha == commit["model_revision"], detail=sha))
-        return MinerChecked(hotkey=hotkey, uid=uid, commit_block=history.commit_block, chute_id=info.chute_id,
-                            chute_slug=info.slug, chute_hot=info.hot, model_hash=model_hash, valid=all(s.ok for s in steps),
-                            model_name=commit["model_name"], model_revision=commit["model_revision"], checks=steps)
+    settings = Settings.load(env={**env, "LEOMA_DEV_KEY": "//Validator1", "LEOMA_DB": str(db),
+                                  "LEOMA_STATE_DIR": str(db.parent / "state"), "LEOMA_HF_ENDPOINT": env["HF_ENDPOINT"],
+                                  "LEOMA_SOURCE_URL": f"file://{db.parent / 'source'}",
+                                  "LEOMA_OWN_BUCKET_URL": f"file://{db.parent / 'bucket'}",
+                                  "GEMINI_API_KEY": "unused"}, dotenv=False)
 
-    body = asyncio.run(go())
-    with EventLog(db, own=origin) as log:
-        log.append(body, key=f"miner/{hotkey}/{body.commit_block}", block=body.commit_block + 1)
+    async def go() -> list[MinerChecked]:
+        async with open_context(settings) as ctx:
+            return await check_miners(ctx)
+
+    return asyncio.run(go())
 
 
 @pytest.mark.slow
 def test_done_when_a_new_miner_goes_from_push_to_commit_to_checked(world: World, standin: dict[str, Any],
                                                                    tmp_path: Path) -> None:
     bt = pytest.importorskip("bittensor")
-    from leoma.devnet.simchain import SimChain
     from leoma_cmd.chain_cmds import register as register_chain
+
+    from leoma.devnet.simchain import SimChain
 
     wallets = tmp_path / "wallets"
     owner = bt.Wallet(name="owner", hotkey="default", path=str(wallets))
@@ -578,10 +568,11 @@ def test_done_when_a_new_miner_goes_from_push_to_commit_to_checked(world: World,
     assert c["problem"] == "" and c["count"] == 1 and revealed["chute"]["hot"] is True
     assert revealed["check"] is None and "not checked yet" in revealed["next_step"]
 
-    check_like_a_validator(f"sim:{sim.path}", 7, hotkey, world, db, origin="val-A")
+    results = {r.hotkey: r for r in check_with_the_checker(env, db)}
+    assert results[hotkey].valid, results[hotkey]
     checked = status()
     assert checked["check"]["valid"] is True and checked["check"]["commit_block"] == c["block"]
-    assert [s["name"] for s in checked["check"]["steps"]] == ["chute_info", "chute_hot", "chute_revision", "hf_revision"]
+    assert {"chute_fetched", "chute_hot", "chute_revision", "hf_revision"} <= {s["name"] for s in checked["check"]["steps"]}
     assert "wait for the next task" in checked["next_step"]
     table = run(cli, ["miner", "status", "--chutes-api-key", KEY], env)
     assert f"commitment   block {c['block']}" in table.output and "valid" in table.output

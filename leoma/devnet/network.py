@@ -472,8 +472,8 @@ class Devnet:
 
         The API imports the mirrors of registered validators only; already registered ones are left alone.
         """
-        from leoma.api.state import VALIDATOR_ADD, ApiState
         from leoma.api.settings import DEFAULT_API_ID
+        from leoma.api.state import VALIDATOR_ADD, ApiState
         from leoma.events import AdminActed
         from leoma.log import EventLog
 
