@@ -740,8 +740,10 @@ async def miner_status(
             check, tasks, epochs = read_log(log.rows(), hotkey, validator=validator, last_tasks=last_tasks)
             own = validator or (check.validator if check else None)
             mine = [e for e in epochs if own is None or e[0] == own]
+            # The newest decision that speaks of this miner (a newer one may predate its check).
+            present = [e for e in mine if any(a.hotkey == hotkey for a in e[2].aggregates)]
             if mine:
-                origin, _block, scored = max(mine, key=lambda e: (e[1], e[2].epoch))
+                origin, _block, scored = max(present or mine, key=lambda e: (e[1], e[2].epoch))
                 rank = rank_view(scored, hotkey, consensus.dominance_threshold, validator=origin, source="epoch_scored")
             elif own is not None:
                 scored = _fresh_epoch(log, own, netuid, consensus)

@@ -22,7 +22,6 @@ import hashlib
 import json
 import threading
 import time
-from fractions import Fraction
 from typing import Any
 
 import msgspec
@@ -93,9 +92,8 @@ class World:
         # Queued judge misbehaviour: "garbage", "blocked", "missing", "http500" — one per call.
         self.judge_faults: list[str] = []
         self.last_judge_parts: list[str] = []
-        self.judge_busy_seconds = 0.0  # time the stand-in spent measuring (benchmarks subtract it)  # part kinds of the last generateContent ("text", mime types)
-        # The pinned weights are exact fractions ("1/4"); the stand-in measures in floats.
-        self.judge_weights: dict[str, str] = {k: str(float(Fraction(v))) for k, v in DEFAULT_WEIGHTS.items()}
+        self.judge_busy_seconds = 0.0  # time the stand-in spent measuring (benchmarks subtract it)
+        self.judge_weights: dict[str, str] = dict(DEFAULT_WEIGHTS)
         self.url = ""
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
