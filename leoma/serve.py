@@ -366,7 +366,8 @@ class Validator:
             plan.append(("weights", self._weights, o.weights_interval))
         plan.append(("watchdog", self._watch, min(5.0, o.block_seconds)))
         for name, body, interval in plan:
-            self.loops[name] = Loop(name, body, interval)
+            # Back off at most 30 rounds' worth (5 minutes at most): a loop that recovers resumes soon.
+            self.loops[name] = Loop(name, body, interval, max_backoff=min(300.0, 30 * interval))
 
     async def run(self, stop: asyncio.Event | None = None) -> int:
         """Run until `stop` is set; returns the exit status (0 after a clean stop)."""

@@ -78,10 +78,17 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         bucket.unlink()
         os.rename(aside, bucket)
         r.finished = net.wait(3)
+        # ...and give its peers the time to import what it made during the outage.
+        net.wait_for(lambda: _peer_head(net, "validator1", "validator3") > r.outage_head, timeout=120, poll=0.5)
     finally:
         r.codes = net.stop()
     r.summary = net.summary()
     yield r
+
+
+def _peer_head(net: Devnet, reader: str, origin: str) -> int:
+    with _log(net, reader) as log:
+        return log.head(net.node(origin).hotkey).origin_seq
 
 
 def test_all_validators_agree_on_the_faithful_miner(run: Run) -> None:
