@@ -52,6 +52,7 @@ from typing import Any
 import msgspec
 
 from leoma.errors import AdapterError, ConfigError, LeomaError
+from leoma.events import CheckOutcome
 
 __all__ = [
     "CHUTE_IMAGE",
@@ -469,14 +470,6 @@ class CommitmentView(msgspec.Struct, frozen=True, kw_only=True):
     """The `invalid_reason` validators give it before any check runs ("" when none)."""
 
 
-class CheckStep(msgspec.Struct, frozen=True, kw_only=True):
-    """One step of a validator's check of the miner."""
-
-    name: str
-    ok: bool
-    detail: str = ""
-
-
 class CheckView(msgspec.Struct, frozen=True, kw_only=True):
     """The latest `miner_checked` for the miner in the local log."""
 
@@ -490,7 +483,7 @@ class CheckView(msgspec.Struct, frozen=True, kw_only=True):
     chute_id: str = ""
     model_hash: str = ""
     chute_hot: bool = False
-    steps: tuple[CheckStep, ...] = ()
+    steps: tuple[CheckOutcome, ...] = ()
 
 
 class ChuteView(msgspec.Struct, frozen=True, kw_only=True):
@@ -638,7 +631,7 @@ def read_log(rows: Any, hotkey: str, *, validator: str | None = None, last_tasks
                                commit_block=c.commit_block, model_name=c.model_name,
                                model_revision=c.model_revision, chute_id=c.chute_id, model_hash=c.model_hash,
                                chute_hot=c.chute_hot,
-                               steps=tuple(CheckStep(name=s.name, ok=s.ok, detail=s.detail) for s in c.checks))
+                               steps=c.checks)
     newest = sorted(tasks.values(), key=lambda t: (-t["task_id"], t["validator"]))[:last_tasks]
     return check_view, tuple(TaskView(**t) for t in newest), epochs
 

@@ -157,7 +157,9 @@ def test_replay_command_exit_codes(world) -> None:  # type: ignore[no-untyped-de
     rank = runner.invoke(cli, ["get-rank", "--db", log.path])
     assert rank.exit_code == 0 and miners[1][:12] in rank.output
     why = runner.invoke(cli, ["explain", miners[0], "--db", log.path])
-    assert why.exit_code == 0 and "NOT beaten" not in why.output.splitlines()[0]
+    assert why.exit_code == 0 and "earliest committed eligible miner" in why.output
+    behind = runner.invoke(cli, ["explain", miners[2], "--db", log.path])
+    assert behind.exit_code == 0 and "NOT beaten" in behind.output  # 50% does not beat the earlier 71%
     why2 = runner.invoke(cli, ["explain", miners[1], "--db", log.path, "--json"])
     assert why2.exit_code == 0 and '"rank": 1' in why2.output
 
