@@ -104,7 +104,9 @@ async def read_allowlist(chain: AllowlistChain, store: Store, netuid: int) -> Al
     except StorageError as exc:
         raise _reject("file_unreadable", f"{ALLOWLIST_KEY} could not be read: {exc}") from exc
     actual = digest(data)
-    if actual != committed.lower():
+    # Compared exactly, as the seed does: the digest is committed as lowercase hex, and a
+    # commitment in another case is not the one `leoma validator publish` writes.
+    if actual != committed:
         raise _reject("hash_mismatch",
                       f"{ALLOWLIST_KEY} hashes to {actual} but the owner committed {committed}: the file was tampered with or replaced")
     try:

@@ -58,12 +58,28 @@ class Window(_Section):
     max_lookback_blocks: int = 30000
     completeness: str = "4/5"
     min_distinct_validators: str = "1/2"
+    # Switches for the migration profile (consensus-seed.toml); see ADDITIVE_DEFAULTS.
+    settle: str = "rotations"
+    """`rotations`: the settle margin counts rotation indices (the fix); `produced`: the newest
+    `settle_margin` produced tasks are dropped (the seed's rule, seed-spec §6.3)."""
+    producers: str = "rightful"
+    """`rightful`: only the schedule's sampler at the claim's block counts (the fix);
+    `ring-order`: the first producer in failover order at any step counts (the seed's rule)."""
+    completeness_tolerance: str = "0"
+    """Subtracted from `completeness` before comparing (the seed's `1e-12`, exactly)."""
 
 
 class Ranking(_Section):
     dominance_threshold: str = "1/20"
     max_commits_per_hotkey: int = 2
     burn_uid: int = 0
+    arithmetic: str = "exact"
+    """`exact`: rates and the threshold compared as fractions (the fix); `float`: as the seed's
+    IEEE doubles (mean of per-validator float rates, `rate >= earlier + threshold`)."""
+    unpayable_winner: str = "next"
+    """`next`: invalid miners are not ranked and an unpayable winner passes to the next miner
+    (the fix); `burn`: every miner with verdicts is ranked (the seed's rule) and an unpayable
+    winner burns (the seed's fallback) -- an invalid miner is never paid in either."""
 
 
 class Judge(_Section):
@@ -106,6 +122,24 @@ class Request(_Section):
     fast: bool = True
 
 
+ADDITIVE_DEFAULTS: dict[tuple[str, str], object] = {
+    ("window", "settle"): "rotations",
+    ("window", "producers"): "rightful",
+    ("window", "completeness_tolerance"): "0",
+    ("ranking", "arithmetic"): "exact",
+    ("ranking", "unpayable_winner"): "next",
+}
+"""Keys added after the first release: left out of the digest while they hold these defaults,
+so the default profile's digest is the one it always was."""
+
+_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("window", "settle"): ("rotations", "produced"),
+    ("window", "producers"): ("rightful", "ring-order"),
+    ("ranking", "arithmetic"): ("exact", "float"),
+    ("ranking", "unpayable_winner"): ("next", "burn"),
+}
+
+
 class Consensus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, dict=True):
     """Every value that changes a verdict or a weight."""
 
@@ -125,6 +159,13 @@ class Consensus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             if not 0 <= value <= 1:
                 raise ConfigError(f"window.{name} must be between 0 and 1, got {value}")
         fraction(self.ranking.dominance_threshold, name="ranking.dominance_threshold")
+        tolerance = fraction(self.window.completeness_tolerance, name="window.completeness_tolerance")
+        if not 0 <= tolerance < 1:
+            raise ConfigError(f"window.completeness_tolerance must be >= 0 and < 1, got {tolerance}")
+        for (section, key), allowed in _CHOICES.items():
+            value = getattr(getattr(self, section), key)
+            if value not in allowed:
+                raise ConfigError(f"{section}.{key} = {value!r}: choose one of {', '.join(map(repr, allowed))}")
         weights = self.aspect_weights
         if set(weights) != set(ASPECTS):
             raise ConfigError(f"judge.aspect_weights must name exactly {', '.join(ASPECTS)}")
@@ -136,7 +177,11 @@ class Consensus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     @cached_property
     def canonical(self) -> bytes:
         """Deterministic JSON of every value; what the digest covers."""
-        return msgspec.json.encode(self, order="sorted")
+        raw = msgspec.to_builtins(self)
+        for (section, key), default in ADDITIVE_DEFAULTS.items():
+            if raw.get(section, {}).get(key) == default:
+                del raw[section][key]
+        return msgspec.json.encode(raw, order="sorted")
 
     @cached_property
     def digest(self) -> str:
@@ -150,6 +195,10 @@ class Consensus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     @property
     def min_distinct_ratio(self) -> Fraction:
         return fraction(self.window.min_distinct_validators)
+
+    @property
+    def completeness_tolerance(self) -> Fraction:
+        return fraction(self.window.completeness_tolerance)
 
     @property
     def dominance_threshold(self) -> Fraction:
@@ -177,11 +226,17 @@ def parse_consensus(text: str, *, source: str = "consensus.toml") -> Consensus:
         raise ConfigError(f"{source}: {exc}") from None
 
 
+SEED_PROFILE = "consensus-seed.toml"
+"""The packaged migration profile: the first implementation's rules, the security fixes kept."""
+
+
 def load_consensus(path: str | Path | None = None) -> Consensus:
-    """The consensus config: the packaged default, or the file at `path`."""
+    """The consensus config: the packaged default, the file at `path`, or (`"seed"`) the migration profile."""
     if path is None:
         text = resources.files("leoma").joinpath("consensus.toml").read_text("utf-8")
         return parse_consensus(text)
+    if str(path) in ("seed", SEED_PROFILE) and not Path(path).exists():
+        return load_seed_profile()  # `LEOMA_CONSENSUS=seed`: the packaged migration profile
     try:
         text = Path(path).read_text("utf-8")
     except OSError as exc:
@@ -191,3 +246,9 @@ def load_consensus(path: str | Path | None = None) -> Consensus:
 
 DEFAULT = load_consensus()
 """The packaged consensus configuration."""
+
+
+def load_seed_profile() -> Consensus:
+    """The packaged migration profile for a fleet of first-implementation validators."""
+    text = resources.files("leoma").joinpath(SEED_PROFILE).read_text("utf-8")
+    return parse_consensus(text, source=SEED_PROFILE)

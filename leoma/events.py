@@ -236,6 +236,41 @@ class PeerSegmentRejected(Body, tag="peer_segment_rejected", kw_only=True):
     at_seq: int = 0
 
 
+class SeedTaskObserved(Body, tag="seed_task_observed", kw_only=True):
+    """This validator read a seed-layout peer's signed verdict file for task `task_id`.
+
+    A peer running the first implementation has no event log: its bucket holds
+    `<task>/evaluation_results/<peer>.json`. The observer records what it read, as its own
+    event: the file's `object_key`, the sha256 of its bytes, the peer's `signature`, and the
+    number of verdict entries (each one a `seed_verdict_observed`). Scoring treats the task as
+    opened by `peer`; anyone can re-verify the signature from the entries' `entry` texts.
+    """
+
+    peer: str
+    task_id: int
+    object_key: str
+    file_sha256: str
+    signature: str
+    entries: int = 0
+
+
+class SeedVerdictObserved(Body, tag="seed_verdict_observed", kw_only=True):
+    """Entry `index` of a seed-layout peer's verdict file (see `SeedTaskObserved`).
+
+    `entry` is the entry's canonical text, `json.dumps(entry, sort_keys=True)`: the signed
+    bytes are `"[" + ", ".join(entries) + "]"`, whose sha256 the peer signed. `miner` and
+    `passed` are what scoring reads (the seed's `hotkey` and `bool(passed)`).
+    """
+
+    peer: str
+    task_id: int
+    file_sha256: str
+    index: int
+    miner: str
+    passed: bool
+    entry: str
+
+
 # -- decisions -----------------------------------------------------------------------------
 
 
@@ -377,6 +412,8 @@ Payload = Union[
     ConflictRecorded,
     AdminActed,
     MinerReportReceived,
+    SeedTaskObserved,
+    SeedVerdictObserved,
 ]
 
 KINDS: Final[dict[str, type[Body]]] = {t.kind_name(): t for t in Payload.__args__}  # type: ignore[attr-defined]

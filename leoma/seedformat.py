@@ -13,7 +13,8 @@ Per task `T` (the rotation index) a sampler's result bucket holds:
 The verdict file is `json.dumps({"signature": sig, "data": entries}, indent=2)` where
 `sig = "0x" + hex(sr25519_sign(sha256(json.dumps(entries, sort_keys=True)).digest()))`.
 Unlike the seed, `read_verdict_file` accepts a file only when that signature verifies: a
-missing, empty or garbage signature is rejected, not waved through.
+missing, empty or garbage signature is rejected, not waved through. Like the seed, a file
+whose `data` is missing or empty holds no verdicts (the signature is then over `[]`).
 """
 
 from __future__ import annotations
@@ -152,9 +153,10 @@ def read_verdict_file(raw: bytes, signer_ss58: str) -> list[dict[str, Any]]:
         raise StorageError(f"{what} is not JSON: {exc}") from None
     if not isinstance(wrapper, dict):
         raise StorageError(f"{what} is a JSON {type(wrapper).__name__}, not an object")
-    if "data" not in wrapper:
-        raise StorageError(f"{what} has no 'data' list")
-    entries = _check_entries(wrapper["data"], what)
+    # The seed reads `wrapper["data"] or []`: a file with no (or an empty) `data` holds no
+    # verdicts, and its signature must then be over the empty list.
+    data = wrapper.get("data")
+    entries = _check_entries(data if data else [], what)
     signature = wrapper.get("signature")
     if not isinstance(signature, str) or not signature.strip():
         raise SignatureError(f"{what} is unsigned (signature missing or empty); rejected")

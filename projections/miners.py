@@ -1,9 +1,10 @@
 """Miners: commitment parsing and naming rules, duplicates, and the own validator's miner view.
 
 The rules and `invalid_reason` strings are the seed's (seed-spec §2.4). One difference on
-purpose (§12.13): a commitment whose fields have the wrong type (a number, a list, NaN, an
-object) gets a reason (`malformed_model_name`, ...) instead of raising, so one miner's garbage
-never stops the validation of the others.
+purpose (§12.13): a commitment whose `model_name` has the wrong type (a number, a list, NaN,
+an object) gets the reason `malformed_model_name` instead of raising, so one miner's garbage
+never stops the validation of the others. A commitment block of 0 is a real block (the seed
+sorts it first), not "unknown".
 
 `MinersView` folds one origin's `metagraph_observed`, `commitment_observed` and `miner_checked`
 events; `snapshot(until_block)` gives the view as of a block (the epoch decision ignores later
@@ -39,19 +40,22 @@ def parse_commitment(text: object) -> dict[str, Any]:
 def commitment_problem(parsed: Mapping[str, Any], hotkey: str | None = None) -> str | None:
     """The seed's `invalid_reason` for a parsed commitment, or None when its fields are fine.
 
-    Fields are checked in the seed's order; a falsy value is `missing_<field>`, a truthy value
-    that is not a string is `malformed_<field>` (the seed raised here). The model's repository
+    Fields are checked in the seed's order; a falsy value is `missing_<field>`; a truthy
+    `model_name` that is not a string is `malformed_model_name` (the seed raised here), while a
+    truthy non-string revision or chute id passes, as in the seed, to be judged by the checks. The model's repository
     name must start with `leoma` and, when `hotkey` is given, end with it (case-insensitive).
     """
     if not isinstance(parsed, Mapping):
         return "missing_model_name"
     for field in COMMIT_FIELDS:
         value = parsed.get(field)
-        # NaN, numbers, lists and objects are truthy non-strings: malformed, never compared.
-        if not isinstance(value, str):
-            return f"malformed_{field}" if value else f"missing_{field}"
         if not value:
             return f"missing_{field}"
+        # A truthy non-string revision or chute id is passed on (as its text) for the Hugging
+        # Face and Chutes checks to decide, as in the seed. A non-string model name crashed the
+        # seed's whole validation pass (§12.13): here it is this miner's reason only.
+        if field == "model_name" and not isinstance(value, str):
+            return "malformed_model_name"
     repo = str(parsed["model_name"]).strip().rsplit("/", 1)[-1].strip().lower()
     if not repo.startswith("leoma"):
         return "model_name_must_start_with_leoma"
@@ -78,7 +82,7 @@ def duplicates(miners: Iterable[MinerChecked]) -> dict[str, str]:
             groups.setdefault(m.model_hash, []).append(m)
     out: dict[str, str] = {}
     for model_hash in sorted(groups):
-        group = sorted(groups[model_hash], key=lambda m: (m.commit_block or NO_BLOCK, m.uid, m.hotkey))
+        group = sorted(groups[model_hash], key=lambda m: (m.commit_block, m.uid, m.hotkey))
         for m in group[1:]:
             out[m.hotkey] = f"duplicate_model:earliest_uid={group[0].uid}"
     return dict(sorted(out.items()))
@@ -190,8 +194,8 @@ class MinersView:
         for hotkey in sorted(set(s.commitments) | set(checked)):
             found = _latest([c for c in s.commitments.get(hotkey, []) if netuid is None or c[3] == netuid],
                             until_block)
-            if found is not None and found[2] > 0:
-                commit_block[hotkey] = found[2]
+            if found is not None and found[2] >= 0:
+                commit_block[hotkey] = found[2]  # block 0 is a real block, earliest of all
             elif hotkey in checked and checked[hotkey].commit_block > 0:
                 commit_block[hotkey] = checked[hotkey].commit_block
         reasons: dict[str, str] = {}
@@ -206,7 +210,7 @@ class MinersView:
                 # The miner committed something new after this check: its new model is unchecked.
                 reasons[hotkey] = "commitment_changed_since_check"
         candidates = [
-            msgspec.structs.replace(c, commit_block=commit_block.get(h, 0), uid=uid_by_hotkey.get(h, c.uid))
+            msgspec.structs.replace(c, commit_block=commit_block.get(h, NO_BLOCK), uid=uid_by_hotkey.get(h, c.uid))
             for h, c in checked.items() if h not in reasons
         ]
         reasons.update(duplicates(candidates))

@@ -127,3 +127,16 @@ async def test_read_rejects_with_a_reason(store: DirectoryStore, case: str, reas
     with pytest.raises(AllowlistRejected) as rejected:
         await read_allowlist(anchors, store, NETUID)
     assert rejected.value.reason == reason
+
+
+async def test_digest_is_compared_exactly_as_in_the_seed(store: DirectoryStore) -> None:
+    """An upper-case commitment is not the digest `validator publish` writes: the seed refuses it, so do we."""
+    anchors = Anchors("5Owner")
+    good = canonical_bytes(["5Aaa"], 100)
+    await store.put(ALLOWLIST_KEY, good, content_type="application/json")
+    anchors.plain["5Owner"] = COMMITMENT_PREFIX + digest(good).upper()
+    with pytest.raises(AllowlistRejected) as rejected:
+        await read_allowlist(anchors, store, NETUID)
+    assert rejected.value.reason == "hash_mismatch"
+    anchors.plain["5Owner"] = COMMITMENT_PREFIX + digest(good)
+    assert (await read_allowlist(anchors, store, NETUID)).digest == digest(good)

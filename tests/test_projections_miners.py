@@ -72,13 +72,36 @@ def test_name_must_end_with_hotkey_case_insensitively() -> None:
         (commit(name=["leoma"]), "malformed_model_name"),
         (commit(name={"a": 1}), "malformed_model_name"),
         (commit(name=float("nan")), "malformed_model_name"),
-        (commit(rev=1.5), "malformed_model_revision"),
-        (commit(chute=True), "malformed_chute_id"),
         (parse_commitment('{"model_name": NaN, "model_revision": "r", "chute_id": "c"}'), "malformed_model_name"),
     ],
 )
 def test_fix_malformed_commitment_does_not_stop_the_pass(parsed: dict, reason: str) -> None:
     assert commitment_problem(parsed, "5abc") == reason
+
+
+@pytest.mark.parametrize("parsed", [commit(rev=1.5), commit(rev=7), commit(chute=True), commit(chute=["c"]),
+                                    commit(rev={"sha": "x"}, chute=12)])
+def test_truthy_non_string_revision_or_chute_id_is_left_to_the_checks_as_in_the_seed(parsed: dict) -> None:
+    """The seed only asked revision and chute id to be truthy; Hugging Face and Chutes then decide."""
+    assert commitment_problem(parsed) is None
+
+
+@pytest.mark.parametrize("parsed", [commit(rev=0), commit(rev=""), commit(rev=None), commit(rev=[]), commit(chute={})])
+def test_falsy_revision_or_chute_id_is_missing(parsed: dict) -> None:
+    assert commitment_problem(parsed, "5abc") in ("missing_model_revision", "missing_chute_id")
+
+
+def test_commit_block_zero_is_a_real_block_and_sorts_first() -> None:
+    """The seed orders by `(block, hotkey)` with only a *missing* block last; block 0 is the earliest."""
+    b = LogBuilder()
+    b.metagraph(OWN, ["owner", "m1", "m2"], block=1)
+    b.commitment(OWN, "m1", commit_block=0, block=2)
+    b.commitment(OWN, "m2", commit_block=3, block=4)
+    b.checked(OWN, "m1", uid=1, block=5, commit_block=0, model_hash="same")
+    b.checked(OWN, "m2", uid=2, block=5, commit_block=3, model_hash="same")
+    snap = MinersView.fold(b.rows(), own=OWN).snapshot()
+    assert snap.commit_block == {"m1": 0, "m2": 3}
+    assert snap.valid == ("m1",) and snap.reasons["m2"] == "duplicate_model:earliest_uid=1"
 
 
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),

@@ -197,8 +197,6 @@ def test_signature_over_other_data_is_rejected(alice: Keypair) -> None:
         (b'{"signature": "0x00", "data": [{"score": Infinity}]}', "not JSON"),
         (b"[]", "not an object"),
         (b'"just a string"', "not an object"),
-        (b'{"signature": "0x00"}', "no 'data'"),
-        (b'{"signature": "0x00", "data": null}', "not a list"),
         (b'{"signature": "0x00", "data": {"hotkey": "5MinerA"}}', "not a list"),
         (b'{"signature": "0x00", "data": [1, 2]}', "verdict #0"),
     ],
@@ -210,3 +208,19 @@ def test_malformed_files_are_rejected(alice: Keypair, raw: bytes, reason: str) -
 
 def test_an_empty_signed_list_is_valid(alice: Keypair) -> None:
     assert read_verdict_file(sign_verdict_file([], alice), alice.ss58_address) == []
+
+
+@pytest.mark.parametrize("data", ["absent", None, [], {}, ""])
+def test_a_signed_file_with_no_data_is_empty_as_in_the_seed(alice: Keypair, data: object) -> None:
+    """The seed reads `wrapper["data"] or []`: no data is an empty file, signed over `[]`."""
+    signature = json.loads(sign_verdict_file([], alice))["signature"]
+    wrapper: dict[str, object] = {"signature": signature}
+    if data != "absent":
+        wrapper["data"] = data
+    assert read_verdict_file(json.dumps(wrapper).encode(), alice.ss58_address) == []
+    unsigned = {k: v for k, v in wrapper.items() if k != "signature"}
+    with pytest.raises(SignatureError, match="unsigned"):
+        read_verdict_file(json.dumps(unsigned).encode(), alice.ss58_address)
+    other = json.loads(sign_verdict_file([{"hotkey": "5MinerA"}], alice))["signature"]
+    with pytest.raises(SignatureError, match="does not match"):
+        read_verdict_file(json.dumps({**wrapper, "signature": other}).encode(), alice.ss58_address)
