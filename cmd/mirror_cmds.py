@@ -176,12 +176,24 @@ def status(db_path: str, bucket_url: str | None, peers_json: str, dev_key: str |
         finally:
             await store.close()
 
+    async def peer_view(store: Any, origin: str) -> tuple[Any, str, str]:
+        # A peer with a checkpoint publishes a log; one without may hold the seed's layout.
+        from leoma.seedpeer import detect_layout
+
+        try:
+            cp = await fetch_checkpoint(store, origin)
+            return cp, "", "log" if cp else await detect_layout(store, origin)
+        except (MirrorError, StorageError) as exc:
+            return None, str(exc), "?"
+        finally:
+            await store.close()
+
     rows: list[dict[str, Any]] = []
     with _open_log(db_path, own) as log:
         head = log.head(own)
         uploaded = uploaded_position(log, own)
         own_row: dict[str, Any] = {"role": "own", "hotkey": own, "local": head.origin_seq, "uploaded": uploaded,
-                                   "published": None, "lag_events": head.origin_seq - uploaded,
+                                   "layout": "log", "published": None, "lag_events": head.origin_seq - uploaded,
                                    "lag_blocks": _block_at(log, own, head.origin_seq) - _block_at(log, own, uploaded),
                                    "problem": ""}
         if bucket_url:
@@ -190,18 +202,20 @@ def status(db_path: str, bucket_url: str | None, peers_json: str, dev_key: str |
             own_row["problem"] = problem
         rows.append(own_row)
         for peer in peers:
-            cp, problem = asyncio.run(published(peer.store, peer.hotkey))
+            cp, problem, kind = asyncio.run(peer_view(peer.store, peer.hotkey))
             local = log.head(peer.hotkey).origin_seq
             size = cp.size if cp else 0
-            rows.append({"role": "peer", "hotkey": peer.hotkey, "local": local, "uploaded": None, "published": size,
+            rows.append({"role": "peer", "hotkey": peer.hotkey, "layout": kind, "local": local, "uploaded": None,
+                         "published": size,
                          "lag_events": max(0, size - local),
                          "lag_blocks": max(0, (cp.block if cp else 0) - _block_at(log, peer.hotkey, local)),
                          "problem": problem})
     if as_json:
         print_json(rows)
         return
-    print_table(["role", "hotkey", "local head", "uploaded", "published", "lag events", "lag blocks", "problem"],
-                [(r["role"], r["hotkey"], r["local"], "-" if r["uploaded"] is None else r["uploaded"],
+    print_table(["role", "hotkey", "layout", "local head", "uploaded", "published", "lag events", "lag blocks",
+                 "problem"],
+                [(r["role"], r["hotkey"], r.get("layout", "log"), r["local"], "-" if r["uploaded"] is None else r["uploaded"],
                   "-" if r["published"] is None else r["published"], r["lag_events"], r["lag_blocks"], r["problem"])
                  for r in rows])
 

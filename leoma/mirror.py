@@ -451,6 +451,8 @@ class PeerSync(msgspec.Struct, kw_only=True):
     rejected: str = ""
     rejected_key: str = ""
     error: str = ""
+    layout: str = ""
+    """`log` (a published event log), `seed` (the first implementation's layout) or ""."""
 
 
 class _Rejection(Exception):
@@ -520,7 +522,12 @@ class MirrorIn:
             raise _Rejection(ckey, str(exc)) from None
         report.objects += 1
         if cp is None:
+            # No published log: the peer may run the first implementation (seed layout).
+            from leoma.seedpeer import sync_seed_peer
+
+            await sync_seed_peer(self.log, hk, peer.store, report, block=block)
             return
+        report.layout = "log"
         report.checkpoint_size, report.checkpoint_block = cp.size, cp.block
         if cp.consensus_digest not in self.digests:
             raise _Rejection(ckey, f"{UNKNOWN_DIGEST}: {cp.consensus_digest[:16]} is not a consensus this validator runs")

@@ -33,15 +33,16 @@ from leoma.events import (
     WeightEntry,
     decode_body,
 )
+from projections import seedview
 from projections.miners import MinersState, MinersView
-from projections.ranking import Standing, rank_order
+from projections.ranking import Standing, rank_order, seed_float_rate
 from projections.scores import MinerScore, Verdict, eligibility, required_distinct_validators, tally
 from projections.weights import FULL_WEIGHT, payout
-from projections.window import TaskClaim, canonical_tasks, settled_window
+from projections.window import TaskClaim, canonical_in_ring_order, canonical_tasks, settled_window
 
 OWN_KINDS = ("allowlist_verified", "metagraph_observed", "commitment_observed", "miner_checked")
 SHARED_KINDS = ("task_opened", "verdict_recorded", "judge_failed")
-KINDS: tuple[str, ...] = OWN_KINDS + SHARED_KINDS
+KINDS: tuple[str, ...] = OWN_KINDS + SHARED_KINDS + seedview.KINDS
 """Every kind the decision reads: pass it to `EventLog.rows(kinds=KINDS)`."""
 
 
@@ -79,6 +80,8 @@ class EpochState(msgspec.Struct, kw_only=True):
     """`(origin, origin_seq, block, task_id)` of every `task_opened`."""
     verdicts: dict[int, list[tuple[str, str, int, int, bool | None]]] = {}
     """task_id -> `(origin, miner, origin_seq, block, passed)`; `passed` None = judge failed."""
+    seed: seedview.SeedState = msgspec.field(default_factory=seedview.SeedState)
+    """The own observations of seed-layout peers (`projections.seedview`)."""
 
 
 def _burn_weights(consensus: Consensus) -> tuple[WeightEntry, ...]:
@@ -140,6 +143,9 @@ class EpochFold:
                 assert isinstance(body, TaskOpened)
                 task_id = body.task_id
             s.claims.append((self._names.setdefault(row.origin, row.origin), row.origin_seq, row.block, task_id))
+        elif kind in seedview.KINDS:
+            if row.origin == s.own:  # a validator's view of a seed peer is its own
+                seedview.apply(s.seed, row.origin_seq, decode_body(row.body, row.v))
         elif kind in OWN_KINDS and row.origin == s.own:
             body = decode_body(row.body, row.v)
             if isinstance(body, AllowlistVerified):
@@ -178,6 +184,12 @@ class EpochFold:
     def claims_at(self, epoch_block: int) -> list[TaskClaim]:
         """Every `task_opened` claim recorded at or before `epoch_block`."""
         return [TaskClaim(o, t, b) for (o, _seq, b, t) in self.state.claims if b <= epoch_block]
+
+    def _produced(self, claims: list[TaskClaim], epoch_block: int) -> list[TaskClaim]:
+        """The claims with a verdict file: a seed file observed, or a verdict by the claimer by `epoch_block`."""
+        seed = seedview.latest_files(self.state.seed)
+        return [c for c in claims if (c.origin, c.task_id) in seed or any(
+            e[0] == c.origin and e[3] <= epoch_block and e[4] is not None for e in self.state.verdicts.get(c.task_id, ()))]
 
     def window_verdicts(self, window: Iterable[int], epoch_block: int) -> list[Verdict]:
         """Each origin's latest word on each `(task, miner)` of the window (judge failures dropped)."""
@@ -231,14 +243,22 @@ class EpochFold:
         validators = tuple(sorted(set(allow.validators)))
         interval = allow.interval
         base.update(validators=validators, interval=interval)
-        canonical = canonical_tasks(self.claims_at(epoch_block), validators, interval,
-                                    consensus.grace_blocks(interval))
         w = consensus.window
-        window = settled_window(canonical, epoch_block, interval, w.tasks, w.settle_margin, w.max_lookback_blocks)
+        grace = consensus.grace_blocks(interval)
+        claims = self.claims_at(epoch_block) + seedview.claims(self.state.seed, epoch_block, validators, interval, grace)
+        if w.settle == "produced":  # migration profile: a task is produced when it has a verdict file
+            claims = self._produced(claims, epoch_block)
+        if w.producers == "ring-order":
+            canonical = canonical_in_ring_order(claims, validators)
+        else:
+            canonical = canonical_tasks(claims, validators, interval, grace)
+        window = settled_window(canonical, epoch_block, interval, w.tasks, w.settle_margin, w.max_lookback_blocks,
+                                settle=w.settle)
         if not window.tasks:
             return burned("no settled window")
         base.update(window=window.tasks, active=window.active)
-        counted = tally(self.window_verdicts(window.tasks, epoch_block), window.tasks, window.samplers)
+        counted = tally(self.window_verdicts(window.tasks, epoch_block) + seedview.verdicts(self.state.seed, window.tasks),
+                        window.tasks, window.samplers)
         if counted.verdicts == 0:
             return burned("no verdicts")
         miners = self._miners.snapshot(epoch_block, netuid=netuid)
@@ -246,6 +266,9 @@ class EpochFold:
             return burned("no metagraph")
 
         min_distinct = required_distinct_validators(len(window.active), consensus.min_distinct_ratio)
+        # Migration profile: rank every miner with verdicts (the seed's rule); payout burns an unpayable winner.
+        rank_invalid = consensus.ranking.unpayable_winner == "burn"
+        arithmetic = consensus.ranking.arithmetic
         rows: dict[str, tuple[MinerScore | None, bool, str]] = {}
         standings: list[Standing] = []
         for hotkey in sorted(set(counted.scores) | set(miners.checked)):
@@ -255,16 +278,18 @@ class EpochFold:
                 rows[hotkey] = (None, False, why)
                 continue
             ok, reason = eligibility(
-                score, valid=miners.is_valid(hotkey), invalid_reason=miners.reason(hotkey),
+                score, valid=rank_invalid or miners.is_valid(hotkey), invalid_reason=miners.reason(hotkey),
                 completeness_threshold=consensus.completeness, min_distinct=min_distinct,
+                completeness_tolerance=consensus.completeness_tolerance,
             )
             rows[hotkey] = (score, ok, reason)
             if ok:
+                float_rate = seed_float_rate([(r.passed, r.evaluated) for r in score.rates]) if arithmetic == "float" else None
                 standings.append(Standing(hotkey=hotkey, rate=score.avg_rate, passed=score.passed,
-                                          commit_block=miners.commit_block.get(hotkey)))
-        order = rank_order(standings, consensus.dominance_threshold)
+                                          commit_block=miners.commit_block.get(hotkey), float_rate=float_rate))
+        order = rank_order(standings, consensus.dominance_threshold, arithmetic)
         rank = {hotkey: i + 1 for i, hotkey in enumerate(order)}
-        paid = payout(order, miners.uid_by_hotkey,
+        paid = payout(order[:1] if rank_invalid else order, miners.uid_by_hotkey,
                       lambda h: "" if miners.is_valid(h) else f"invalid: {miners.reason(h)}", burn_uid=burn_uid)
 
         aggregates = []

@@ -26,6 +26,8 @@ class Standing(msgspec.Struct, frozen=True, kw_only=True):
     rate: Fraction
     passed: int = 0
     commit_block: int | None = None
+    float_rate: float | None = None
+    """The rate as the seed computed it in doubles (only read with `arithmetic="float"`)."""
 
     @property
     def seniority(self) -> tuple[int, str]:
@@ -61,9 +63,36 @@ def by_seniority(standings: Sequence[Standing]) -> list[Standing]:
     return sorted(standings, key=lambda s: s.seniority)
 
 
-def dominant_winner(standings: Sequence[Standing], threshold: Fraction) -> str | None:
-    """The dominance winner (None only for an empty field)."""
+def seed_float_rate(rates: Sequence[tuple[int, int]]) -> float:
+    """The seed's float average of per-validator `(passed, evaluated)` rates, summed in the given order."""
+    counted = [(p, e) for p, e in rates if e > 0]
+    if not counted:
+        return 0.0
+    total = 0.0
+    for p, e in counted:
+        total += p / e
+    return total / len(counted)
+
+
+def _float_winner(ordered: Sequence[Standing], threshold: Fraction) -> str | None:
+    # The seed: `not rate < earlier + threshold` for every earlier miner, in IEEE doubles.
+    rates = [s.float_rate if s.float_rate is not None else float(s.rate) for s in ordered]
+    limit = float(threshold)
+    for i in range(len(ordered) - 1, -1, -1):
+        if all(not rates[i] < rates[j] + limit for j in range(i)):
+            return ordered[i].hotkey
+    return None
+
+
+def dominant_winner(standings: Sequence[Standing], threshold: Fraction, arithmetic: str = "exact") -> str | None:
+    """The dominance winner (None only for an empty field).
+
+    `arithmetic="float"` compares as the seed did, in doubles (the migration profile): at an
+    exact margin it can disagree with the exact rule (0.55 vs 0.60 is no win there).
+    """
     ordered = by_seniority(standings)
+    if arithmetic == "float":
+        return _float_winner(ordered, threshold)
     best_earlier: list[Fraction] = []
     top = None
     for s in ordered:
@@ -76,9 +105,9 @@ def dominant_winner(standings: Sequence[Standing], threshold: Fraction) -> str |
     return None
 
 
-def rank_order(standings: Sequence[Standing], threshold: Fraction) -> list[str]:
+def rank_order(standings: Sequence[Standing], threshold: Fraction, arithmetic: str = "exact") -> list[str]:
     """Every miner in rank order: the winner, then by `(-passed, hotkey)`."""
-    winner = dominant_winner(standings, threshold)
+    winner = dominant_winner(standings, threshold, arithmetic)
     if winner is None:
         return []
     rest = sorted((s for s in standings if s.hotkey != winner), key=lambda s: (-s.passed, s.hotkey))

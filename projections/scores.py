@@ -140,11 +140,15 @@ def eligibility(
     invalid_reason: str = "",
     completeness_threshold: Fraction,
     min_distinct: int,
+    completeness_tolerance: Fraction = Fraction(0),
 ) -> tuple[bool, str]:
-    """Whether a miner may be ranked, and why not (validity first, then completeness, then the gate)."""
+    """Whether a miner may be ranked, and why not (validity first, then completeness, then the gate).
+
+    `completeness_tolerance` is subtracted from the threshold (the seed's `1e-12`, exactly).
+    """
     if not valid:
         return False, f"invalid: {invalid_reason or 'not checked'}"
-    if score.completeness < completeness_threshold:
+    if score.completeness < completeness_threshold - completeness_tolerance:
         return False, f"incomplete: completeness {score.completeness} < {completeness_threshold}"
     if score.distinct_validators < min_distinct:
         return False, f"too few validators: {score.distinct_validators} < {min_distinct}"

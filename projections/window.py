@@ -92,6 +92,31 @@ def canonical_tasks(
     return CanonicalTasks(tasks={t: best[t][2] for t in sorted(best)}, rejected=tuple(rejected))
 
 
+def canonical_in_ring_order(claims: Iterable[TaskClaim], validators: Sequence[str]) -> CanonicalTasks:
+    """The seed's rule (migration profile): per task, the first producer in failover order.
+
+    Walking `V[(task + step) % n]` for `step = 0 .. n-1`, the first validator that produced the
+    task is its sampler, whatever the block (seed-spec §6.3, `resolve_canonical_samplers`).
+    """
+    ring = sorted(set(validators))
+    allowed = set(ring)
+    producers: dict[int, set[str]] = {}
+    rejected: list[RejectedClaim] = []
+    for c in sorted(set(claims), key=lambda c: (c.task_id, c.block, c.origin)):
+        if c.origin not in allowed:
+            rejected.append(RejectedClaim(origin=c.origin, task_id=c.task_id, block=c.block, reason="not allowlisted"))
+        else:
+            producers.setdefault(c.task_id, set()).add(c.origin)
+    tasks: dict[int, str] = {}
+    for task_id in sorted(producers):
+        for step in range(len(ring)):
+            candidate = ring[(task_id + step) % len(ring)]
+            if candidate in producers[task_id]:
+                tasks[task_id] = candidate
+                break
+    return CanonicalTasks(tasks=tasks, rejected=tuple(rejected))
+
+
 def newest_settled_index(epoch_block: int, interval: int, settle_margin: int) -> int:
     """The highest task id a window for `epoch_block` may hold."""
     return epoch_block // max(1, interval) - max(0, settle_margin)
@@ -111,14 +136,20 @@ def settled_window(
     tasks: int,
     settle_margin: int,
     max_lookback: int,
+    settle: str = "rotations",
 ) -> Window:
-    """The newest `tasks` produced tasks in `[floor, epoch index - settle_margin]`, ascending."""
+    """The newest `tasks` produced tasks in `[floor, epoch index - settle_margin]`, ascending.
+
+    With `settle="produced"` (the seed's rule, migration profile) the newest `settle_margin`
+    *produced* tasks at or below the epoch index are dropped instead.
+    """
     produced = canonical.tasks if isinstance(canonical, CanonicalTasks) else canonical
-    top = newest_settled_index(epoch_block, interval, settle_margin)
+    margin = settle_margin if settle != "produced" else 0
+    top = newest_settled_index(epoch_block, interval, margin)
     floor = lookback_floor(epoch_block, interval, max_lookback)
-    eligible = sorted(
-        (t for t in produced if t <= top and (floor is None or t >= floor)), reverse=True
-    )[: max(0, tasks)]
+    newest = sorted((t for t in produced if t <= top and (floor is None or t >= floor)), reverse=True)
+    skip = max(0, settle_margin) if settle == "produced" else 0
+    eligible = newest[skip: skip + max(0, tasks)]
     chosen = tuple(sorted(eligible))
     samplers = {t: produced[t] for t in chosen}
     return Window(tasks=chosen, active=tuple(sorted(set(samplers.values()))), samplers=samplers)
