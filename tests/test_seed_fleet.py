@@ -210,10 +210,12 @@ class Fleet:
             assert layouts.items() <= {**{n: "log" for n in OURS}, **{n: "seed" for n in SEEDS}}.items()
             out[name] = decide_epoch(lg, own=self.hk[name], epoch=epoch, epoch_block=epoch * EPOCH, netuid=NETUID,
                                      consensus=self.consensus)
+            lg.append(out[name], key=f"epoch/{epoch}/scored", block=epoch * EPOCH)
         return out
 
 
-async def run_fleet(root: Path, consensus: Consensus, seed: int, epochs: int = 10) -> list[tuple[dict, dict, dict]]:
+async def run_fleet(root: Path, consensus: Consensus, seed: int, epochs: int = 10,
+                    replay: bool = False) -> list[tuple[dict, dict, dict]]:
     """Drive the fleet; per epoch: our decisions, the seed oracle's, and the oracle with the fixes."""
     rng = random.Random(seed)
     fleet = Fleet(root, consensus)
@@ -243,6 +245,14 @@ async def run_fleet(root: Path, consensus: Consensus, seed: int, epochs: int = 1
         decisions = await fleet.decide(epoch)
         results.append((decisions, await oracle(fleet.buckets, V, boundary, fixes=False),
                         await oracle(fleet.buckets, V, boundary, fixes=True)))
+    if replay:
+        await fleet.decide(epochs + 1)  # one more round: each holds the other's decisions
+        from leoma.replay import recorded_epochs, replay_epoch
+
+        for holder in fleet.logs.values():
+            for recorded in recorded_epochs(holder):
+                again = replay_epoch(holder, recorded, consensus=consensus, scratch_dir=root)
+                assert again.reproduced, (recorded.origin, recorded.body.epoch, again.differences)
     for lg in fleet.logs.values():
         lg.close()
     return results
@@ -266,8 +276,11 @@ async def test_under_the_default_profile_the_difference_is_exactly_the_documente
     assert any(r[1]["window"] != r[2]["window"] for r in results), "the fixes never mattered: the test would prove nothing"
 
 
-async def test_our_two_validators_agree_with_each_other_and_count_the_seed_layout_tasks(tmp_path: Path) -> None:
-    results = await run_fleet(tmp_path, profile(load_seed_profile()), 3, epochs=6)
+@pytest.mark.parametrize("base", [DEFAULT, load_seed_profile()], ids=["default", "seed"])
+async def test_our_two_validators_agree_count_the_seed_layout_tasks_and_replay_reproduces_them(
+        tmp_path: Path, base: Consensus) -> None:
+    """Replay (own log and the other validator's copy of it) re-derives every epoch from the seed observations."""
+    results = await run_fleet(tmp_path, profile(base), 3, epochs=6, replay=True)
     seed_hotkeys = {KEYS[n].ss58_address for n in SEEDS}
     counted_seed = False
     for ours, _s, _f in results:
