@@ -33,7 +33,7 @@ from typing import Any, Final
 import msgspec
 
 from leoma import seedformat
-from leoma.errors import LeomaError, ObjectTooLarge, SignatureError, StorageError
+from leoma.errors import LeomaError, ObjectNotFound, ObjectTooLarge, SignatureError, StorageError
 from leoma.events import PeerSegmentRejected, SeedTaskObserved, SeedVerdictObserved
 from leoma.log import Draft, EventLog
 from leoma.storage import ObjectStore
@@ -240,6 +240,8 @@ async def sync_seed_peer(log_: EventLog, peer: str, store: ObjectStore, report: 
                 raw = await store.get(info.key, max_bytes=MAX_FILE_BYTES)
             except ObjectTooLarge as exc:
                 raise SeedFileRejected(f"{OVERSIZED}: {exc}") from None
+            except ObjectNotFound:
+                continue  # deleted since the listing: the next sync sees the bucket as it is
             if report is not None:
                 report.objects += 1
                 report.bytes += len(raw)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from fractions import Fraction
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from leoma import events as ev
 from leoma.consensus import DEFAULT, load_seed_profile
@@ -124,3 +127,22 @@ def test_seed_profile_a_task_without_verdicts_is_not_produced_and_an_invalid_win
     assert d.winner == "" and d.winner_uid == 0 and d.burn_reason == "no payable miner"
     d = score_epoch(b.rows(), own=OWN, epoch=1, epoch_block=59, netuid=1, consensus=DEFAULT)
     assert d.window == (2, 3) and d.winner == "" and d.burn_reason == "no eligible miner"
+
+
+@given(st.randoms(use_true_random=False))
+@settings(max_examples=25, deadline=None)
+def test_seed_observations_in_any_order_give_the_same_decision(rnd: random.Random) -> None:
+    b = LogBuilder()
+    base(b)
+    seed_file(b, "val-B", 3, [("m1", False)], sha="1" * 64)
+    seed_file(b, "val-B", 3, [("m1", True)], sha="2" * 64)
+    seed_file(b, "val-B", 5, [("m1", True), ("m1", False)], sha="3" * 64)
+    b.opened("val-A", 4, block=40, interval=10)
+    b.verdict("val-A", 4, "m1", True, block=40)
+    rows = b.rows()
+    shuffled = rows[:]
+    rnd.shuffle(shuffled)
+    for consensus in (DEFAULT, load_seed_profile()):
+        first = score_epoch(rows, own=OWN, epoch=1, epoch_block=100, netuid=1, consensus=consensus)
+        again = score_epoch(shuffled, own=OWN, epoch=1, epoch_block=100, netuid=1, consensus=consensus)
+        assert first == again and first.window
