@@ -85,7 +85,8 @@ class SeedFile(msgspec.Struct, frozen=True, kw_only=True):
     signature: str
     entries: tuple[str, ...]
     verdicts: tuple[tuple[str, bool], ...]
-    """`(miner, passed)` per entry; miner "" for an entry without a string `hotkey` (skipped)."""
+    """`(miner, passed)` per entry; miner "" for an entry with a falsy `hotkey` (the seed skipped it),
+    the JSON text of a truthy non-string one (the seed counted it; it can never be paid)."""
 
 
 def _state_name(peer: str) -> str:
@@ -155,8 +156,9 @@ def read_seed_file(raw: bytes, peer: str, task_id: int, key: str) -> SeedFile:
     verdicts = []
     for e in entries:
         hotkey = e.get("hotkey")
-        # The seed kept entries with a truthy hotkey and read `bool(passed)`.
-        verdicts.append((hotkey if isinstance(hotkey, str) else "", bool(e.get("passed"))))
+        # The seed kept entries with a truthy hotkey (of any JSON type) and read `bool(passed)`.
+        miner = hotkey if isinstance(hotkey, str) else (json.dumps(hotkey, sort_keys=True) if hotkey else "")
+        verdicts.append((miner, bool(e.get("passed"))))
     return SeedFile(peer=peer, task_id=task_id, object_key=key, file_sha256=hashlib.sha256(raw).hexdigest(),
                     signature=signature, entries=texts, verdicts=tuple(verdicts))
 

@@ -180,3 +180,13 @@ def test_mirror_status_says_which_layout_each_peer_has(tmp_path: Path) -> None:
                                    "--peers", peers, "--json"])
     assert out.exit_code == 0, out.output
     assert {r["hotkey"]: r["layout"] for r in json.loads(out.stdout)} == {A: "log", D: "seed", OTHER.ss58_address: "none"}
+
+
+def test_entries_are_read_as_the_seed_reads_them() -> None:
+    """A falsy hotkey is skipped, a truthy non-string one counted (as its JSON text), `passed` is `bool(passed)`."""
+    data = [{"hotkey": M1, "passed": "yes"}, {"hotkey": "", "passed": True}, {"passed": True},
+            {"hotkey": 123, "passed": 0}, {"hotkey": M1, "passed": False}]
+    raw = seedformat.sign_verdict_file(data, SEED)
+    f = seedpeer.read_seed_file(raw, D, 3, "3/evaluation_results/x.json")
+    assert f.verdicts == ((M1, True), ("", True), ("", True), ("123", False), (M1, False))
+    assert seedpeer.signed_bytes(f.entries) == json.dumps(data, sort_keys=True).encode()
