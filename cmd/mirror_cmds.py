@@ -160,9 +160,14 @@ def pull(db_path: str, peers_json: str, dev_key: str | None, wallet_name: str | 
 @friendly_errors
 def status(db_path: str, bucket_url: str | None, peers_json: str, dev_key: str | None, wallet_name: str | None,
            wallet_hotkey: str | None, wallet_path: str | None, hotkey: str | None, as_json: bool) -> None:
-    """Own head vs what is uploaded, and each peer's published head vs what was imported."""
+    """Own head vs what is uploaded, and each peer's published head vs what was imported.
+
+    The layout column says how each peer is read: `log` (its published event log), `seed` (the
+    first implementation's bucket layout; heads count verdict files) or `none` (nothing yet).
+    """
     from leoma.errors import MirrorError, StorageError
     from leoma.mirror import fetch_checkpoint, uploaded_position
+    from leoma.seedpeer import observed_tasks
     from leoma.storage import open_store
 
     own = hotkey or _signer(dev_key, wallet_name, wallet_hotkey, wallet_path).ss58_address
@@ -176,15 +181,17 @@ def status(db_path: str, bucket_url: str | None, peers_json: str, dev_key: str |
         finally:
             await store.close()
 
-    async def peer_view(store: Any, origin: str) -> tuple[Any, str, str]:
+    async def peer_view(store: Any, origin: str) -> tuple[Any, str, str, int]:
         # A peer with a checkpoint publishes a log; one without may hold the seed's layout.
-        from leoma.seedpeer import detect_layout
+        from leoma.seedpeer import published_layout
 
         try:
             cp = await fetch_checkpoint(store, origin)
-            return cp, "", "log" if cp else await detect_layout(store, origin)
+            if cp:
+                return cp, "", "log", cp.size
+            return None, "", *await published_layout(store, origin)
         except (MirrorError, StorageError) as exc:
-            return None, str(exc), "?"
+            return None, str(exc), "?", 0
         finally:
             await store.close()
 
@@ -202,13 +209,13 @@ def status(db_path: str, bucket_url: str | None, peers_json: str, dev_key: str |
             own_row["problem"] = problem
         rows.append(own_row)
         for peer in peers:
-            cp, problem, kind = asyncio.run(peer_view(peer.store, peer.hotkey))
-            local = log.head(peer.hotkey).origin_seq
-            size = cp.size if cp else 0
+            cp, problem, kind, size = asyncio.run(peer_view(peer.store, peer.hotkey))
+            # A seed-layout peer has no log: its heads are verdict files published and read.
+            local = observed_tasks(log, peer.hotkey) if kind == "seed" else log.head(peer.hotkey).origin_seq
             rows.append({"role": "peer", "hotkey": peer.hotkey, "layout": kind, "local": local, "uploaded": None,
                          "published": size,
                          "lag_events": max(0, size - local),
-                         "lag_blocks": max(0, (cp.block if cp else 0) - _block_at(log, peer.hotkey, local)),
+                         "lag_blocks": 0 if kind != "log" else max(0, cp.block - _block_at(log, peer.hotkey, local)),
                          "problem": problem})
     if as_json:
         print_json(rows)

@@ -43,7 +43,9 @@ __all__ = [
     "SeedFile",
     "SeedFileRejected",
     "detect_layout",
+    "published_layout",
     "discover_tasks",
+    "observed_tasks",
     "read_seed_file",
     "sync_seed_peer",
     "verify_observation",
@@ -125,12 +127,24 @@ async def discover_tasks(store: ObjectStore, peer: str, *, max_tasks: int = DISC
 
 async def detect_layout(store: ObjectStore, peer: str) -> str:
     """`log` (a published checkpoint), `seed` (verdict files only) or `none` (nothing yet)."""
+    return (await published_layout(store, peer))[0]
+
+
+async def published_layout(store: ObjectStore, peer: str) -> tuple[str, int]:
+    """The layout (see `detect_layout`) and, for a seed layout, how many task files discovery sees."""
     from leoma.mirror import checkpoint_key
 
     if await store.head(checkpoint_key(peer)) is not None:
-        return LOG_LAYOUT
-    tasks, _ = await discover_tasks(store, peer, max_tasks=1)
-    return SEED_LAYOUT if tasks else EMPTY_LAYOUT
+        return LOG_LAYOUT, 0
+    tasks, _ = await discover_tasks(store, peer)
+    return (SEED_LAYOUT if tasks else EMPTY_LAYOUT), len(tasks)
+
+
+def observed_tasks(log_: EventLog, peer: str) -> int:
+    """How many of the peer's verdict files this validator has read and accepted."""
+    raw = log_.get_state(_state_name(peer))
+    seen: dict[str, list[Any]] = msgspec.json.decode(raw) if raw else {}
+    return sum(1 for v in seen.values() if v[2:] == ["ok"])
 
 
 # -- one file -------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from fractions import Fraction
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leoma import events as ev
-from leoma.consensus import DEFAULT, load_seed_profile
+from leoma.consensus import DEFAULT, load_consensus, load_seed_profile
 from projections import seedview
 from projections.epoch import score_epoch
 from projections.ranking import Standing, dominant_winner, seed_float_rate
@@ -146,3 +147,13 @@ def test_seed_observations_in_any_order_give_the_same_decision(rnd: random.Rando
         first = score_epoch(rows, own=OWN, epoch=1, epoch_block=100, netuid=1, consensus=consensus)
         again = score_epoch(shuffled, own=OWN, epoch=1, epoch_block=100, netuid=1, consensus=consensus)
         assert first == again and first.window
+
+
+def test_leoma_consensus_seed_names_the_packaged_migration_profile(tmp_path, monkeypatch) -> None:
+    from leoma.config import Settings
+
+    assert load_consensus("seed").digest == load_seed_profile().digest
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "seed").write_text((Path(__file__).parents[1] / "leoma" / "consensus.toml").read_text())
+    assert load_consensus("seed").digest == DEFAULT.digest  # a file of that name wins: it was asked for
+    assert Settings(consensus_path="consensus-seed.toml").consensus().digest == load_seed_profile().digest

@@ -179,7 +179,16 @@ def test_mirror_status_says_which_layout_each_peer_has(tmp_path: Path) -> None:
     out = CliRunner().invoke(cli, ["mirror", "status", "--db", str(tmp_path / "ours.db"), "--hotkey", A,
                                    "--peers", peers, "--json"])
     assert out.exit_code == 0, out.output
-    assert {r["hotkey"]: r["layout"] for r in json.loads(out.stdout)} == {A: "log", D: "seed", OTHER.ss58_address: "none"}
+    rows = {r["hotkey"]: r for r in json.loads(out.stdout)}
+    assert {h: r["layout"] for h, r in rows.items()} == {A: "log", D: "seed", OTHER.ss58_address: "none"}
+    assert (rows[D]["published"], rows[D]["local"], rows[D]["lag_events"]) == (1, 0, 1)  # one file, not read yet
+    with EventLog(tmp_path / "ours.db", own=A) as lg:
+        asyncio.run(seedpeer.sync_seed_peer(lg, D, bucket))
+    out = CliRunner().invoke(cli, ["mirror", "status", "--db", str(tmp_path / "ours.db"), "--hotkey", A,
+                                   "--peers", peers])
+    assert out.exit_code == 0, out.output
+    line = next(ln for ln in out.output.splitlines() if D in ln)
+    assert " seed " in line and "layout" in out.output
 
 
 def test_entries_are_read_as_the_seed_reads_them() -> None:
