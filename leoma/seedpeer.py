@@ -13,7 +13,8 @@ keys `<int>/evaluation_results/<safe peer>.json`, distinct task ids newest first
   signature rejects that file, recorded as `peer_segment_rejected` with its reason;
 * every size is capped: objects listed per sync, bytes per file, entries per file, bytes per
   entry; one bad file never stops the others;
-* a file is fetched again only when its listed ETag or size changes (an idle sync is one LIST).
+* a file is fetched again only when its listed ETag or size changes (an idle sync is one LIST),
+  and at most `MAX_VERSIONS` contents of one task's file are recorded.
 
 Each accepted file becomes own events of the observing validator, with their provenance:
 one `seed_task_observed` (peer, task, bucket key, sha256 of the file, signature, number of
@@ -57,8 +58,11 @@ DISCOVERY_MAX_TASKS: Final = 500
 """The seed's `WINDOW_DISCOVERY_MAX_TASKS`: only the newest 500 task ids of a peer are seen."""
 MAX_LISTED_OBJECTS: Final = 200_000
 """Objects listed per peer per sync (the seed listed everything; a hostile bucket is capped)."""
-MAX_FILE_BYTES: Final = 4 * 1024 * 1024
+MAX_FILE_BYTES: Final = 2 * 1024 * 1024
 MAX_ENTRIES: Final = 1024
+MAX_VERSIONS: Final = 3
+"""Distinct contents of one task's file that are read; a peer rewriting more is refused (the log
+would otherwise grow with every rewrite)."""
 MAX_ENTRY_CHARS: Final = 24 * 1024
 """An entry's canonical text, at most; escaped into an event body it stays under 64 KiB."""
 
@@ -67,6 +71,7 @@ BAD_SIGNATURE: Final = "bad signature"
 MALFORMED: Final = "malformed object"
 OVERSIZED: Final = "oversized object"
 TOO_MANY: Final = "too many objects"
+REWRITTEN: Final = "rewritten object"
 
 LOG_LAYOUT: Final = "log"
 SEED_LAYOUT: Final = "seed"
@@ -141,10 +146,10 @@ async def published_layout(store: ObjectStore, peer: str) -> tuple[str, int]:
 
 
 def observed_tasks(log_: EventLog, peer: str) -> int:
-    """How many of the peer's verdict files this validator has read and accepted."""
+    """How many of the peer's task files this validator has accepted (at least one version of)."""
     raw = log_.get_state(_state_name(peer))
     seen: dict[str, list[Any]] = msgspec.json.decode(raw) if raw else {}
-    return sum(1 for v in seen.values() if v[2:] == ["ok"])
+    return sum(1 for v in seen.values() if v[2] == "ok" or (len(v) > 3 and int(v[3]) > 0))
 
 
 # -- one file -------------------------------------------------------------------------------
@@ -246,10 +251,15 @@ async def sync_seed_peer(log_: EventLog, peer: str, store: ObjectStore, report: 
     first_rejection = ""
     for task_id, info in sorted(tasks):
         stamp = [info.etag, info.size]
-        if seen.get(info.key, [None, None])[:2] == stamp:
+        before_stamp = seen.get(info.key, [None, None, "", 0])
+        if before_stamp[:2] == stamp:
             continue  # unchanged since it was read: nothing to do
+        versions = int(before_stamp[3]) if len(before_stamp) > 3 else 0
         outcome = "ok"
         try:
+            if versions >= MAX_VERSIONS:
+                raise SeedFileRejected(f"{REWRITTEN}: {info.key} changed again after {versions} versions were read; "
+                                       "the peer keeps rewriting it")
             if info.size > MAX_FILE_BYTES:
                 raise SeedFileRejected(f"{OVERSIZED}: {info.key} is {info.size} bytes, over {MAX_FILE_BYTES}")
             try:
@@ -264,12 +274,14 @@ async def sync_seed_peer(log_: EventLog, peer: str, store: ObjectStore, report: 
             accepted = read_seed_file(raw, peer, task_id, info.key)
             before = log_.head(log_.own or "").origin_seq
             result = log_.append_many(observation_drafts(accepted, at))
-            appended += sum(e.origin_seq > before for e in result.events)
+            added = sum(e.origin_seq > before for e in result.events)
+            appended += added
+            versions += bool(added)
         except SeedFileRejected as exc:
             outcome = "rejected"
             first_rejection = first_rejection or f"{info.key}: {exc}"
             _rejection(log_, peer, info.key, str(exc), at)
-        seen[info.key] = [*stamp, outcome]
+        seen[info.key] = [*stamp, outcome, versions]
         log_.set_state(_state_name(peer), msgspec.json.encode(seen))
     if report is not None:
         report.imported += appended

@@ -199,3 +199,14 @@ def test_entries_are_read_as_the_seed_reads_them() -> None:
     f = seedpeer.read_seed_file(raw, D, 3, "3/evaluation_results/x.json")
     assert f.verdicts == ((M1, True), ("", True), ("", True), ("123", False), (M1, False))
     assert seedpeer.signed_bytes(f.entries) == json.dumps(data, sort_keys=True).encode()
+
+
+async def test_a_peer_rewriting_a_file_over_and_over_is_refused_after_a_few_versions(
+        log: EventLog, bucket: DirectoryStore) -> None:
+    for i in range(seedpeer.MAX_VERSIONS + 2):
+        await put_file(bucket, 5, seedformat.sign_verdict_file(entries((M1, i % 2 == 0), (M2, True))[: 1 + i % 2], SEED)
+                       if i < 2 else seedformat.sign_verdict_file(entries((M1, True)) * (i + 1), SEED))
+        await seedpeer.sync_seed_peer(log, D, bucket, block=i)
+    assert len(own_bodies(log, "seed_task_observed")) == seedpeer.MAX_VERSIONS
+    [rejected] = own_bodies(log, "peer_segment_rejected")[:1]
+    assert rejected.reason.startswith("rewritten object") and seedpeer.observed_tasks(log, D) == 1
