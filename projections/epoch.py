@@ -9,7 +9,13 @@ cannot influence it):
 
 * the own origin's latest `allowlist_verified` (validators and interval), `metagraph_observed`,
   `commitment_observed` and `miner_checked` -- a validator's view of the miners is its own;
-* every allowlisted origin's `task_opened`, `verdict_recorded` and `judge_failed`.
+* every allowlisted origin's `task_opened`, `verdict_recorded` and `judge_failed`;
+* the own origin's observations of seed-layout peers (`seed_task_observed`,
+  `seed_verdict_observed`), read as those peers' tasks and verdicts (`projections.seedview`).
+
+The consensus switches of the migration profile (`consensus-seed.toml`) pick the seed's rules
+for the window (`settle`, `producers`), completeness (`completeness_tolerance`) and ranking
+(`arithmetic`, `unpayable_winner`).
 
 Every "latest" is chosen by `(block, origin_seq)` or per-origin `origin_seq`, never by arrival
 order, so the same events in any order give the same decision.
@@ -282,6 +288,8 @@ class EpochFold:
                 completeness_threshold=consensus.completeness, min_distinct=min_distinct,
                 completeness_tolerance=consensus.completeness_tolerance,
             )
+            if ok and not miners.is_valid(hotkey):
+                reason = f"invalid: {miners.reason(hotkey)} (ranked, as the seed ranks; never paid)"
             rows[hotkey] = (score, ok, reason)
             if ok:
                 float_rate = seed_float_rate([(r.passed, r.evaluated) for r in score.rates]) if arithmetic == "float" else None
