@@ -15,7 +15,6 @@ API records each as an `admin_acted` event, so every change stays auditable.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -100,12 +99,13 @@ def register(cli: click.Group) -> None:
         from leoma.api.app import ApiService, create_app
         from leoma.api.feed import Feeder
         from leoma.api.settings import ApiSettings
-        from leoma.consensus import DEFAULT, load_consensus
         from leoma.peers import peers_from_env
+
+        from .mirror_cmds import network_consensus
 
         def build() -> tuple[Any, ApiSettings]:
             settings = ApiSettings.load(host=host, port=port, db=db)
-            consensus = load_consensus(os.environ["LEOMA_CONSENSUS"]) if os.environ.get("LEOMA_CONSENSUS") else DEFAULT
+            consensus = network_consensus()
             service = ApiService(settings, consensus)
             entries, problems = peers_from_env(settings.peer_validators, own=settings.api_id)
             for p in problems:

@@ -40,13 +40,14 @@ def replay_cmd(epoch: int | None, db_path: str, every: bool, origin: str | None,
     """
     import tempfile
 
-    from leoma.consensus import load_consensus
     from leoma.errors import ConfigError
     from leoma.replay import find_epoch, recorded_epochs, replay_epoch
 
     if epoch is None and not every:
         raise click.UsageError("name an EPOCH or pass --all")
-    consensus = load_consensus(consensus_path)
+    from .mirror_cmds import network_consensus
+
+    consensus = network_consensus(consensus_path)  # the flag, LEOMA_CONSENSUS or .env, as `leoma serve` reads it
     with tempfile.TemporaryDirectory() as tmp:
         if bucket:
             if not hotkey:

@@ -1,7 +1,9 @@
 """The mirror: own events out as immutable segments + a signed checkpoint, peers' events in.
 
-Every refusal case checks three things: a clear reason is recorded as an event, the peer's
-position does not advance past the bad object, and the other peers still sync.
+Every refusal case checks three things: a clear reason is recorded once as an event, the
+peer's position does not advance past the bad object, and the other peers still sync. Importing
+itself appends nothing (the mirror is quiet), and what a bucket stores stays close to the log
+compressed once at any push interval (the mirror is bounded).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from leoma.consensus import DEFAULT
 from leoma.errors import MirrorError, ObjectNotFound, StorageError
 from leoma.log import Draft, EventLog
 from leoma.mirror import (
+    MAX_EVENTS_PER_OBJECT,
     MirrorIn,
     MirrorOut,
     Peer,
@@ -29,6 +32,7 @@ from leoma.mirror import (
     encode_segment,
     segment_key,
     segment_ranges,
+    uploaded_position,
     verify_published,
 )
 from leoma.signing import CHECKPOINT_DOMAIN, Checkpoint, SignedCheckpoint, keypair_from_uri, sign
@@ -189,14 +193,15 @@ async def test_push_pull_round_trip_reads_only_new_objects(bucket: ObjectStore, 
     assert (sync.imported, sync.head, sync.rejected, sync.error) == (12, 12, "", "")
     assert list(bob.chain(A)) == list(alice.chain(A))
     assert [k for op, k in counted.calls if op != "get"] == []  # no LIST, no HEAD of our own
-    assert bob.count(kind="peer_segment_imported") == 3
+    assert bob.count(origin=B) == 0  # importing appended nothing of bob's own
 
     fill(alice, 4)
-    await out.push()  # writes the full 11-15 and the partial 16-16
+    await out.push()  # seals 11-15, with 13-15 as a shortcut, and starts 16-16
     counted.calls.clear()
     [sync] = await mirror_in.sync()
     assert sync.imported == 4
-    assert counted.calls == [("get", checkpoint_key(A)), ("get", segment_key(A, 11, 15)), ("get", segment_key(A, 16, 16))]
+    # Only the new events are read: the shortcut 13-15, not the whole new segment 11-15.
+    assert counted.calls == [("get", checkpoint_key(A)), ("get", segment_key(A, 13, 15)), ("get", segment_key(A, 16, 16))]
     assert bob.head(A) == alice.head(A)
     assert bob.verify().ok
 
@@ -234,11 +239,10 @@ async def test_two_validators_converge(tmp_path: Path, logs: dict[str, EventLog]
             await ins[h].sync()
 
     def observed(lg: EventLog) -> set[tuple[str, int, str]]:
-        # Each pull records one own `peer_segment_imported`, which the other side sees next round.
-        return {(s.event.origin, s.event.origin_seq, s.event.hash) for s in lg.events()
-                if s.event.kind != "peer_segment_imported"}
+        return {(s.event.origin, s.event.origin_seq, s.event.hash) for s in lg.events()}
 
-    assert observed(alice) == observed(bob)
+    assert observed(alice) == observed(bob)  # every event, not "every event but the chatter"
+    assert alice.count(origin=A) == 5 + 6 + 7 and bob.count(origin=B) == 3 + 4 + 5
     for origin in (A, B):
         ours, theirs = list(alice.chain(origin)), list(bob.chain(origin))
         shorter = min(len(ours), len(theirs))
@@ -289,21 +293,30 @@ async def test_s3_500_429_timeout_then_recovers_without_loss_or_duplicates(
         assert (await verify_published("unused://", A, store=direct))["ok"]
 
 
-async def test_run_loop_backs_off_and_never_blocks_appends(tmp_path: Path, logs: dict[str, EventLog]) -> None:
-    alice = logs["alice"]
+async def test_a_bucket_down_for_an_epoch_then_back_loses_nothing_and_records_nothing(
+    tmp_path: Path, logs: dict[str, EventLog]
+) -> None:
+    alice, bob = logs["alice"], logs["bob"]
     store = Flaky(tmp_path / "flaky")
-    store.failures = 4
-    out = MirrorOut(alice, store, ALICE, DIGEST, 3)
-    stop = asyncio.Event()
-    task = asyncio.create_task(out.run(stop, interval=0.01, max_backoff=0.05))
-    for _ in range(10):  # appending goes on during the outage
-        fill(alice, 2)
-        await asyncio.sleep(0.01)
-    while store.failures:
-        await asyncio.sleep(0.01)
-    stop.set()
-    await asyncio.wait_for(task, 10)
-    assert out.uploaded() is not None and out.uploaded().size == 20  # type: ignore[union-attr]
+    out = MirrorOut(alice, store, ALICE, DIGEST, 5)
+    mirror_in = MirrorIn(bob, [Peer(A, store)], DIGEST)
+    fill(alice, 3)
+    await out.push()
+    await mirror_in.sync()
+    store.failures = 10**6  # down for a whole epoch of pushes and pulls
+    for _ in range(20):
+        fill(alice, 2)  # appending goes on during the outage
+        with pytest.raises(StorageError):
+            await out.push()
+        [sync] = await mirror_in.sync()
+        assert sync.error and not sync.rejected
+    store.failures = 0
+    report = await out.push()
+    assert report.size == 43 and uploaded_position(alice, A) == 43
+    [sync] = await mirror_in.sync()
+    assert (sync.imported, sync.error, sync.rejected) == (40, "", "")
+    assert list(bob.chain(A)) == list(alice.chain(A))
+    assert not rejections(bob) and bob.count(origin=B) == 0
     assert (await verify_published("unused://", A, store=store))["ok"]
 
 
@@ -323,7 +336,7 @@ async def test_crash_between_segments_and_checkpoint_redoes_the_work(tmp_path: P
     assert await store.head(segment_key(A, 11, 11)) is not None
     assert await store.head(checkpoint_key(A)) is None
     restarted = MirrorOut(alice, store, ALICE, DIGEST, 5)
-    assert restarted.uploaded() is None  # nothing was recorded: the work is redone
+    assert uploaded_position(alice, A) == 0  # nothing was recorded as published: the work is redone
     report = await restarted.push()
     assert (report.size, report.segments_written, report.segments_already_there) == (11, 0, 3)
     assert (await verify_published("unused://", A, store=store))["ok"]
@@ -361,14 +374,28 @@ async def test_kill_9_in_a_subprocess_then_restart(tmp_path: Path, logs: dict[st
     logs["alice"] = EventLog(db, own=A)  # so the fixture can close it
 
 
-async def test_push_refuses_a_bucket_segment_with_other_events(tmp_path: Path, logs: dict[str, EventLog]) -> None:
+async def test_push_refuses_a_signed_range_holding_other_events_and_replaces_an_unsigned_one(
+    tmp_path: Path, logs: dict[str, EventLog]
+) -> None:
+    alice = logs["alice"]
     store = DirectoryStore(tmp_path / "bucket")
-    fill(logs["bob"], 5)  # Bob's events, planted under Alice's key
-    fake = list(logs["bob"].chain(B))
+    fill(logs["bob"], 5)
+    fake = list(logs["bob"].chain(B))  # Bob's events, planted under Alice's keys
+    # Past anything signed: left by a crash before a checkpoint, so it is replaced.
     await store.put(segment_key(A, 1, 5), encode_segment(fake), if_absent=True)
-    fill(logs["alice"], 5)
-    with pytest.raises(MirrorError):
-        await MirrorOut(logs["alice"], store, ALICE, DIGEST, 5).push()
+    fill(alice, 5)
+    report = await MirrorOut(alice, store, ALICE, DIGEST, 5).push()
+    assert report.objects_replaced == 1 and (await verify_published("unused://", A, store=store))["ok"]
+    # Inside what the checkpoint signed (the key four small pushes merge into): a rewrite.
+    charlie, other = logs["charlie"], DirectoryStore(tmp_path / "charlie-bucket")
+    out = MirrorOut(charlie, other, CHARLIE, DIGEST, 20)
+    for _ in range(4):
+        fill(charlie, 1)
+        await out.push()
+    await other.put(segment_key(C, 1, 4), encode_segment(fake[:4]), if_absent=True)
+    fill(charlie, 1)
+    with pytest.raises(MirrorError, match="rewritten segment"):
+        await out.push()
 
 
 # ---- bad peers -----------------------------------------------------------------------------
@@ -509,18 +536,24 @@ async def test_tasks_and_verdicts_a_peer_was_not_entitled_to_are_refused(tmp_pat
     out = MirrorOut(alice, store, ALICE, DIGEST, 10)
     mirror_in = MirrorIn(bob, [Peer(A, store)], DIGEST)
     # Rightful: Alice's own task, opened at the start of its rotation, and its verdict.
+    fill(alice, 1)
     alice.append(task(mine, A), key=f"task/{mine}", block=mine * 100 + 1)
     alice.append(verdict(mine), key=f"verdict/{mine}", block=mine * 100 + 2)
     await out.push()
-    [sync] = await mirror_in.sync()  # no allowlist known yet: nothing refused on this ground
-    assert sync.imported == 2
+    for _ in range(2):  # no allowlist known yet: wait at the task, import nothing past it, record nothing
+        [sync] = await mirror_in.sync()
+        assert (sync.imported if _ == 0 else 0, bob.head(A).origin_seq, sync.rejected) == (1 if _ == 0 else 0, 1, "")
+        assert sync.waiting.startswith("#2 task_opened cannot be checked yet"), sync.waiting
+    assert bob.count(origin=B) == 0
     bob.append(ev.AllowlistVerified(owner_hotkey="o", digest="d", interval=100, validators=(B, A)), key="allow", block=1)
+    [sync] = await mirror_in.sync()
+    assert (sync.imported, sync.waiting) == (2, "")
     # Bob's task opened by Alice, early in its rotation: not hers.
     alice.append(task(1 - mine, A), key=f"task/{1 - mine}", block=(1 - mine) * 100 + 1)
     await out.push()
     [sync] = await mirror_in.sync()
-    assert sync.rejected.startswith("not entitled: #3 task_opened"), sync.rejected
-    assert bob.head(A).origin_seq == 2
+    assert sync.rejected.startswith("not entitled: #4 task_opened"), sync.rejected
+    assert bob.head(A).origin_seq == 3
 
 
 async def test_a_verdict_for_a_task_the_peer_did_not_open_is_refused(tmp_path: Path, logs: dict[str, EventLog]) -> None:
@@ -616,7 +649,7 @@ def test_mirror_commands_push_pull_status_and_verify(tmp_path: Path, logs: dict[
     status = runner.invoke(cli, ["mirror", "status", "--db", bob_db, "--hotkey", B, "--peers", peers, "--json"])
     assert status.exit_code == 0, status.output
     rows = json.loads(status.stdout)
-    assert [(r["role"], r["local"], r["published"], r["lag_events"]) for r in rows] == [("own", 2, None, 2), ("peer", 7, 7, 0)]  # two segments imported = two own records
+    assert [(r["role"], r["local"], r["published"], r["lag_events"]) for r in rows] == [("own", 0, None, 0), ("peer", 7, 7, 0)]  # importing appends nothing own
     table = runner.invoke(cli, ["mirror", "status", "--db", alice_db, "--hotkey", A, "--bucket", bucket])
     assert table.exit_code == 0 and "lag events" in table.output
 
