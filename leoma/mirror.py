@@ -92,6 +92,8 @@ __all__ = [
     "checkpoint_key",
     "decode_segment",
     "encode_segment",
+    "fetch_checkpoint",
+    "named_objects",
     "next_object",
     "read_published",
     "segment_key",
