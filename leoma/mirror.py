@@ -130,6 +130,7 @@ MAX_LINE_BYTES: Final = MAX_BODY_BYTES + 4096
 _INFLATE_STEP: Final = 128
 SS58_RE: Final = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{47,48}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_OBJECT_NAME = re.compile(r"/seg/(\d{9})-(\d{9})\.jsonl\.zst$")
 
 # Reason categories recorded in peer_segment_rejected (the text after ':' gives the detail).
 BAD_SIGNATURE = "bad signature"
@@ -522,9 +523,11 @@ class MirrorOut:
             if target >= end:
                 writes.append((sealed + 1, end))
                 if pos > sealed:
-                    # Readers at `pos` fetch only these events, not the whole new segment.
-                    writes.append((pos + 1, end))
-                    extra.append((pos + 1, end))
+                    # Readers at `pos` fetch only the new events (one object, across the boundary
+                    # when they are few), not the whole new segment.
+                    reach = target if target - pos <= s else end
+                    writes.append((pos + 1, reach))
+                    extra.append((pos + 1, reach))
                 garbage |= {(f, last) for f, last, _ in tail}
                 tail, sealed, pos = [], end, end
                 continue
@@ -622,6 +625,17 @@ class MirrorOut:
                           segments_written=written, segments_already_there=existing, objects_replaced=replaced,
                           objects_deleted=deleted, bytes_written=nbytes, checkpoint_written=wrote_checkpoint)
 
+    async def _sweep_unsigned(self, signed: int) -> int:
+        """Delete own objects past the signed checkpoint (the one LIST, when no local record says
+        what a crash may have left: a new disk). Never signed, so no reader ever took them."""
+        swept = 0
+        async for info in self.store.list(f"log/{self.origin}/seg/"):
+            found = _OBJECT_NAME.search(info.key)
+            if found and int(found.group(2)) > signed:
+                await self.store.delete(info.key)
+                swept += 1
+        return swept
+
     async def restore(self) -> int:
         """Import own events the bucket has and the local log lost; returns how many.
 
@@ -646,6 +660,11 @@ class MirrorOut:
         if self._local_hash(cp.size) != cp.head:
             raise MirrorError(f"the own bucket's checkpoint head #{cp.size} differs from the local chain: refusing")
         done = self.uploaded()
+        if done is None:
+            swept = await self._sweep_unsigned(cp.size)
+            if swept:
+                log.warning("mirror deleted %d own objects past the signed checkpoint #%d (left by a crash)",
+                            swept, cp.size)
         if done is None or done.size < cp.size:
             keep = done.garbage + done.pending if done else ()
             self._record(_Uploaded(cp.size, cp.head, cp.segment_size, cp.layout, cp.tail, cp.extra, garbage=keep))

@@ -198,12 +198,17 @@ async def test_push_pull_round_trip_reads_only_new_objects(bucket: ObjectStore, 
     assert bob.count(origin=B) == 0  # importing appended nothing of bob's own
 
     fill(alice, 4)
-    await out.push()  # seals 11-15, with 13-15 as a shortcut, and starts 16-16
+    await out.push()  # seals 11-15, starts 16-16, and lists 13-16 as a shortcut
     counted.calls.clear()
     [sync] = await mirror_in.sync()
     assert sync.imported == 4
-    # Only the new events are read: the shortcut 13-15, not the whole new segment 11-15.
-    assert counted.calls == [("get", checkpoint_key(A)), ("get", segment_key(A, 13, 15)), ("get", segment_key(A, 16, 16))]
+    # Only the new events are read, in one object: not the whole new segment 11-15.
+    assert counted.calls == [("get", checkpoint_key(A)), ("get", segment_key(A, 13, 16))]
+    later = MirrorIn(logs["charlie"], [Peer(A, Counting(bucket))], DIGEST)
+    [sync] = await later.sync()  # a reader from scratch takes the full segments and the tail
+    assert sync.imported == 16 and later.peers[0].store.calls == [  # type: ignore[attr-defined]
+        ("get", checkpoint_key(A))] + [("get", segment_key(A, f, f + 4)) for f in (1, 6, 11)] + [
+        ("get", segment_key(A, 16, 16))]
     assert bob.head(A) == alice.head(A)
     assert bob.verify().ok
 
@@ -949,16 +954,32 @@ async def test_orphans_past_the_checkpoint_then_disk_loss_then_restore_and_publi
     assert await store.head(segment_key(A, 6, 10)) is not None
     with EventLog(tmp_path / "new-disk.db", own=A) as fresh:  # the disk is lost
         out = MirrorOut(fresh, store, ALICE, DIGEST, 5)
-        assert await out.restore() == 7
+        assert await out.restore() == 7  # and the unsigned 6-10 and 8-10 are swept (one LIST)
+        assert await store.head(segment_key(A, 6, 10)) is None and await store.head(segment_key(A, 8, 10)) is None
         fill(fresh, 5, tag="new")  # the same seqs 8..12, other events
         report = await out.push()
-        assert report.size == 12 and report.objects_replaced == 2
+        assert report.size == 12 and report.objects_replaced == 0
         fill(fresh, 1, tag="more")
         assert (await out.push()).size == 13  # and publishing goes on
         assert (await verify_published("unused://", A, store=store))["ok"]
         [sync] = await mirror_in.sync()
         assert (sync.imported, sync.rejected) == (6, "")
         assert list(bob.chain(A)) == list(fresh.chain(A))
+
+
+async def test_an_unsigned_object_left_in_the_way_is_replaced_at_write_time(tmp_path: Path, logs: dict[str, EventLog]) -> None:
+    alice = logs["alice"]
+    store = DirectoryStore(tmp_path / "bucket")
+    fill(alice, 7)
+    out = MirrorOut(alice, store, ALICE, DIGEST, 5)
+    await out.push()
+    with EventLog(tmp_path / "other.db", own=A) as other:  # a planted or leftover 6-10 with other events
+        other.import_events(list(alice.chain(A)))
+        fill(other, 3, tag="other")
+        await store.put(segment_key(A, 6, 10), encode_segment(list(other.chain(A, after=5))), if_absent=True)
+    fill(alice, 3)
+    report = await out.push()
+    assert report.objects_replaced == 1 and (await verify_published("unused://", A, store=store))["ok"]
 
 
 def _child(db: Path, bucket: Path, die_on: str) -> str:
