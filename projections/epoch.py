@@ -13,6 +13,16 @@ cannot influence it):
 
 Every "latest" is chosen by `(block, origin_seq)` or per-origin `origin_seq`, never by arrival
 order, so the same events in any order give the same decision.
+
+The fold also reads the own origin's earlier `epoch_scored` events (only their epoch and winner):
+the fail-closed rule (`projections.weights.kept_epoch`) is part of the decision, so replay
+reproduces a hold as well as a burn.
+
+State bounded by the window: after a decision, `prune(epoch_block)` forgets what no later
+decision can read -- every task below the window's oldest task (when the window is full) or
+below the lookback floor, and every version of an own observation superseded at that block.
+A later decision that could reach below what was forgotten (an allowlist change shrank the
+produced tasks, an earlier epoch) raises `StatePruned`; the caller then folds from scratch.
 """
 
 from __future__ import annotations
@@ -36,10 +46,10 @@ from leoma.events import (
 from projections.miners import MinersState, MinersView
 from projections.ranking import Standing, rank_order
 from projections.scores import MinerScore, Verdict, eligibility, required_distinct_validators, tally
-from projections.weights import FULL_WEIGHT, payout
-from projections.window import TaskClaim, canonical_tasks, settled_window
+from projections.weights import FULL_WEIGHT, NO_METAGRAPH, NO_VERDICTS, NO_WINDOW, NO_ALLOWLIST, kept_epoch, payout
+from projections.window import TaskClaim, canonical_tasks, lookback_floor, settled_window
 
-OWN_KINDS = ("allowlist_verified", "metagraph_observed", "commitment_observed", "miner_checked")
+OWN_KINDS = ("allowlist_verified", "metagraph_observed", "commitment_observed", "miner_checked", "epoch_scored")
 SHARED_KINDS = ("task_opened", "verdict_recorded", "judge_failed")
 KINDS: tuple[str, ...] = OWN_KINDS + SHARED_KINDS
 """Every kind the decision reads: pass it to `EventLog.rows(kinds=KINDS)`."""
@@ -62,9 +72,19 @@ class _TaskLite(msgspec.Struct):
     task_id: int
 
 
+class _DecisionLite(msgspec.Struct):
+    epoch: int
+    winner: str = ""
+
+
 _verdict_lite = msgspec.json.Decoder(_VerdictLite)
 _judge_lite = msgspec.json.Decoder(_JudgeLite)
 _task_lite = msgspec.json.Decoder(_TaskLite)
+_decision_lite = msgspec.json.Decoder(_DecisionLite)
+
+
+class StatePruned(ValueError):
+    """The fold already forgot events this decision could read: fold from scratch instead."""
 
 
 class EpochState(msgspec.Struct, kw_only=True):
@@ -79,6 +99,12 @@ class EpochState(msgspec.Struct, kw_only=True):
     """`(origin, origin_seq, block, task_id)` of every `task_opened`."""
     verdicts: dict[int, list[tuple[str, str, int, int, bool | None]]] = {}
     """task_id -> `(origin, miner, origin_seq, block, passed)`; `passed` None = judge failed."""
+    paid: list[int] = []
+    """Epochs of the own earlier decisions that paid a winner (for the fail-closed rule)."""
+    floor_task: int = 0
+    """Tasks below this id were forgotten by `prune` (their claims and verdicts are dropped)."""
+    floor_block: int = 0
+    """`prune` ran for this epoch block: no decision for an earlier block can be made."""
 
 
 def _burn_weights(consensus: Consensus) -> tuple[WeightEntry, ...]:
@@ -122,6 +148,8 @@ class EpochFold:
                 lite = (_verdict_lite if kind == "verdict_recorded" else _judge_lite).decode(row.body)
             else:
                 lite = decode_body(row.body, row.v)
+            if lite.task_id < s.floor_task:
+                return  # can never count again
             names = self._names
             # A million verdicts name a few hundred hotkeys: keep one string object per name.
             origin = names.setdefault(row.origin, row.origin)
@@ -139,7 +167,15 @@ class EpochFold:
                 body = decode_body(row.body, row.v)
                 assert isinstance(body, TaskOpened)
                 task_id = body.task_id
+            if task_id < s.floor_task:
+                return
             s.claims.append((self._names.setdefault(row.origin, row.origin), row.origin_seq, row.block, task_id))
+        elif kind == "epoch_scored":
+            if row.origin == s.own:
+                decided = _decision_lite.decode(row.body)
+                if decided.winner and decided.epoch not in s.paid:
+                    s.paid.append(decided.epoch)
+                    s.paid.sort()
         elif kind in OWN_KINDS and row.origin == s.own:
             body = decode_body(row.body, row.v)
             if isinstance(body, AllowlistVerified):
@@ -164,6 +200,44 @@ class EpochFold:
         """A fold restored from `dump()` bytes."""
         state = msgspec.msgpack.decode(data, type=EpochState)
         return cls(state.own, state=state)
+
+    def prune(self, epoch_block: int, consensus: Consensus) -> None:
+        """Forget what no decision at `epoch_block` or later can read (see the module docstring).
+
+        Call it after deciding at `epoch_block`: the window that decision used tells which
+        tasks can still count.
+        """
+        s = self.state
+        allow = self.allowlist_at(epoch_block)
+        if allow is None or allow.interval <= 0 or not allow.validators:
+            return
+        validators = tuple(sorted(set(allow.validators)))
+        w = consensus.window
+        canonical = canonical_tasks(self.claims_at(epoch_block), validators, allow.interval,
+                                    consensus.grace_blocks(allow.interval))
+        window = settled_window(canonical, epoch_block, allow.interval, w.tasks, w.settle_margin,
+                                w.max_lookback_blocks)
+        floor = lookback_floor(epoch_block, allow.interval, w.max_lookback_blocks)
+        floor = -1 if floor is None else floor
+        if window.tasks and len(window.tasks) >= w.tasks:
+            floor = max(floor, window.tasks[0])
+        if floor > s.floor_task:
+            s.floor_task = floor
+            s.claims = [c for c in s.claims if c[3] >= floor]
+            for task_id in [t for t in s.verdicts if t < floor]:
+                del s.verdicts[task_id]
+            for task_id in [t for t in self._resolved if t < floor]:
+                del self._resolved[task_id]
+        s.floor_block = max(s.floor_block, epoch_block)
+        in_force = max((a for a in s.allowlists if a[1] <= epoch_block), key=lambda a: a[:2], default=None)
+        s.allowlists = [a for a in s.allowlists if a[1] > epoch_block or a is in_force]
+        older = [e for e in s.paid if e < self._epoch_of(epoch_block, consensus)]
+        s.paid = ([older[-1]] if older else []) + [e for e in s.paid if e >= self._epoch_of(epoch_block, consensus)]
+        self._miners.prune(epoch_block)
+
+    @staticmethod
+    def _epoch_of(epoch_block: int, consensus: Consensus) -> int:
+        return epoch_block // max(1, consensus.epoch.length)
 
     # -- the decision ------------------------------------------------------------------------
 
@@ -216,18 +290,22 @@ class EpochFold:
         frontier: Iterable[FrontierEntry] | Mapping[str, Any] = (),
     ) -> EpochScored:
         """The decision for `epoch` from every applied event recorded at or before `epoch_block`."""
+        if epoch_block < self.state.floor_block:
+            raise StatePruned(f"this fold was pruned at block {self.state.floor_block}: it cannot decide "
+                              f"block {epoch_block}")
         base: dict[str, Any] = dict(
             epoch=epoch, netuid=netuid, consensus_digest=consensus.digest, frontier=_frontier(frontier),
         )
         burn_uid = consensus.ranking.burn_uid
 
         def burned(reason: str, **more: Any) -> EpochScored:
+            keeps = kept_epoch(epoch, reason, self.state.paid, consensus.epoch.burn_after_epochs_without_data)
             return EpochScored(**base, **more, winner_uid=burn_uid, weights=_burn_weights(consensus),
-                               burn_reason=reason)
+                               burn_reason=reason, keeps_epoch=keeps)
 
         allow = self.allowlist_at(epoch_block)
         if allow is None or allow.interval <= 0 or not allow.validators:
-            return burned("no allowlist")
+            return burned(NO_ALLOWLIST)
         validators = tuple(sorted(set(allow.validators)))
         interval = allow.interval
         base.update(validators=validators, interval=interval)
@@ -235,15 +313,20 @@ class EpochFold:
                                     consensus.grace_blocks(interval))
         w = consensus.window
         window = settled_window(canonical, epoch_block, interval, w.tasks, w.settle_margin, w.max_lookback_blocks)
+        if self.state.floor_task > 0 and len(window.tasks) < w.tasks:
+            floor = lookback_floor(epoch_block, interval, w.max_lookback_blocks)
+            if floor is None or floor < self.state.floor_task:
+                raise StatePruned(f"the window of block {epoch_block} could reach below task "
+                                  f"{self.state.floor_task}, which this fold forgot")
         if not window.tasks:
-            return burned("no settled window")
+            return burned(NO_WINDOW)
         base.update(window=window.tasks, active=window.active)
         counted = tally(self.window_verdicts(window.tasks, epoch_block), window.tasks, window.samplers)
         if counted.verdicts == 0:
-            return burned("no verdicts")
+            return burned(NO_VERDICTS)
         miners = self._miners.snapshot(epoch_block, netuid=netuid)
         if not miners.has_metagraph:
-            return burned("no metagraph")
+            return burned(NO_METAGRAPH)
 
         min_distinct = required_distinct_validators(len(window.active), consensus.min_distinct_ratio)
         rows: dict[str, tuple[MinerScore | None, bool, str]] = {}
