@@ -223,21 +223,25 @@ class EpochFold:
             floor = max(floor, window.tasks[0])
         if floor > s.floor_task:
             s.floor_task = floor
-            s.claims = [c for c in s.claims if c[3] >= floor]
+            # In place: the owner's API shares these two between the validators' folds.
+            s.claims[:] = [c for c in s.claims if c[3] >= floor]
             for task_id in [t for t in s.verdicts if t < floor]:
                 del s.verdicts[task_id]
             for task_id in [t for t in self._resolved if t < floor]:
                 del self._resolved[task_id]
+        self.prune_observations(epoch_block)
+        epoch = epoch_block // max(1, consensus.epoch.length)
+        older = [e for e in s.paid if e < epoch]
+        s.paid = ([older[-1]] if older else []) + [e for e in s.paid if e >= epoch]
+
+    def prune_observations(self, epoch_block: int) -> None:
+        """Forget own observations (allowlists, metagraphs, commitments, checks) superseded at
+        `epoch_block`; decisions for earlier blocks are refused from now on (`StatePruned`)."""
+        s = self.state
         s.floor_block = max(s.floor_block, epoch_block)
         in_force = max((a for a in s.allowlists if a[1] <= epoch_block), key=lambda a: a[:2], default=None)
         s.allowlists = [a for a in s.allowlists if a[1] > epoch_block or a is in_force]
-        older = [e for e in s.paid if e < self._epoch_of(epoch_block, consensus)]
-        s.paid = ([older[-1]] if older else []) + [e for e in s.paid if e >= self._epoch_of(epoch_block, consensus)]
         self._miners.prune(epoch_block)
-
-    @staticmethod
-    def _epoch_of(epoch_block: int, consensus: Consensus) -> int:
-        return epoch_block // max(1, consensus.epoch.length)
 
     # -- the decision ------------------------------------------------------------------------
 
