@@ -148,9 +148,40 @@ def test_a_readonly_log_replays_in_place(tmp_path: Path) -> None:
     assert path.stat().st_size == size
 
 
-@pytest.mark.parametrize("step", [10, 30])
+@pytest.mark.parametrize("step", [5, 10, 30])
 def test_a_window_that_moves_one_task_at_a_time_keeps_its_oldest_task(step: int) -> None:
     rows = network(200).rows()
-    epochs = range(20, 2000 // step)
+    epochs = range(200 // step, 2000 // step)
     _, warm = _warm_epochs(rows, epochs, step=step)
     assert warm == [_cold(rows, e * step) for e in epochs]
+
+
+def test_the_api_keeps_what_it_serves_and_decides_as_the_validator_did(tmp_path: Path) -> None:
+    """The owner's API folds incrementally: bounded tasks and decisions, the same decision."""
+    from leoma import decisions
+    from leoma.api.state import ApiState
+
+    b = network(300)
+    log = b.to_log(tmp_path / "v.db", own="val-A")
+    seen, fold = 0, EpochFold("val-A")
+    for epoch in range(3, 17):
+        fold.apply_many(log.rows(after=seen))
+        seen = log.last_seq()
+        decision = fold.decide(epoch, epoch * LENGTH, NETUID, DEFAULT, log.frontier(until_seq=seen))
+        log.append_many(decisions.drafts(decision, block=epoch * LENGTH))
+    api_log = EventLog(tmp_path / "api.db", own="api")
+    api_log.import_events([s.event for s in log.events()])
+    log.close()
+    state = ApiState(api_log, own="api", consensus=DEFAULT, keep_tasks=40, keep_decisions=5)
+    half = api_log.last_seq() // 2
+    state.refresh()
+    assert state.last_seq == api_log.last_seq() > half
+    assert len(state.tasks) <= 40 and min(state.tasks) == state.task_floor > 10
+    assert len(state.samples) == 4 * 300 and len(list(state.samples)) <= 4 * 40  # every verdict counted, few kept
+    assert len(state.decisions["val-A"]) == 5
+    newest = state.latest_decision("val-A")
+    assert newest is not None and newest[3].epoch == 16 and newest[3].aggregates == decision.aggregates
+    decided = state.decision("val-A")
+    assert decided is not None and decided.reproduced and decided.decision.winner == decision.winner
+    assert state.refresh() == 0
+    api_log.close()
