@@ -27,7 +27,7 @@ produced tasks, an earlier epoch) raises `StatePruned`; the caller then folds fr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -40,12 +40,20 @@ from leoma.events import (
     FrontierEntry,
     MinerAggregate,
     TaskOpened,
+    ValidatorRate,
     WeightEntry,
     decode_body,
 )
 from projections.miners import MinersState, MinersView
 from projections.ranking import Standing, rank_order
-from projections.scores import MinerScore, Verdict, eligibility, required_distinct_validators, tally
+from projections.scores import (
+    MinerScore,
+    Tally,
+    Verdict,
+    eligibility,
+    required_distinct_validators,
+    score_of,
+)
 from projections.weights import FULL_WEIGHT, NO_METAGRAPH, NO_VERDICTS, NO_WINDOW, NO_ALLOWLIST, kept_epoch, payout
 from projections.window import TaskClaim, canonical_tasks, lookback_floor, settled_window
 
@@ -107,6 +115,15 @@ class EpochState(msgspec.Struct, kw_only=True):
     """`prune` ran for this epoch block: no decision for an earlier block can be made."""
 
 
+class _Checkpoint(msgspec.Struct, kw_only=True):
+    """`EpochFold.dump`'s layout: the state without its bulk, and the bulk by name index."""
+
+    state: EpochState
+    names: list[str] = []
+    verdicts: dict[int, list[tuple[int, int, int, int, int]]] = {}
+    claims: list[tuple[int, int, int, int]] = []
+
+
 def _burn_weights(consensus: Consensus) -> tuple[WeightEntry, ...]:
     return (WeightEntry(uid=consensus.ranking.burn_uid, weight=FULL_WEIGHT),)
 
@@ -132,6 +149,7 @@ class EpochFold:
         self._names: dict[str, str] = {}
         # Transient (not checkpointed): task_id -> (entries seen, newest block, resolved verdicts).
         self._resolved: dict[int, tuple[int, int, list[Verdict]]] = {}
+        self._tallied: dict[int, tuple[int, str | None, int, list[tuple[str, bool]]]] = {}
 
     @property
     def own(self) -> str:
@@ -192,14 +210,41 @@ class EpochFold:
     # -- checkpoints -------------------------------------------------------------------------
 
     def dump(self) -> bytes:
-        """The fold's state as msgpack bytes (a projection checkpoint)."""
-        return msgspec.msgpack.encode(self.state)
+        """The fold's state as msgpack bytes (a projection checkpoint).
+
+        Claims and verdicts name each hotkey by its index in one table: a window of verdicts
+        is a few hundred names and tens of thousands of small integer tuples.
+        """
+        s = self.state
+        index: dict[str, int] = {}
+        names: list[str] = []
+
+        def ix(name: str) -> int:
+            i = index.get(name)
+            if i is None:
+                i = index[name] = len(names)
+                names.append(name)
+            return i
+
+        verdicts = {t: [(ix(o), ix(m), seq, b, 2 if p is None else int(p)) for (o, m, seq, b, p) in entries]
+                    for t, entries in s.verdicts.items()}
+        claims = [(ix(o), seq, b, t) for (o, seq, b, t) in s.claims]
+        rest = msgspec.structs.replace(s, verdicts={}, claims=[])
+        return msgspec.msgpack.encode(_Checkpoint(state=rest, names=names, verdicts=verdicts, claims=claims))
 
     @classmethod
     def load(cls, data: bytes) -> EpochFold:
         """A fold restored from `dump()` bytes."""
-        state = msgspec.msgpack.decode(data, type=EpochState)
-        return cls(state.own, state=state)
+        packed = msgspec.msgpack.decode(data, type=_Checkpoint)
+        names = packed.names
+        state = packed.state
+        passed = (False, True, None)
+        state.verdicts = {t: [(names[o], names[m], seq, b, passed[p]) for (o, m, seq, b, p) in entries]
+                          for t, entries in packed.verdicts.items()}
+        state.claims = [(names[o], seq, b, t) for (o, seq, b, t) in packed.claims]
+        fold = cls(state.own, state=state)
+        fold._names = {n: n for n in names}
+        return fold
 
     def prune(self, epoch_block: int, consensus: Consensus) -> None:
         """Forget what no decision at `epoch_block` or later can read (see the module docstring).
@@ -229,6 +274,8 @@ class EpochFold:
                 del s.verdicts[task_id]
             for task_id in [t for t in self._resolved if t < floor]:
                 del self._resolved[task_id]
+            for task_id in [t for t in self._tallied if t < floor]:
+                del self._tallied[task_id]
         self.prune_observations(epoch_block)
         epoch = epoch_block // max(1, consensus.epoch.length)
         older = [e for e in s.paid if e < epoch]
@@ -285,6 +332,57 @@ class EpochFold:
             out.extend(resolved)
         return out
 
+    def window_tally(self, window: Sequence[int], samplers: Mapping[int, str], epoch_block: int) -> Tally:
+        """`tally(window_verdicts(...))` in one pass, without the report of ignored verdicts.
+
+        Per window task only its canonical sampler's entries count; of those, the latest
+        (`origin_seq`) word on each miner at or before the block, a judge failure dropping it.
+        A task's resolution is cached while its entries and sampler do not change.
+        """
+        counts: dict[str, dict[str, list[int]]] = {}
+        tasks_of: dict[str, int] = {}
+        existing: list[int] = []
+        for task_id in sorted(window):
+            sampler = samplers.get(task_id)
+            entries = self.state.verdicts.get(task_id, ())
+            cached = self._tallied.get(task_id)
+            if cached is not None and cached[0] == len(entries) and cached[1] == sampler and cached[2] <= epoch_block:
+                resolved = cached[3]
+            else:
+                latest: dict[str, tuple[int, bool | None]] = {}
+                newest = -1
+                for origin, miner, seq, block, passed in entries:
+                    if block > epoch_block or origin != sampler:
+                        continue
+                    if block > newest:
+                        newest = block
+                    held = latest.get(miner)
+                    if held is None or seq > held[0]:
+                        latest[miner] = (seq, passed)
+                resolved = [(miner, p) for miner, (_seq, p) in latest.items() if p is not None]
+                if all(e[3] <= epoch_block for e in entries):
+                    self._tallied[task_id] = (len(entries), sampler, newest, resolved)
+            if not resolved or sampler is None:
+                continue
+            existing.append(task_id)
+            for miner, p in resolved:
+                by = counts.get(miner)
+                if by is None:
+                    by = counts[miner] = {}
+                c = by.get(sampler)
+                if c is None:
+                    by[sampler] = [1, int(p)]
+                else:
+                    c[0] += 1
+                    c[1] += p
+                tasks_of[miner] = tasks_of.get(miner, 0) + 1
+        scores: dict[str, MinerScore] = {}
+        for miner in sorted(counts):
+            by = counts[miner]
+            rates = tuple(ValidatorRate(validator=v, passed=by[v][1], evaluated=by[v][0]) for v in sorted(by))
+            scores[miner] = score_of(miner, rates, tasks_of[miner], len(existing))
+        return Tally(scores=scores, existing_tasks=tuple(existing))
+
     def decide(
         self,
         epoch: int,
@@ -325,7 +423,7 @@ class EpochFold:
         if not window.tasks:
             return burned(NO_WINDOW)
         base.update(window=window.tasks, active=window.active)
-        counted = tally(self.window_verdicts(window.tasks, epoch_block), window.tasks, window.samplers)
+        counted = self.window_tally(window.tasks, window.samplers, epoch_block)
         if counted.verdicts == 0:
             return burned(NO_VERDICTS)
         miners = self._miners.snapshot(epoch_block, netuid=netuid)

@@ -185,3 +185,32 @@ def test_the_api_keeps_what_it_serves_and_decides_as_the_validator_did(tmp_path:
     assert decided is not None and decided.reproduced and decided.decision.winner == decision.winner
     assert state.refresh() == 0
     api_log.close()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.randoms(use_true_random=False), st.integers(300, 2600))
+def test_the_one_pass_tally_equals_tally_of_the_window_verdicts(rnd, block: int) -> None:  # type: ignore[no-untyped-def]
+    from projections.scores import tally
+    from projections.window import canonical_tasks, settled_window
+
+    b = network(120)
+    for _ in range(30):  # intruders, judge failures and second words, anywhere
+        task, miner = rnd.randrange(10, 130), rnd.choice(MINERS)
+        who = rnd.choice(VALS)
+        if rnd.random() < 0.3:
+            b.judge_failed(who, task, miner, block=task * INTERVAL + rnd.randrange(1, 300))
+        else:
+            b.verdict(who, task, miner, rnd.random() < 0.5, block=task * INTERVAL + rnd.randrange(1, 300),
+                      key=f"again/{rnd.random()}")
+    events = b.events[:]
+    rnd.shuffle(events)
+    from tests.builders import rows_of
+
+    fold = EpochFold("val-A").apply_many(rows_of(events))
+    canonical = canonical_tasks(fold.claims_at(block), VALS, INTERVAL, DEFAULT.grace_blocks(INTERVAL))
+    w = SMALL.window
+    window = settled_window(canonical, block, INTERVAL, w.tasks, w.settle_margin, w.max_lookback_blocks)
+    slow = tally(fold.window_verdicts(window.tasks, block), window.tasks, window.samplers)
+    fast = fold.window_tally(window.tasks, window.samplers, block)
+    assert fast.scores == slow.scores and fast.existing_tasks == slow.existing_tasks
+    assert fold.window_tally(window.tasks, window.samplers, block) == fast  # from its cache
