@@ -176,11 +176,45 @@ def replay_epoch(log: EventLog, recorded: Recorded, *, consensus: Consensus | No
     if differs is not None:
         return differs
     fold = EpochFold(recorded.origin)
-    n = 0
-    for row in rows_at_frontier(log, recorded):
-        fold.apply(row)
-        n += 1
+    seqs, until = _bounds(log, recorded)
+    pending: list[tuple] = []
+    n = _feed(fold, log, seqs, 0, until, pending)
     return _result(log, recorded, n, _decide(fold, recorded, consensus))
+
+
+def _feed(fold: EpochFold, log: EventLog, seqs: dict[str, int], after: int, until: int, pending: list[tuple]) -> int:
+    """Apply the rows in `(after, until]` that the frontier `seqs` covers; keep the others in `pending`.
+
+    When every origin's head at `until` is exactly its frontier entry (a decision the weight
+    setter made: its frontier is the log's heads), every row up to `until` is covered and the
+    rows go to the fold without a per-row check.
+    """
+    if until <= after:
+        return 0
+    names = log.origin_names()
+    heads = {o: h.origin_seq for o, h in log.frontier(until_seq=until).items()}
+    counter = [0]
+
+    def counted(rows):  # type: ignore[no-untyped-def]
+        for r in rows:
+            counter[0] += 1
+            yield r
+
+    if heads == {o: s for o, s in seqs.items() if s > 0}:
+        fold.apply_raw(counted(log.raw_rows(kinds=KINDS, after=after, until_seq=until)), names)
+        return counter[0]
+    bound = {oid: seqs.get(name, 0) for oid, name in names.items()}
+
+    def covered(rows):  # type: ignore[no-untyped-def]
+        for r in rows:
+            if r[2] <= bound.get(r[1], 0):
+                counter[0] += 1
+                yield r
+            else:
+                pending.append(r)
+
+    fold.apply_raw(covered(log.raw_rows(kinds=KINDS, after=after, until_seq=until)), names)
+    return counter[0]
 
 
 def replay_all(log: EventLog, targets: Iterable[Recorded],
@@ -208,21 +242,13 @@ def replay_all(log: EventLog, targets: Iterable[Recorded],
             if any(seqs.get(o, 0) < s for o, s in seen.items()) or recorded.block < fold.state.floor_block:
                 results[i] = replay_epoch(log, recorded, consensus=consensus)
                 continue
-            keep = []
-            for row in pending:
-                if row.origin_seq <= seqs.get(row.origin, 0):
-                    fold.apply(row)
-                    count += 1
-                else:
-                    keep.append(row)
-            pending = keep
+            names = log.origin_names()
+            ready = [r for r in pending if r[2] <= seqs.get(names[r[1]], 0)]
+            pending = [r for r in pending if r[2] > seqs.get(names[r[1]], 0)]
+            fold.apply_raw(ready, names)
+            count += len(ready)
             if until > scanned:
-                for row in log.rows(kinds=KINDS, after=scanned, until_seq=until):
-                    if row.origin_seq <= seqs.get(row.origin, 0):
-                        fold.apply(row)
-                        count += 1
-                    else:
-                        pending.append(row)
+                count += _feed(fold, log, seqs, scanned, until, pending)
                 scanned = until
             seen = seqs
             try:

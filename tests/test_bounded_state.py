@@ -143,6 +143,15 @@ def test_a_readonly_log_replays_in_place(tmp_path: Path) -> None:
         every = replay_all(ro, list(decisions.recorded(ro, detail=False)), lambda r: DEFAULT)
         assert [r.epoch for r in every] == list(range(3, 12)) and all(r.reproduced for r in every)
         assert every[4] == one
+        # The same chains imported origin by origin (as a mirror download does): local order
+        # no longer follows the frontiers, and replay still reads exactly what each one covers.
+        other = EventLog(tmp_path / "mirror.db")
+        for origin in sorted(ro.origins(), reverse=True):
+            other.import_events(list(ro.chain(origin)))
+        again = replay_all(other, list(decisions.recorded(other, detail=False)), lambda r: DEFAULT)
+        assert [r.epoch for r in again] == list(range(3, 12)) and all(r.reproduced for r in again)
+        assert replay_epoch(other, find_epoch(other, 7, origin="val-A"), consensus=DEFAULT).reproduced
+        other.close()
     finally:
         ro.close()
     assert path.stat().st_size == size

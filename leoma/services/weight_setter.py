@@ -65,10 +65,13 @@ class StepResult(msgspec.Struct, frozen=True, kw_only=True):
 def fold_to(log_: EventLog, own: str, until_seq: int, *, fresh: bool = False) -> EpochFold:
     """The epoch fold up to local position `until_seq`, resumed from its checkpoint (unless `fresh`)."""
     saved = None if fresh else log_.get_state(CHECKPOINT)
-    fold = EpochFold.load(saved) if saved else EpochFold(own)
+    try:
+        fold = EpochFold.load(saved) if saved else EpochFold(own)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        fold = EpochFold(own)  # a checkpoint of another layout: it is only a cache, fold afresh
     if fold.own != own or fold.state.last_seq > until_seq:
         fold = EpochFold(own)
-    fold.apply_many(log_.rows(kinds=KINDS, after=fold.state.last_seq, until_seq=until_seq))
+    fold.apply_raw(log_.raw_rows(kinds=KINDS, after=fold.state.last_seq, until_seq=until_seq), log_.origin_names())
     fold.state.last_seq = until_seq
     return fold
 
