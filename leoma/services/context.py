@@ -77,6 +77,7 @@ async def open_context(settings: Settings, *, need_judge: bool = False, **overri
     from leoma.chutes import ChutesClient
     from leoma.hub import HubClient
     from leoma.judge import Judge, JudgeSettings
+    from leoma.video import reply_limits
 
     consensus: Consensus = overrides.pop("consensus", None) or settings.consensus()
     signer = overrides.pop("signer", None) or load_signer(settings)
@@ -113,6 +114,7 @@ async def open_context(settings: Settings, *, need_judge: bool = False, **overri
         settings.chutes_api_url, settings.chutes_api_key, settings.chute_url_template,
         max_concurrency=settings.max_concurrent_miners, max_response_bytes=v.max_response_bytes,
         required_resolution=(v.required_width, v.required_height), resolution_tolerance=v.resolution_tolerance,
+        request=consensus.request, video_limits=reply_limits(v),
     ))
     hub = make("hub", lambda: HubClient(settings.hf_endpoint or None, settings.hf_token or None))
 
@@ -121,12 +123,8 @@ async def open_context(settings: Settings, *, need_judge: bool = False, **overri
             if need_judge:
                 settings.require("GEMINI_API_KEY")
             return None
-        j = consensus.judge
-        return Judge(settings.gemini_api_key, base_url=settings.gemini_base_url or None, settings=JudgeSettings(
-            describe_model=j.description_model, evaluate_model=j.evaluation_model, weights=dict(j.aspect_weights),
-            pass_threshold=j.pass_threshold, critical_threshold=j.critical_threshold, video_fps=j.evaluation_fps,
-            media_resolution=j.media_resolution, describe_attempts=j.attempts, evaluate_attempts=j.attempts,
-        ))
+        return Judge(settings.gemini_api_key, base_url=settings.gemini_base_url or None,
+                     settings=JudgeSettings.from_consensus(consensus))
 
     judge = make("judge", judge_factory)
     http = make("http", lambda: httpx.AsyncClient(timeout=30.0) if settings.api_url else None)
