@@ -418,18 +418,30 @@ def consensus_for(log: Any, digest: str, *, also: tuple[Consensus, ...] = ()) ->
     )
 
 
-def log_consensus(log: Any) -> Consensus | None:
-    """The consensus `log` runs under, as it recorded it: its own origin's latest record, else the
-    one consensus every other origin in it recorded last; None when the log does not say."""
+def log_consensus(log: Any, *, prefer_peers: bool = False) -> Consensus | None:
+    """The consensus `log` runs under, as recorded in it: its own origin's latest record, else the
+    one consensus every other origin recorded last (`prefer_peers` asks the others first); None
+    when the log does not say, or the others disagree."""
     own = getattr(log, "own", None)
-    if own:
-        mine = recorded_consensuses(log, origin=own)
-        if mine:
-            return list(mine.values())[-1]
-    latest: dict[str, Consensus] = {}
-    for origin in log.origins():
-        theirs = recorded_consensuses(log, origin=origin)
-        if theirs:
-            latest[origin] = list(theirs.values())[-1]
-    digests = {c.digest for c in latest.values()}
-    return next(iter(latest.values())) if len(digests) == 1 else None
+    if not own:
+        # A log opened read-only does not know whose it is: the first event's origin is (a log
+        # starts with its own events; peers are imported after).
+        first = next(iter(log.rows(limit=1)), None)
+        own = first.origin if first is not None else None
+
+    def mine() -> Consensus | None:
+        found = recorded_consensuses(log, origin=own) if own else {}
+        return list(found.values())[-1] if found else None
+
+    def theirs() -> Consensus | None:
+        latest: dict[str, Consensus] = {}
+        for origin in log.origins():
+            if origin == own:
+                continue
+            found = recorded_consensuses(log, origin=origin)
+            if found:
+                latest[origin] = list(found.values())[-1]
+        return next(iter(latest.values())) if len({c.digest for c in latest.values()}) == 1 else None
+
+    first, second = (theirs, mine) if prefer_peers else (mine, theirs)
+    return first() or second()

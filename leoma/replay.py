@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from leoma.consensus import Consensus, load_consensus
+from leoma.consensus import Consensus, consensus_for
 from leoma.errors import LogError
 from leoma.events import EpochScored, decode_body
 from leoma.log import EventLog, Row
@@ -118,9 +118,13 @@ def diff(recorded: EpochScored, replayed: EpochScored) -> list[Difference]:
 
 def replay_epoch(log: EventLog, recorded: Recorded, *, consensus: Consensus | None = None,
                  scratch_dir: Path | None = None) -> ReplayResult:
-    """Recompute `recorded` from its frontier's events and compare."""
+    """Recompute `recorded` from its frontier's events and compare.
+
+    Without `consensus`, the decision's own (by its digest: the log's `consensus_recorded`, or the
+    packaged one); `UnknownConsensus` when the log does not hold it.
+    """
     if consensus is None:
-        consensus = load_consensus()
+        consensus = consensus_for(log, recorded.body.consensus_digest)
     if consensus.digest != recorded.body.consensus_digest:
         return ReplayResult(recorded.origin, recorded.body.epoch, recorded.block, 0, (
             Difference("consensus_digest", recorded.body.consensus_digest, consensus.digest),

@@ -79,7 +79,7 @@ async def open_context(settings: Settings, *, need_judge: bool = False, **overri
     from leoma.judge import Judge, JudgeSettings
     from leoma.video import reply_limits
 
-    consensus: Consensus = overrides.pop("consensus", None) or settings.consensus()
+    consensus: Consensus = overrides.pop("consensus", None) or settings.consensus(from_log=False)
     signer = overrides.pop("signer", None) or load_signer(settings)
     built: list[Any] = []
 
