@@ -81,6 +81,34 @@ def _check_hotkey(hotkey: str) -> str:
 
 
 
+def build_api(*, host: str | None = None, port: int | None = None, db: str | None = None,
+              sync: bool = True) -> tuple[Any, Any]:
+    """The API's app and settings, as `leoma api` serves them (settings through the one reader).
+
+    The consensus is LEOMA_CONSENSUS, else the one the validators it imports recorded, else its
+    own log's record, else the packaged one; it is recorded in the API's log once per digest.
+    """
+    from leoma.api.app import ApiService, create_app
+    from leoma.api.feed import Feeder
+    from leoma.api.settings import ApiSettings
+    from leoma.consensus import record_consensus
+    from leoma.log import EventLog
+    from leoma.peers import peers_from_env
+
+    settings = ApiSettings.load(host=host, port=port, db=db)
+    settings.db_path.parent.mkdir(parents=True, exist_ok=True)
+    log = EventLog(settings.db_path, own=settings.api_id)
+    consensus = settings.consensus(log)
+    record_consensus(log, consensus, block=_head_block(log))
+    click.echo(f"consensus {consensus.digest[:16]}… (epoch length {consensus.epoch.length})", err=True)
+    service = ApiService(settings, consensus, log_=log)
+    entries, problems = peers_from_env(settings.peer_validators, own=settings.api_id)
+    for p in problems:
+        click.echo(f"PEER_VALIDATORS: {p}", err=True)
+    service.feeder = Feeder(service.log, entries, consensus)
+    return create_app(service, sync=sync), settings
+
+
 def _head_block(log: Any) -> int:
     """The newest block the log speaks of (0 for an empty log)."""
     last = next(iter(log.rows(descending=True, limit=1)), None)
@@ -102,30 +130,7 @@ def register(cli: click.Group) -> None:
         """Serve the owner's API and dashboard from the API's event log."""
         import uvicorn
 
-        from leoma.api.app import ApiService, create_app
-        from leoma.api.feed import Feeder
-        from leoma.api.settings import ApiSettings
-        from leoma.consensus import record_consensus
-        from leoma.log import EventLog
-        from leoma.peers import peers_from_env
-
-        def build() -> tuple[Any, ApiSettings]:
-            settings = ApiSettings.load(host=host, port=port, db=db)
-            settings.db_path.parent.mkdir(parents=True, exist_ok=True)
-            log = EventLog(settings.db_path, own=settings.api_id)
-            # LEOMA_CONSENSUS, else what the validators it imports recorded, else its own record:
-            # an API pointed at a devnet's log computes with the devnet's rules untold.
-            consensus = settings.consensus(log)
-            record_consensus(log, consensus, block=_head_block(log))
-            click.echo(f"consensus {consensus.digest[:16]}… (epoch length {consensus.epoch.length})", err=True)
-            service = ApiService(settings, consensus, log_=log)
-            entries, problems = peers_from_env(settings.peer_validators, own=settings.api_id)
-            for p in problems:
-                click.echo(f"PEER_VALIDATORS: {p}", err=True)
-            service.feeder = Feeder(service.log, entries, consensus)
-            return create_app(service, sync=not no_sync), settings
-
-        app, settings = _friendly(build)
+        app, settings = _friendly(lambda: build_api(host=host, port=port, db=db, sync=not no_sync))
         click.echo(f"leoma api on http://{settings.host}:{settings.port} (log {settings.db_path})")
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
 
