@@ -379,6 +379,21 @@ class MinerReportReceived(Body, tag="miner_report_received", kw_only=True):
     miners: tuple[MinerChecked, ...]
 
 
+# -- the rules ------------------------------------------------------------------------------
+
+
+class ConsensusRecorded(Body, tag="consensus_recorded", kw_only=True):
+    """The consensus this log runs under: its whole canonical content, once per digest.
+
+    `content` is the canonical JSON whose sha256 is `digest` (what decisions and checkpoints are
+    stamped with); `prompts` holds the judge's prompt texts by label, pinned by sha256 inside it.
+    """
+
+    digest: str
+    content: str
+    prompts: dict[str, str] = {}
+
+
 Payload = Union[
     ChainHeadObserved,
     MetagraphObserved,
@@ -401,6 +416,7 @@ Payload = Union[
     ConflictRecorded,
     AdminActed,
     MinerReportReceived,
+    ConsensusRecorded,
 ]
 
 KINDS: Final[dict[str, type[Body]]] = {t.kind_name(): t for t in Payload.__args__}  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from leoma import decisions
-from leoma.consensus import Consensus, load_consensus
+from leoma.consensus import Consensus, consensus_for
 from leoma.decisions import Recorded
 from leoma.errors import LogError
 from leoma.events import EpochScored
@@ -171,7 +171,7 @@ def replay_epoch(log: EventLog, recorded: Recorded, *, consensus: Consensus | No
                  scratch_dir: Path | None = None) -> ReplayResult:
     """Recompute `recorded` from its frontier's events (read in place) and compare."""
     if consensus is None:
-        consensus = load_consensus()
+        consensus = consensus_for(log, recorded.body.consensus_digest)
     differs = _digest_differs(recorded, consensus)
     if differs is not None:
         return differs

@@ -254,7 +254,7 @@ async def _record_reply(ctx: ServiceContext, T: int, miner: str, reply: Any) -> 
                               width=reply.width, height=reply.height)
     key = seedformat.generated_video_key(T, miner)
     try:
-        info = await asyncio.to_thread(video.probe, reply.video)
+        info = await asyncio.to_thread(video.probe, reply.video, limits=video.reply_limits(ctx.consensus.video))
         await ctx.own.put(key, reply.video, content_type="video/mp4")  # type: ignore[union-attr]
     except StorageError as exc:
         # Our bucket failed, not the miner: recorded as infra so the miner is neither blamed nor re-called.
