@@ -19,7 +19,7 @@ task claims and verdicts, so the window, the averages and replay treat them like
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -40,8 +40,10 @@ class SeedState(msgspec.Struct, kw_only=True):
     """`"<peer>/<task>/<sha>"` -> `[(index, miner, passed)]`."""
 
 
-def apply(state: SeedState, origin_seq: int, body: Any) -> None:
-    """Take one own seed observation into account."""
+def apply(state: SeedState, origin_seq: int, body: Any, *, floor: int = 0) -> None:
+    """Take one own seed observation into account (tasks below `floor` were pruned: skipped)."""
+    if getattr(body, "task_id", floor) < floor:
+        return
     if isinstance(body, SeedTaskObserved):
         state.files.setdefault(f"{body.peer}/{body.task_id}", []).append((origin_seq, body.file_sha256))
     elif isinstance(body, SeedVerdictObserved):
@@ -89,3 +91,32 @@ def verdicts(state: SeedState, tasks: Iterable[int]) -> list[Verdict]:
             if miner:
                 out.append(Verdict(peer, task, miner, passed))
     return out
+
+
+def resolved(state: SeedState, tasks: Iterable[int], samplers: Mapping[int, str]) -> dict[int, list[tuple[str, bool]]]:
+    """Per window task sampled by a seed-layout peer: `(miner, passed)` of its latest file.
+
+    A miner listed twice keeps its last entry (the seed's dict assignment); entries without a
+    miner are skipped. Tasks whose sampler has no observed file are absent.
+    """
+    files = latest_files(state)
+    out: dict[int, list[tuple[str, bool]]] = {}
+    for task in sorted(set(tasks)):
+        sampler = samplers.get(task)
+        sha = files.get((sampler, task)) if sampler is not None else None
+        if sha is None:
+            continue
+        last: dict[str, bool] = {}
+        for _index, miner, passed in sorted(state.entries.get(f"{sampler}/{task}/{sha}", ())):
+            if miner:
+                last[miner] = passed
+        out[task] = list(last.items())
+    return out
+
+
+def prune(state: SeedState, floor: int) -> None:
+    """Forget observations of tasks below `floor` (no later decision can read them)."""
+    for name in [n for n in state.files if int(n.rpartition("/")[2]) < floor]:
+        del state.files[name]
+    for name in [n for n in state.entries if int(n.split("/")[1]) < floor]:
+        del state.entries[name]

@@ -26,6 +26,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from leoma import decisions
 from leoma import events as ev
 from leoma import seedformat
 from leoma.consensus import DEFAULT, Consensus, load_seed_profile
@@ -210,7 +211,7 @@ class Fleet:
             assert layouts.items() <= {**{n: "log" for n in OURS}, **{n: "seed" for n in SEEDS}}.items()
             out[name] = decide_epoch(lg, own=self.hk[name], epoch=epoch, epoch_block=epoch * EPOCH, netuid=NETUID,
                                      consensus=self.consensus)
-            lg.append(out[name], key=f"epoch/{epoch}/scored", block=epoch * EPOCH)
+            lg.append_many(decisions.drafts(out[name], block=epoch * EPOCH))  # as the weight setter records it
         return out
 
 
