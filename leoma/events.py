@@ -451,7 +451,15 @@ def encode_body(body: Body) -> bytes:
     """
     if not isinstance(body, Body):
         raise EventError(f"an event body must be a leoma.events.Body, got {type(body).__name__}")
-    data = _encoder.encode(body)
+    try:
+        data = _encoder.encode(body)
+    except UnicodeEncodeError:
+        from leoma.textsafe import unsafe_field
+
+        raise EventError(
+            f"{body.kind_name()} body holds a string that is not valid UTF-8 (a lone surrogate) in "
+            f"{unsafe_field(body) or 'a field'}: check untrusted text with leoma.textsafe before recording it"
+        ) from None
     if len(data) > MAX_BODY_BYTES:
         raise EventError(
             f"{body.kind_name()} body is {len(data)} bytes, over the {MAX_BODY_BYTES}-byte limit"
