@@ -119,7 +119,7 @@ class Gates(_Section):
     fps_tolerance_milli: int = 500
     min_duration_ms: int = 900
     max_duration_ms: int = 10500
-    min_first_frame_psnr_cdb: int = 2000
+    min_first_frame_psnr_cdb: int = 2700
     min_motion_c: int = 150
     max_cut_milli: int = 180
     hash_frames: int = 8

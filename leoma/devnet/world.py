@@ -528,7 +528,8 @@ def _corrupt_tail(frames: list[Any], fps: int, seed: int) -> bytes:
                     out.mux(packet)
             for packet in stream.encode():
                 out.mux(packet)
-        data = bytearray(open(path, "rb").read())
+        with open(path, "rb") as f:
+            data = bytearray(f.read())
     cut = int(len(data) * 0.6)
     data[cut:] = np.random.default_rng(seed).integers(0, 256, len(data) - cut, dtype=np.uint8).tobytes()
     return bytes(data)
