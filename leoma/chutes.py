@@ -264,15 +264,17 @@ class ChutesClient:
                 if declared and declared.isdigit() and int(declared) > self.max_response_bytes:
                     raise _MinerFault(f"reply of {declared} bytes exceeds the cap {self.max_response_bytes}",
                                       reason="too_large")
-                # One growing buffer, refused the moment it passes the cap: an oversized reply
-                # costs at most the cap in memory, never its own size.
-                buf = bytearray()
+                # Refused the moment it passes the cap: an oversized reply costs at most the cap in
+                # memory, never its own size (chunks, not a growing buffer that copies as it grows).
+                chunks: list[bytes] = []
+                size = 0
                 async for chunk in resp.aiter_bytes():
-                    if len(buf) + len(chunk) > self.max_response_bytes:
+                    size += len(chunk)
+                    if size > self.max_response_bytes:
                         raise _MinerFault(f"reply exceeds the cap of {self.max_response_bytes} bytes",
                                           reason="too_large")
-                    buf += chunk
-                return bytes(buf)
+                    chunks.append(chunk)
+                return b"".join(chunks)
         except httpx.TimeoutException as exc:
             # Only hot chutes are called, so running out the clock is the miner's fault.
             raise _MinerFault(f"timeout after {timeout:g}s ({type(exc).__name__})", reason="timeout") from exc

@@ -113,7 +113,8 @@ class Gates(_Section):
     """
 
     version: str = "gates/v1"
-    codecs: tuple[str, ...] = ("h264", "hevc", "vp9", "av1")
+    codecs: str = "h264 hevc vp9 av1"
+    """Accepted codecs (FFmpeg decoder names), separated by spaces."""
     min_frames: int = 16
     max_frames: int = 162
     fps_tolerance_milli: int = 500

@@ -36,7 +36,7 @@ def gate_reason(m: GateMeasurements, consensus: Consensus) -> str:
     g, v, r = consensus.gates, consensus.video, consensus.request
     if not m.decoded:
         return "gate:decode"
-    if m.codec not in g.codecs:
+    if m.codec not in g.codecs.split():
         return "gate:codec"
     if not g.min_frames <= m.frames <= g.max_frames:
         return "gate:frame_count"

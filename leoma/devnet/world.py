@@ -49,12 +49,14 @@ BEHAVIOURS = (
     "proxy_of_faithful",
     "source_clip",
     "lone_surrogate",
+    "oversize",
 )
 HOSTILE = ("one_frame", "frozen", "corrupt_tail", "slowloris", "proxy_of_faithful", "source_clip", "lone_surrogate")
 """The hostile behaviours: `proxy_of_faithful` calls another miner's chute (`copies=`, default
 "faithful") and returns its bytes; `source_clip` finds the task's `original_clip.mp4` in the
 validators' public buckets (`World.bucket_roots`) and serves it; `lone_surrogate` commits a
-model name holding an escaped lone surrogate; `slowloris` drips its reply a byte at a time."""
+model name holding an escaped lone surrogate; `slowloris` drips its reply a byte at a time;
+`oversize` streams `World.oversize_bytes` of junk without a content-length (benchmarks)."""
 
 
 class ReferenceMiner(msgspec.Struct, frozen=True, kw_only=True):
@@ -112,6 +114,7 @@ class World:
         self.bucket_roots: tuple[Any, ...] = ()
         """Directories holding validators' buckets, where a `source_clip` miner looks for the task's clip."""
         self.drip_seconds = 0.2
+        self.oversize_bytes = 500_000_000
         self.url = ""
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -225,6 +228,8 @@ class World:
             return Response(b"this is not a video " * 64, media_type="video/mp4")
         if m.behaviour == "slowloris":
             return self._slowloris(request)
+        if m.behaviour == "oversize":
+            return self._oversize()
         if m.behaviour == "proxy_of_faithful":
             return await self._proxy(m, body, request)
         if m.behaviour == "source_clip":
@@ -256,11 +261,26 @@ class World:
 
         return StreamingResponse(drip(), media_type="video/mp4")
 
+    def _oversize(self) -> Any:
+        from starlette.responses import StreamingResponse
+
+        chunk = b"\x00" * (1 << 20)
+
+        async def junk() -> Any:
+            left = self.oversize_bytes
+            while left > 0:
+                yield chunk[: min(left, len(chunk))]
+                left -= len(chunk)
+
+        return StreamingResponse(junk(), media_type="video/mp4")
+
     async def _proxy(self, m: ReferenceMiner, body: dict[str, Any], request: Any) -> Any:
         import httpx
         from starlette.responses import Response
 
-        target = self.miners[m.copies]
+        target = self.miners.get(m.copies)
+        if target is None:
+            return _json({"detail": f"no miner {m.copies!r} to proxy"}, 502)
         headers = {k: v for k, v in request.headers.items() if k == "authorization"}
         async with httpx.AsyncClient(timeout=60.0) as client:
             resp = await client.post(self.generate_url_template.format(slug=target.slug), json=body, headers=headers)
@@ -499,10 +519,9 @@ def render_reference_video(behaviour: str, prompt: str, image_png: bytes, *, fra
     if behaviour == "one_frame":
         out = out[:1]
     if behaviour == "frozen":
-        # "Repeat the first frame", with a little noise so the bytes of no two frames are equal.
-        rng = np.random.default_rng(seed)
-        out = [np.clip(img.astype(np.int16) + rng.integers(-2, 3, img.shape), 0, 255).astype(np.uint8)
-               for _ in range(frames)]
+        # "Repeat the first frame", flickering by one gray level so no two neighbouring frames are equal.
+        lifted = np.clip(img.astype(np.int16) + 1, 0, 255).astype(np.uint8)
+        out = [img if i % 2 == 0 else lifted for i in range(frames)]
     if behaviour == "corrupt_tail":
         return _corrupt_tail(out, fps, seed)
     return encode_mp4(out, fps, preset="ultrafast")

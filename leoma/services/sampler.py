@@ -322,8 +322,19 @@ async def _record_reply(ctx: ServiceContext, T: int, miner: str, reply: Any, fra
         return MinerResponded(task_id=T, miner=miner, status="failed", failure_class="infra",
                               detail=safe_text(f"could not store the video: {exc}", max_chars=500),
                               latency_ms=reply.latency_ms, sha256=reply.sha256, width=reply.width, height=reply.height)
-    ctx.state.setdefault("videos", {})[(T, miner)] = reply.video
+    _keep_video(ctx, T, miner, reply.video)
     return MinerResponded(**common, status="accepted", object_key=key)
+
+
+VIDEO_CACHE_BYTES = 64_000_000
+"""Accepted videos kept in memory for the judge, at most; the rest are read back from the bucket,
+so 64 miners' videos never sit in memory at once."""
+
+
+def _keep_video(ctx: ServiceContext, T: int, miner: str, data: bytes) -> None:
+    cache = ctx.state.setdefault("videos", {})
+    if sum(len(v) for v in cache.values()) + len(data) <= VIDEO_CACHE_BYTES:
+        cache[(T, miner)] = data
 
 
 def _gate_detail(reason: str, m: Any) -> str:
@@ -378,7 +389,8 @@ GATES_JUDGE = "leoma-gates"
 def _fail_verdict(ctx: ServiceContext, T: int, miner: str, reason: str, detail: str, block: int) -> None:
     body = VerdictRecorded(task_id=T, miner=miner, passed=False, overall=0, judge_model=GATES_JUDGE,
                            prompt_version=ctx.consensus.gates.version, reason=reason,
-                           reasoning=safe_text(detail, max_chars=2000))
+                           reasoning=safe_text(detail if detail.startswith(reason) else f"{reason}: {detail}",
+                                               max_chars=2000))
     ctx.log.append(body, key=f"verdict/{T}/{miner}", block=block)
     log.info("task=%s miner=%s failed without a judge call: %s", T, miner[:12], reason)
 
@@ -416,7 +428,7 @@ async def _evaluate(ctx: ServiceContext, opened: TaskOpened, frame: bytes, block
 
     async def one(miner: str) -> None:
         async with sem:
-            clip = ctx.state.get("videos", {}).get((T, miner))
+            clip = ctx.state.get("videos", {}).pop((T, miner), None)
             if clip is None:
                 clip = await ctx.own.get(events["responses"][miner].object_key)  # type: ignore[union-attr]
             result = await ctx.judge.evaluate(frame, opened.prompt, clip)
