@@ -313,6 +313,16 @@ class Chain:
 
         return await self._call(f"reading the weights of uid {uid}", go)
 
+    async def timestamp_ms(self) -> int:
+        """The head block's timestamp (`Timestamp.Now`), in milliseconds since the epoch."""
+
+        async def go(c: Any) -> int:
+            import bittensor as bt
+
+            return int(await c.query(bt.storage.Timestamp.Now) or 0)
+
+        return await self._call("reading the chain's timestamp", go)
+
     async def uid_of(self, netuid: int, hotkey: str) -> int | None:
         """`hotkey`'s uid on `netuid`, or None when it is not registered."""
 
