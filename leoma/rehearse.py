@@ -18,6 +18,7 @@ the scratch log after the peers' published logs are imported into it.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -111,7 +112,7 @@ async def rehearse(settings: Settings, *, scratch_dir: str | Path, **overrides: 
 
     signer = overrides.pop("signer", None) or load_signer(settings)
     settings.require("LEOMA_OWN_BUCKET_URL", why="the rehearsal writes its scratch prefix there")
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
     prefix = f"rehearse/{stamp}-{signer.ss58_address[:8]}"
     scratch = Path(scratch_dir)
     scratch.mkdir(parents=True, exist_ok=True)
