@@ -270,8 +270,9 @@ async def confirm_attempt(log_: EventLog, chain: Any, wallet: Any, netuid: int, 
         if uid is None:
             return _not_landed(log_, sent, n, head, f"hotkey {hotkey} is no longer registered on subnet {netuid}")
         if sent.commit_reveal:
+            # the commit is known by its inclusion block; by its round only when that is unknown
             pending = [p for p in await chain.pending_weight_commits(netuid, hotkey)
-                       if p.commit_block == sent.included_at or p.reveal_round == sent.reveal_round]
+                       if p.commit_block == sent.included_at or (not sent.included_at and p.reveal_round == sent.reveal_round)]
             if pending and _own(log_, _key(epoch, "committed", n)) is None:
                 log_.append(WeightsCommitted(epoch=epoch, commit_block=pending[0].commit_block,
                                              reveal_round=pending[0].reveal_round),
