@@ -94,7 +94,7 @@ def rehearse_cmd(network: str | None, netuid: int | None, dev_key: str | None, a
     Example:
 
         leoma rehearse
-        leoma rehearse --scratch-dir /tmp/rehearsal --json
+        leoma rehearse --scratch-dir ./rehearsal --json
     """
     import msgspec
 

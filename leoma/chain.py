@@ -339,11 +339,9 @@ class Chain:
             import bittensor as bt
 
             block = await c.block()
-            rows = await c.query_map(bt.storage.SubtensorModule.Weights, [netuid], block=block)
-            row: list[tuple[int, int]] = []
-            for key, value in rows:
-                if int(key) == uid:
-                    row = [(int(d), int(w)) for d, w in value or []]
+            # one key of the (netuid, uid) double map, not the subnet's whole weight matrix
+            value = await c.query(bt.storage.SubtensorModule.Weights, [netuid, uid], block=block)
+            row = [(int(d), int(w)) for d, w in value or []]
             last = await self._storage(c, "LastUpdate", [netuid], block) or []
             return WeightRow(block=block, uid=uid, row=tuple(row), last_update=int(last[uid]) if uid < len(last) else 0)
 

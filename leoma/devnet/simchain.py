@@ -740,6 +740,9 @@ def _read(s: _State, module: str, item: str, params: list) -> Any:
             return s.coldkeys[uid] if uid is not None else None
         if item == "TokenSymbol":
             return None
+        if item == "Weights":  # double map (netuid, uid) -> [(dest, u16)]
+            row = s.weights.get(int(params[1])) if int(params[0]) == s.netuid else None
+            return [list(x) for x in row] if row else []
         if params and int(params[0]) != s.netuid:
             return None
         simple: dict[str, Any] = {
