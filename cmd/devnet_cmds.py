@@ -30,9 +30,11 @@ def _progress_line(p: Any) -> str:
 @click.option("--api/--no-api", "with_api", default=True, show_default=True,
               help="Run the owner's API and dashboard next to the validators.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead.")
+@click.option("--commit-reveal", is_flag=True,
+              help="Run the subnet with commit-reveal weights: timelocked commits the chain reveals an epoch later.")
 @friendly_errors
 def devnet_cmd(root: str, validators: int, epochs: int, processes: bool, resume: bool, block_time: float | None,
-               with_api: bool, as_json: bool) -> None:
+               with_api: bool, as_json: bool, commit_reveal: bool = False) -> None:
     """Run a whole subnet on this machine: a simulated chain, an owner, validators, miners.
 
     Shows progress on a terminal and the owner's dashboard URL, then the leaderboard and each
@@ -48,7 +50,8 @@ def devnet_cmd(root: str, validators: int, epochs: int, processes: bool, resume:
     if resume:
         net = Devnet.resume(path)
     else:
-        config = DevnetConfig(validators=validators, **({"block_time": block_time} if block_time else {}))
+        config = DevnetConfig(validators=validators, commit_reveal=commit_reveal,
+                              **({"block_time": block_time} if block_time else {}))
         if not as_json:
             click.echo(f"creating a devnet in {path} ({validators} validators, {len(config.miners)} miners)...")
         net = Devnet.create(path, config)

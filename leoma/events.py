@@ -368,6 +368,10 @@ class WeightsSubmitted(Body, tag="weights_submitted", kw_only=True):
     weights: tuple[int, ...]
     version_key: int = 0
     commit_reveal: bool = False
+    included_at: int = 0
+    """The block the chain included the extrinsic in (0: not known)."""
+    reveal_round: int = 0
+    """The drand round a commit-reveal submission reveals at (0: a plain submission)."""
 
 
 class WeightsConfirmed(Body, tag="weights_confirmed", kw_only=True):
@@ -430,6 +434,33 @@ class ConsensusRecorded(Body, tag="consensus_recorded", kw_only=True):
     prompts: dict[str, str] = {}
 
 
+class WeightsCommitted(Body, tag="weights_committed", kw_only=True):
+    """The chain holds the epoch's weights as a timelocked commit (read back), to reveal later."""
+
+    epoch: int
+    commit_block: int
+    reveal_round: int
+
+
+class WeightsRevealed(Body, tag="weights_revealed", kw_only=True):
+    """The chain no longer holds the epoch's commit: it revealed it (by `block`, read back)."""
+
+    epoch: int
+    commit_block: int
+    reveal_round: int
+
+
+class WeightsNotLanded(Body, tag="weights_not_landed", kw_only=True):
+    """The chain took the submission but its row does not hold the decision; `reason` says how."""
+
+    epoch: int
+    reason: str
+    uids: tuple[int, ...] = ()
+    weights: tuple[int, ...] = ()
+    """The row the chain holds instead."""
+    last_update: int = 0
+
+
 Payload = Union[
     ChainHeadObserved,
     MetagraphObserved,
@@ -453,6 +484,9 @@ Payload = Union[
     AdminActed,
     MinerReportReceived,
     ConsensusRecorded,
+    WeightsCommitted,
+    WeightsRevealed,
+    WeightsNotLanded,
 ]
 
 KINDS: Final[dict[str, type[Body]]] = {t.kind_name(): t for t in Payload.__args__}  # type: ignore[attr-defined]

@@ -59,6 +59,7 @@ SERVE_ENV: dict[str, tuple[str, str]] = {
     "LEOMA_WEIGHTS_INTERVAL": ("12", "seconds between weight-setter steps (it decides each epoch once)"),
     "LEOMA_STALE_BLOCKS": ("10", "reconnect to the chain when the head has not moved for this many blocks' time"),
     "LEOMA_FLUSH_TIMEOUT": ("30", "seconds a stop may spend pushing the own log before exiting"),
+    "LEOMA_WEIGHTS_OVERDUE_EPOCHS": ("3", "epochs without a decision landing on chain before /healthz is degraded"),
 }
 BLOCK_SECONDS = 12.0
 
@@ -74,6 +75,7 @@ class ServeOptions:
     stale_blocks: int = 10
     flush_timeout: float = 30.0
     block_seconds: float = BLOCK_SECONDS
+    weights_overdue_epochs: int = 3
 
 
 def serve_options(flags: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None,
@@ -103,6 +105,7 @@ def serve_options(flags: Mapping[str, Any] | None = None, *, env: Mapping[str, s
         metrics_addr=addr, log_format=values["LEOMA_LOG_FORMAT"], mirror_interval=number("LEOMA_MIRROR_INTERVAL"),
         weights_interval=number("LEOMA_WEIGHTS_INTERVAL"), stale_blocks=number("LEOMA_STALE_BLOCKS", int),
         flush_timeout=number("LEOMA_FLUSH_TIMEOUT"),
+        weights_overdue_epochs=number("LEOMA_WEIGHTS_OVERDUE_EPOCHS", int),
     )
 
 
@@ -266,6 +269,7 @@ class Validator:
             self.ctx.log, self.ctx.hotkey, chain_head=self.chain_head, started_block=self.started_block,
             tempo=self.tempo, loops=[lp.fact(now) for lp in self.loops.values()], published=self.published,
             peer_problems=self.peer_problems, peers=list(self.ctx.peers),
+            epoch_length=self.ctx.consensus.epoch.length, overdue_epochs=self.options.weights_overdue_epochs,
         )
 
     # -- rounds -------------------------------------------------------------------------------

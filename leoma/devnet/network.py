@@ -76,6 +76,8 @@ class DevnetConfig(msgspec.Struct, frozen=True, kw_only=True):
     mirror_seconds: float = 1.0
     wrong_consensus: int = 0
     """Extra validators (not on the allowlist) that run another consensus: peers must refuse them."""
+    commit_reveal: bool = False
+    """Run the subnet with commit-reveal weights (timelocked commits the chain reveals an epoch later)."""
 
     @property
     def epoch_length(self) -> int:
@@ -247,7 +249,7 @@ class Devnet:
         sim = SimChain.create(root / "chain.jsonl", owner=owner.ss58_address, block_time=config.block_time,
                               clock="realtime", netuid=config.netuid, tempo=config.epoch_length,
                               start_block=config.epoch_length * 100 - 2 * config.interval,
-                              weights_rate_limit=max(1, config.interval // 4))
+                              weights_rate_limit=max(1, config.interval // 4), commit_reveal=config.commit_reveal)
         sim.register(owner.ss58_address, stake=10**12, validator_permit=True)
         nodes: list[_Node] = []
         for i in range(1, config.validators + config.wrong_consensus + 1):
