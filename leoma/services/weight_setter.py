@@ -38,9 +38,9 @@ from typing import Any
 
 import msgspec
 
+from leoma import decisions
 from leoma.consensus import Consensus
 from leoma.errors import ChainError, ChainRefused
-from leoma import decisions
 from leoma.events import (
     EpochScored,
     FrontierEntry,
@@ -50,7 +50,6 @@ from leoma.events import (
     WeightsRefused,
     WeightsRevealed,
     WeightsSubmitted,
-    decode_body,
 )
 from leoma.log import EventLog
 from projections.epoch import KINDS, EpochFold, StatePruned
