@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from leoma.devnet.simchain import SimChain
+from leoma.events import ChainHeadObserved
 from leoma.log import EventLog
 from leoma.metrics import Facts, LoopFact, health, render_prometheus
 from leoma.mirror import fetch_checkpoint, uploaded_position
@@ -84,17 +85,19 @@ def test_serve_options_and_addresses() -> None:
 SEED_VARS = ("GEMINI_API_KEY", "LEOMA_OWN_BUCKET_URL", "R2_OWN_BUCKET", "LEOMA_SOURCE_URL", "R2_VIDEOS_READ_ACCESS_KEY")
 
 
+@pytest.mark.parametrize("command", [["serve"], ["servers", "sampler"]])
 @pytest.mark.parametrize(("present", "missing"), [
     ({}, "GEMINI_API_KEY"),
     ({"GEMINI_API_KEY": "k"}, "LEOMA_OWN_BUCKET_URL"),
     ({"GEMINI_API_KEY": "k", "LEOMA_OWN_BUCKET_URL": "file:///tmp/x"}, "LEOMA_SOURCE_URL"),
 ])
 def test_missing_setting_stops_start_up_with_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            present: dict[str, str], missing: str) -> None:
+                                                            present: dict[str, str], missing: str,
+                                                            command: list[str]) -> None:
     monkeypatch.chdir(tmp_path)  # no stray .env
     for var in SEED_VARS:
         monkeypatch.delenv(var, raising=False)
-    result = CliRunner().invoke(cli(), ["serve", "--dev-key", "//Alice", "--state-dir", str(tmp_path)], env=present)
+    result = CliRunner().invoke(cli(), [*command, "--dev-key", "//Alice", "--state-dir", str(tmp_path)], env=present)
     assert result.exit_code == 1
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1, result.output
@@ -307,6 +310,23 @@ with EventLog(db, own=own) as log:
             log.append(ChainHeadObserved(block_hash=f"{name}-{i}"), key=f"{name}/{i}", block=i)
         time.sleep(0.005)  # a service does other work between appends; SQLite's busy wait would otherwise starve the rest
 """
+
+
+def test_a_log_sees_origins_another_process_added_after_it_opened(tmp_path: Path) -> None:
+    """The split weight setter opened the log before the split sampler's first append (a real race)."""
+    db = tmp_path / "events.db"
+    alice = keypair_from_uri("//Alice").ss58_address
+    with EventLog(db, own=alice) as early:
+        assert early.head(alice).origin_seq == 0 and early.origins() == []
+        go = tmp_path / "go"
+        go.touch()
+        subprocess.run([sys.executable, "-c", _APPENDER, str(db), "sampler", "3", str(go)], check=True, timeout=60)
+        assert early.head(alice).origin_seq == 4 and early.origins() == [alice]
+        assert early.get(alice, "sampler/0") is not None and early.count(origin=alice) == 4
+        assert [e.origin_seq for e in early.chain(alice)] == [1, 2, 3, 4]
+        assert len(list(early.rows(origin=alice))) == 4
+        early.append(ChainHeadObserved(block_hash="0xff"), key="validator/0", block=9)  # continues the chain
+        assert early.head(alice).origin_seq == 5 and early.verify().ok
 
 
 def test_processes_appending_to_one_log_keep_its_chain_intact(tmp_path: Path) -> None:
