@@ -353,12 +353,39 @@ def test_processes_appending_to_one_log_keep_its_chain_intact(tmp_path: Path) ->
         assert [int(k.split("/")[1]) for k in mine] == sorted(int(k.split("/")[1]) for k in mine)
 
 
+def _published_then_lost(tmp_path: Path) -> tuple[Path, list[str]]:
+    """An own bucket holding 5 published events of //Alice whose local log is gone."""
+    from leoma.consensus import DEFAULT
+    from leoma.mirror import MirrorOut
+
+    alice = keypair_from_uri("//Alice")
+    bucket = tmp_path / "bucket"
+    with EventLog(tmp_path / "lost.db", own=alice.ss58_address) as lost:
+        for i in range(5):
+            lost.append(ChainHeadObserved(block_hash=f"0x{i:02x}"), key=f"head/{i}", block=i)
+        published = [e.hash for e in lost.chain(alice.ss58_address)]
+        asyncio.run(MirrorOut(lost, DirectoryStore(bucket), alice, DEFAULT.digest).push())
+    return bucket, published
+
+
+def test_mirror_pull_restores_the_published_tail_before_it_records_anything(tmp_path: Path) -> None:
+    from leoma_cmd.mirror_cmds import register as register_mirror_cmds
+
+    bucket, published = _published_then_lost(tmp_path)
+    group = click.Group("leoma")
+    register_mirror_cmds(group)
+    fresh = tmp_path / "fresh.db"  # the log came back from a backup older than the bucket: empty here
+    EventLog(fresh, own=keypair_from_uri("//Alice").ss58_address).close()
+    result = CliRunner().invoke(group, ["mirror", "pull", "--db", str(fresh), "--dev-key", "//Alice", "--peers", "[]",
+                                        "--bucket", f"file://{bucket}", "--json"])
+    assert result.exit_code == 0, result.output
+    with EventLog(fresh, readonly=True) as log:
+        assert [e.hash for e in log.chain(keypair_from_uri("//Alice").ss58_address)] == published
+
+
 def test_check_miners_restores_the_published_tail_before_it_appends(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine that lost its log must not reuse a seq the bucket already published (a fork)."""
-    from leoma.consensus import DEFAULT
-    from leoma.events import ChainHeadObserved
-    from leoma.mirror import MirrorOut
     from leoma_cmd.validator_cmds import register as register_validator_cmds
 
     alice = keypair_from_uri("//Alice")
@@ -366,13 +393,7 @@ def test_check_miners_restores_the_published_tail_before_it_appends(tmp_path: Pa
     sim = SimChain.create(tmp_path / "chain.jsonl", owner=owner, clock="manual", tempo=20)
     sim.register(owner)
     sim.register(alice.ss58_address, stake=10**12, validator_permit=True)
-    bucket = tmp_path / "bucket"
-    with EventLog(tmp_path / "lost.db", own=alice.ss58_address) as lost:
-        for i in range(5):
-            lost.append(ChainHeadObserved(block_hash=f"0x{i:02x}"), key=f"head/{i}", block=i)
-        published = [e.hash for e in lost.chain(alice.ss58_address)]
-        asyncio.run(MirrorOut(lost, DirectoryStore(bucket), alice, DEFAULT.digest).push())
-
+    bucket, published = _published_then_lost(tmp_path)
     monkeypatch.chdir(tmp_path)  # no stray .env
     for var in [v for v in os.environ if v.startswith(("LEOMA_", "R2_", "PEER_", "GEMINI", "API_URL"))]:
         monkeypatch.delenv(var)
