@@ -29,14 +29,14 @@ from leoma.api.app import create_app
 from leoma.api.feed import Feeder
 from leoma.consensus import DEFAULT
 from leoma.devnet.clips import render_source
-from leoma.events import MinerResponded, VerdictRecorded, seal
+from leoma.api.pages import epoch_status
+from leoma.events import EpochScored, MinerResponded, VerdictRecorded, WeightEntry, seal
 from leoma.seedformat import first_frame_key, generated_video_key, original_clip_key
 from leoma.storage import DirectoryStore
 from leoma.video import first_frame_png, png_to_array
 from tests.browser import Browser, chromium_path
 from tests.test_api import INTERVAL, World, api_world, service_for
 
-CHROMIUM = "/usr/bin/chromium"
 TASK = 12
 
 
@@ -320,3 +320,24 @@ def test_a_missing_browser_fails_rather_than_skips(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
         chromium_path()
+
+
+# -- the agreement strip's rule ----------------------------------------------------------------
+
+
+def _decision(winner: str, weights: tuple[tuple[int, int], ...], burn: str = "") -> EpochScored:
+    return EpochScored(epoch=5, netuid=1, consensus_digest="d", frontier=(), winner=winner, winner_uid=weights[0][0],
+                       weights=tuple(WeightEntry(uid=u, weight=w) for u, w in weights), burn_reason=burn)
+
+
+@pytest.mark.parametrize("decisions,status", [
+    ({"a": ("m1", ((1, 65535),)), "b": ("m1", ((1, 65535),))}, "agreed"),
+    ({"a": ("m1", ((1, 65535),))}, "agreed"),
+    ({"a": ("m1", ((1, 65535),)), "b": ("m2", ((2, 65535),))}, "differed"),
+    ({"a": ("m1", ((1, 65535),)), "b": ("m1", ((1, 65000), (2, 535)))}, "differed"),  # same winner, other weights
+    ({"a": ("m1", ((1, 65535),)), "b": ("", ((0, 65535),), "held: anchors do not cover the window")}, "held"),
+    ({"a": ("m1", ((1, 65535),)), "b": ("", ((0, 65535),), "hold"), "c": ("m2", ((2, 65535),))}, "differed"),
+    ({"a": ("", ((0, 65535),), "no metagraph"), "b": ("m1", ((1, 65535),))}, "differed"),  # a burn is a decision
+])
+def test_epoch_status(decisions: dict[str, tuple], status: str) -> None:
+    assert epoch_status({k: _decision(*v) for k, v in decisions.items()}) == status

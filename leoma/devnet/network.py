@@ -34,6 +34,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -492,8 +493,12 @@ class Devnet:
                                   uid=-1 if uid is None else uid, stake_rao=10**11)
                 log.append(body, key=f"admin/{VALIDATOR_ADD}/{node.hotkey}/devnet", block=chain.block)
 
-    def start_api(self, *, timeout: float = 60.0) -> str:
-        """Start the owner's API (`leoma api`, a process logging to api/api.log); its URL once it answers."""
+    def start_api(self, *, timeout: float = 60.0, port: int = 0) -> str:
+        """Start the owner's API (`leoma api`, a process logging to api/api.log); its URL once it answers.
+
+        `port` 0 picks a free one. Works on a finished devnet too (`leoma dashboard --dir`):
+        the API reads the validators' buckets, which outlive their processes.
+        """
         if self.api is not None and self.api.poll() is None:
             return self.api_url
         import socket
@@ -501,10 +506,11 @@ class Devnet:
         import httpx
 
         self.register_validators_with_api()
-        # A free port for the child to bind (the API's log line and the dashboard need a fixed URL).
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
+        if not port:
+            # A free port for the child to bind (the API's log line and the dashboard need a fixed URL).
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LEOMA_", "R2_", "PEER_", "API_"))}
         env.update(self.api_env(port))
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -543,10 +549,15 @@ class Devnet:
             proc.kill()
             return proc.wait()
 
-    def stop(self) -> dict[str, int | None]:
-        """Stop every validator, then the API and the world; each validator's exit status."""
+    def stop(self, *, keep_api: bool = False) -> dict[str, int | None]:
+        """Stop every validator, then the API and the world; each validator's exit status.
+
+        With `keep_api` the owner's API (the dashboard) stays up over the finished devnet: it
+        keeps serving what it imported from the validators' buckets until `stop_api()`.
+        """
         codes = {name: self.stop_node(name) for name in list(self.procs) + list(self._inproc)}
-        self.stop_api()
+        if not keep_api:
+            self.stop_api()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._thread is not None:
@@ -565,6 +576,29 @@ class Devnet:
             yield self
         finally:
             self.stop()
+
+    def serve_api_until_interrupted(self, *, poll: float = 0.5) -> int | None:
+        """Block while the owner's API runs; Ctrl-C (or SIGTERM) stops it. Its exit status.
+
+        Only for a person at a terminal: `leoma devnet` calls it when stdin is a TTY (or with
+        `--serve`), never from tests or CI, so nothing non-interactive can wait here forever.
+        """
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def terminate(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, terminate)
+        try:
+            while self.api is not None and self.api.poll() is None:
+                time.sleep(poll)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, previous)
+        return self.stop_api()
 
     def dead(self) -> dict[str, int]:
         """Validator processes that exited on their own, with their status."""
