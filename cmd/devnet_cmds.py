@@ -12,11 +12,11 @@ from .output import friendly_errors, is_tty, print_json, print_table
 
 
 def _progress_line(p: Any, epochs: int) -> str:
-    """Block, whose turn, tasks judged, epochs decided (by the slowest validator), mirror lag."""
-    decided = min(p.scored.values(), default=0)
-    each = " ".join(f"{k.removeprefix('validator')}:{v}" for k, v in sorted(p.scored.items()))
-    return (f"block {p.block} · epoch {p.epoch} · turn {p.turn} · tasks judged {p.tasks} ({p.verdicts} verdicts) · "
-            f"epochs decided {min(decided, epochs)}/{epochs} [{each}] · mirror lag {p.mirror_lag}")
+    """Block, whose turn, tasks judged, epochs decided (each validator's newest), mirror lag."""
+    each = " ".join(f"{k.removeprefix('validator')}:{'-' if v < 0 else v}" for k, v in sorted(p.decided.items()))
+    goal = f"run ends at {p.target}" if p.target >= 0 else f"{epochs} full-window epochs to go"
+    return (f"block {p.block} · epoch {p.epoch} · turn {p.turn} · tasks {p.tasks} ({p.judged} judged, "
+            f"{p.verdicts} verdicts) · epochs decided [{each}] ({goal}) · mirror lag {p.mirror_lag}")
 
 
 class ProgressDisplay:
@@ -34,7 +34,7 @@ class ProgressDisplay:
             click.echo("\r" + line.ljust(self.width), nl=False, err=self.err)
             return
         # Without a terminal a line per poll would be noise: print when something a person follows moved.
-        state = (p.epoch, p.turn, p.tasks, tuple(sorted(p.scored.items())))
+        state = (p.epoch, p.turn, p.tasks, p.judged, p.target, tuple(sorted(p.decided.items())))
         if state != self.last:
             self.last = state
             click.echo(line, err=self.err)

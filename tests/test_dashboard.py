@@ -294,6 +294,10 @@ def test_task_page_plays_every_video_beside_the_original(served: Served, tmp_pat
                        " v.duration))))")
         assert drift < 0.5
         b.eval("document.getElementById('pause').click()")
+        # seeking the original moves every miner's video to the same moment
+        b.eval("document.getElementById('original-clip').currentTime = 1.25")
+        b.wait_for("[...document.querySelectorAll('video.miner-video')].every("
+                   "v => v.paused && Math.abs(v.currentTime - 1.25) < 0.2)", timeout=20)
         assert_picture(keep(b.screenshot(tmp_path / "task.png")))
 
 

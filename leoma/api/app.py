@@ -689,6 +689,10 @@ async def task_view(request: Request) -> Response:
     found = await pages.task_page(state, service.extras, request.path_params["task_id"], service.media_for(request))
     if found is None:
         raise HttpError(404, "Task not found")
+    rows = _consensus(service)
+    for m in found["miners"]:
+        row = rows.get(m["miner_hotkey"])
+        m["uid"], m["model_name"] = (row.uid, row.model_name or None) if row is not None else (None, None)
     return json_response(found)
 
 

@@ -101,8 +101,9 @@ async def task_page(state: ApiState, extras: TaskExtras, task_id: int, media: Me
     rec = task_record(state, task_id)
     if rec is None:
         return None
-    records = sorted(state.tasks.get(task_id, {}).values(), key=lambda r: r.origin)
     sampler = rec.origin
+    # The sampler's own verdict first, then any other validator's (a failover's) by hotkey.
+    records = sorted(state.tasks.get(task_id, {}).values(), key=lambda r: (r.origin != sampler, r.origin))
     opened = rec.opened
     miners = sorted(set(rec.responses) | set(opened.miners if opened else ())
                     | {m for r in records for m in r.verdicts})

@@ -92,6 +92,12 @@ class Progress(msgspec.Struct, frozen=True, kw_only=True):
     mirror_lag: int
     scored: dict[str, int]
     """Validator name -> epochs it decided with a winner."""
+    judged: int = 0
+    """Tasks with at least one verdict (`tasks` counts the closed ones, judged or not)."""
+    decided: dict[str, int] = {}
+    """Validator name -> the newest epoch it decided (-1: none yet)."""
+    target: int = -1
+    """The epoch `Devnet.wait` waits for every validator to decide (-1: not known yet)."""
 
 
 def devnet_consensus(config: DevnetConfig) -> Consensus:
@@ -631,20 +637,28 @@ class Devnet:
         order = self.state.allowlist
         turn_hotkey = order[(head // cfg.interval) % len(order)]
         tasks = verdicts = lag = 0
+        judged: set[int] = set()
         scored: dict[str, int] = {}
+        decided: dict[str, int] = {}
         for node in self.validators:
             log = self._open(node)
             if log is None:
-                scored[node.name] = 0
+                scored[node.name], decided[node.name] = 0, -1
                 continue
             with log:
                 tasks += log.count(kind="task_closed", origin=node.hotkey)
                 verdicts += log.count(kind="verdict_recorded", origin=node.hotkey)
+                for row in log.rows(kinds=["verdict_recorded"], origin=node.hotkey):
+                    part = row.key.split("/")  # verdict/<task>/<miner>
+                    if len(part) > 1 and part[1].isdigit():
+                        judged.add(int(part[1]))
                 lag = max(lag, log.head(node.hotkey).origin_seq - uploaded_position(log, node.hotkey))
-            scored[node.name] = sum(1 for d in self.decisions(node).values() if d.winner)
+            mine = self.decisions(node)
+            scored[node.name] = sum(1 for d in mine.values() if d.winner)
+            decided[node.name] = max(mine, default=-1)
         turn = next(n.name for n in self.nodes if n.hotkey == turn_hotkey)
         return Progress(block=head, epoch=head // cfg.epoch_length, turn=turn, tasks=tasks, verdicts=verdicts,
-                        mirror_lag=lag, scored=scored)
+                        mirror_lag=lag, scored=scored, judged=len(judged), decided=decided)
 
     def target_epoch(self, epochs: int) -> int:
         """The epoch by whose decision `epochs` epochs with a full window have been scored."""
@@ -680,7 +694,7 @@ class Devnet:
                 return False
             if target is None and all(self.db_path(n).is_file() for n in self.validators):
                 target = self.target_epoch(epochs)
-            snap = self.progress()
+            snap = msgspec.structs.replace(self.progress(), target=-1 if target is None else target)
             if progress is not None:
                 progress(snap)
             if target is not None and all(target in self.decisions(n) for n in self.validators):
