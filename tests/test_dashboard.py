@@ -35,6 +35,7 @@ from leoma.seedformat import first_frame_key, generated_video_key, original_clip
 from leoma.storage import DirectoryStore
 from leoma.video import first_frame_png, png_to_array
 from tests.browser import Browser, chromium_path
+from tests.storage_fixtures import ACCESS_KEY, REGION, SECRET_KEY, moto_endpoint, s3_bucket  # noqa: F401
 from tests.test_api import INTERVAL, World, api_world, service_for
 
 TASK = 12
@@ -220,6 +221,7 @@ def raw_get(url: str, path: str) -> tuple[int, bytes]:
     "{m3}",                                    # a miner whose response failed: its file is not the task's
     f"{TASK}/generated_videos/../first_frame.png",
     f"{TASK}/../../outside.txt",
+    f"{TASK}/../../../outside.txt",
     "11/first_frame.png",                      # a task this validator did not open
     f"{TASK}/first_frame.png/",
     ".leoma-store/meta/x.json",
@@ -345,3 +347,32 @@ def _decision(winner: str, weights: tuple[tuple[int, int], ...], burn: str = "")
 ])
 def test_epoch_status(decisions: dict[str, tuple], status: str) -> None:
     assert epoch_status({k: _decision(*v) for k, v in decisions.items()}) == status
+
+
+# -- S3/R2 buckets keep their presigned URLs ---------------------------------------------------
+
+
+async def test_s3_buckets_are_presigned_not_served(tmp_path: Path, moto_endpoint: str, s3_bucket: str) -> None:
+    from leoma.storage import S3Store
+
+    world, sampler, bucket, videos = media_world(tmp_path)
+    store = S3Store(s3_bucket, access_key=ACCESS_KEY, secret_key=SECRET_KEY, endpoint_url=moto_endpoint,
+                    region=REGION)
+    await store.ensure_bucket()
+    m1 = world.miners[0]
+    await store.put(generated_video_key(TASK, m1), videos[m1], content_type="video/mp4")
+    service = service_for(world)
+    service.feeder = Feeder(world.log, [], DEFAULT, stores={sampler: store})
+    app = create_app(service)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            view = (await client.get(f"/tasks/{TASK}/view")).json()
+            url = next(m["video_url"] for m in view["miners"] if m["miner_hotkey"] == m1)
+            assert url.startswith(moto_endpoint) and "Signature" in url
+            # the API streams nothing from an S3 bucket itself
+            assert (await client.get(f"/media/{sampler}/{generated_video_key(TASK, m1)}")).status_code == 404
+        async with httpx.AsyncClient() as direct:
+            part = await direct.get(url, headers={"Range": "bytes=10-99"})
+        assert part.status_code == 206 and part.content == videos[m1][10:100]
+    finally:
+        await store.close()
