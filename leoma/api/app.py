@@ -156,6 +156,7 @@ class ApiService:
         self.feeder = feeder
         self.started = clock()
         self.extras = pages.TaskExtras(self.log)
+        self._named: dict[tuple[str, int], tuple[int, frozenset[str]]] = {}
 
     def allowed(self) -> frozenset[str]:
         """Validators that may sign reports (the registry and every verified allowlist)."""
@@ -181,10 +182,21 @@ class ApiService:
         store = self.feeder.stores.get(sampler)
         if isinstance(store, DirectoryStore):
             # Only objects the API would serve get a URL: never a link that is dead on arrival.
-            if media.media_file(self.state, store, sampler, key) is None:
+            if media.media_file(self.state, store, sampler, key, self.named_keys) is None:
                 return None
             return media.media_url(base, sampler, key)
         return await self.feeder.presign(sampler, key)
+
+    def named_keys(self, validator: str, task_id: int) -> frozenset[str]:
+        """`media.named_keys`, remembered until the log grows (a task page asks once per miner)."""
+        held = self._named.get((validator, task_id))
+        if held is not None and held[0] == self.state.last_seq:
+            return held[1]
+        if len(self._named) > 4096:
+            self._named.clear()
+        keys = media.named_keys(self.state, validator, task_id)
+        self._named[(validator, task_id)] = (self.state.last_seq, keys)
+        return keys
 
     def media_for(self, request: Request) -> Callable[[str, str], Any]:
         """`presign` with the API's root URL as seen by this request."""
@@ -718,7 +730,7 @@ async def media_object(request: Request) -> Response:
     store = service.feeder.stores.get(validator) if service.feeder is not None else None
     if not isinstance(store, DirectoryStore):
         raise HttpError(404, "No directory bucket for this validator (S3/R2 objects are served by presigned URLs)")
-    path = media.media_file(service.refresh(), store, validator, key)
+    path = media.media_file(service.refresh(), store, validator, key, service.named_keys)
     if path is None:
         raise HttpError(404, "Not an object of a task this validator opened")
     return FileResponse(path, media_type=media.content_type(key), headers={"Cache-Control": "public, max-age=3600"})

@@ -13,6 +13,7 @@ Everything else is refused, whatever exists on disk next to it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -51,8 +52,12 @@ def media_url(base: str, validator: str, key: str) -> str:
     return f"{base.rstrip('/')}{MEDIA_PREFIX}{quote(validator, safe='')}/{quote(key, safe='/')}"
 
 
-def media_file(state: ApiState, store: DirectoryStore, validator: str, key: str) -> Path | None:
-    """The file to serve for `key` of `validator`'s bucket, or None when it must be refused."""
+def media_file(state: ApiState, store: DirectoryStore, validator: str, key: str,
+               named: Callable[[str, int], frozenset[str]] | None = None) -> Path | None:
+    """The file to serve for `key` of `validator`'s bucket, or None when it must be refused.
+
+    `named(validator, task_id)` may stand in for `named_keys` (a cache of it).
+    """
     try:
         validate_key(key)
     except StorageError:
@@ -60,9 +65,12 @@ def media_file(state: ApiState, store: DirectoryStore, validator: str, key: str)
     if key.split("/", 1)[0] == _RESERVED:
         return None
     task_id = task_of_key(key)
-    if task_id is None or key not in named_keys(state, validator, task_id):
+    if task_id is None:
         return None
-    root = store.root.resolve()
+    allowed = named(validator, task_id) if named is not None else named_keys(state, validator, task_id)
+    if key not in allowed:
+        return None
+    root = store.root  # already resolved by the store
     path = (root / key).resolve()
     # A symlink in the bucket must not lead the API out of it.
     if not path.is_relative_to(root) or not path.is_file():
