@@ -30,7 +30,9 @@ from leoma.api.feed import Feeder
 from leoma.consensus import DEFAULT
 from leoma.devnet.clips import render_source
 from leoma.api.pages import epoch_status
-from leoma.events import EpochScored, MinerResponded, VerdictRecorded, WeightEntry, seal
+from leoma.events import (
+    EpochScored, JudgeFailed, MinerResponded, TaskOpened, VerdictRecorded, WeightEntry, seal,
+)
 from leoma.seedformat import first_frame_key, generated_video_key, original_clip_key
 from leoma.storage import DirectoryStore
 from leoma.video import first_frame_png, png_to_array
@@ -100,8 +102,6 @@ def media_world(tmp_path: Path) -> tuple[World, str, Path, dict[str, bytes]]:
         (bucket / key).parent.mkdir(parents=True, exist_ok=True)
         (bucket / key).write_bytes(data)
     (tmp_path / "outside.txt").write_bytes(b"outside the bucket")
-    from leoma.events import JudgeFailed, TaskOpened
-
     block = TASK * INTERVAL + 1
     _append(world, sampler, TaskOpened(task_id=TASK, interval=INTERVAL, sampler=sampler, block_hash="0x" + "cd" * 32,
                                        source_key="devnet/clip-0.mp4", clip_start_ms=0, clip_ms=2000,

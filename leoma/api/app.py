@@ -9,6 +9,10 @@ blacklist changes (so the admin history is auditable) and `miner_report_received
 validators' miner reports. Samples POSTed by validators are checked and acknowledged, and the
 validator's mirror (which holds the same verdicts, signed into its hash chain) is imported at
 once: the log never holds a second, unchained copy of a verdict.
+
+Beyond the seed's routes the dashboard has its own pages (`/task/T`, `/miner/SS58`) and reads
+(`/tasks/T/view`, `/miners/SS58/history`, `/epochs/agreement`, built by `pages`), and
+`/media/<validator>/<key>` streams directory-bucket objects with HTTP ranges (`media`).
 """
 
 from __future__ import annotations
