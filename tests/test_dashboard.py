@@ -376,3 +376,31 @@ async def test_s3_buckets_are_presigned_not_served(tmp_path: Path, moto_endpoint
         assert part.status_code == 206 and part.content == videos[m1][10:100]
     finally:
         await store.close()
+
+
+def test_task_page_fills_in_verdicts_as_they_arrive(served: Served, tmp_path: Path) -> None:
+    m1 = served.world.miners[0]
+    task, sampler = TASK + 2, served.sampler  # the same sampler's turn again
+    for name in ("first_frame.png", "original_clip.mp4", f"generated_videos/{m1}.mp4"):
+        (served.bucket / str(task) / name).parent.mkdir(parents=True, exist_ok=True)
+        (served.bucket / str(task) / name).write_bytes((served.bucket / str(TASK) / name).read_bytes())
+    block = task * INTERVAL + 1
+    _append(served.world, sampler, TaskOpened(task_id=task, interval=INTERVAL, sampler=sampler,
+                                              block_hash="0x" + "ef" * 32, source_key="devnet/clip-1.mp4",
+                                              clip_start_ms=0, clip_ms=2000, prompt="later", prompt_model="gemini",
+                                              prompt_version="describe/v1", miners=(m1,)), key=f"task/{task}", block=block)
+    _append(served.world, sampler, MinerResponded(task_id=task, miner=m1, status="accepted", latency_ms=900,
+                                                  object_key=generated_video_key(task, m1)),
+            key=f"response/{task}/{m1}", block=block + 1)
+    with Browser(tmp_path) as b:
+        b.goto(f"{served.url}/task/{task}")
+        b.wait_for("document.querySelector('.miner-tile .pending') !== null")
+        b.wait_for("document.querySelector('video.miner-video').readyState >= 1")
+        b.eval("window.playing = document.querySelector('video.miner-video')")
+        _append(served.world, sampler, VerdictRecorded(task_id=task, miner=m1, passed=True, overall=77,
+                                                       judge_model="gemini", prompt_version="evaluate/v1",
+                                                       reasoning="Arrived later."),
+                key=f"verdict/{task}/{m1}", block=block + 3)
+        b.wait_for("document.getElementById('stage').textContent.includes('Arrived later.')", timeout=30)
+        assert b.eval("document.querySelector('.miner-tile .pending') === null")
+        assert b.eval("window.playing === document.querySelector('video.miner-video')")  # not reloaded
