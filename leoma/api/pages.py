@@ -168,9 +168,12 @@ def miner_history(state: ApiState, miner: str, dec: Decision | None, limit: int 
 
 
 def _held(d: EpochScored) -> bool:
-    # A validator that could not decide on what the anchors cover holds instead of guessing.
+    # A validator without the data to decide holds instead of guessing: it keeps an earlier
+    # epoch's weights (`keeps_epoch`, the fail-closed rule) or says so in its reason.
+    if getattr(d, "keeps_epoch", -1) >= 0 or getattr(d, "held", False):
+        return True
     reason = d.burn_reason.lower()
-    return bool(getattr(d, "held", False)) or "hold" in reason or "held" in reason
+    return "hold" in reason or "held" in reason or "withheld" in reason
 
 
 def epoch_status(decisions: dict[str, EpochScored]) -> str:
