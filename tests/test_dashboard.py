@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 import uvicorn
 
@@ -126,6 +127,11 @@ def media_world(tmp_path: Path) -> tuple[World, str, Path, dict[str, bytes]]:
             key=f"verdict/{TASK}/{m2}", block=block + 3)
     _append(world, sampler, JudgeFailed(task_id=TASK, miner=m2, judge_model="gemini", prompt_version="evaluate/v2",
                                         attempts=2, reason="quota exceeded"), key=f"judge/{TASK}/{m2}", block=block + 2)
+    # A kind this API version does not know (the video gates' events grow): shown generically.
+    gated = {"kind": "video_gated", "task_id": TASK, "miner": m1, "passed": True,
+             "gates": {"decoded": True, "first_frame_psnr_cdb": 2712, "motion_c": 345, "max_cut_milli": 40,
+                       "duration_ms": 2000, "hashes": ["ab" * 32] * 5, "source_distance": -1}}
+    _append(world, sampler, msgspec.json.encode(gated), key=f"gate/{TASK}/{m1}", block=block + 2)
     return world, sampler, bucket, videos
 
 
@@ -180,6 +186,9 @@ def test_task_media_urls_are_the_apis_own_not_file_urls(served: Served) -> None:
     assert by_miner[m1]["verdicts"][0]["aspect_scores"]["motion"] == 88
     assert by_miner[m1]["measurements"] == {"frames": 16, "height": 192, "width": 320}
     assert [c["kind"] for c in by_miner[m2]["checks"]] == ["judge_failed"]
+    gate = by_miner[m1]["checks"][0]
+    assert gate["kind"] == "video_gated" and gate["fields"]["gates.first_frame_psnr_cdb"] == 2712
+    assert gate["fields"]["gates.source_distance"] == -1 and "gates.hashes" in gate["fields"]
     assert by_miner[m2]["checks"][0]["fields"]["reason"] == "quota exceeded"
     detail = httpx.get(f"{served.url}/tasks/{TASK}").json()
     assert detail["first_frame_url"] == view["first_frame_url"]  # the seed's route too
@@ -286,6 +295,8 @@ def test_task_page_plays_every_video_beside_the_original(served: Served, tmp_pat
         assert "Follows the clip's motion closely." in text and "PASSED · 86/100" in text
         assert "Nothing moves." in text and "static video" in text and "chute returned 500" in text
         assert "quota exceeded" in text and "judge failed" in text  # a check's measurements, shown generically
+        assert "video gated" in text and "gates first frame psnr" in text and "27.12 dB" in text
+        assert "gates motion" in text and "3.45" in text and "5 items" in text
         points = b.eval("[...document.querySelectorAll('#aspect-chart circle.pt')].length")
         assert points == 2 * 4  # two judged miners x (three aspects + overall)
         # playing in sync: the followers stay within a fraction of a second of the original

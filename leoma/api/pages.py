@@ -48,9 +48,20 @@ MAX_EXTRAS_PER_MINER = 16
 HISTORY_TASKS = 500
 
 
-def _present(values: dict[str, Any], drop: frozenset[str]) -> dict[str, Any]:
-    """The fields of a body not in `drop` that hold something (zero, empty and false are 'not measured')."""
-    return {k: v for k, v in sorted(values.items()) if k not in drop and v not in (0, "", None, [], {}, False)}
+def _present(values: dict[str, Any], drop: frozenset[str], prefix: str = "") -> dict[str, Any]:
+    """The fields of a body not in `drop` that hold something (zero, empty and false are 'not measured').
+
+    A nested object (the video gates' measurements) is flattened to `name.field` entries.
+    """
+    out: dict[str, Any] = {}
+    for k, v in sorted(values.items()):
+        if k in drop or v in (0, "", None, [], {}, False):
+            continue
+        if isinstance(v, dict):
+            out.update(_present(v, frozenset(), f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
 
 
 class TaskExtras:

@@ -56,12 +56,31 @@ function validatorColours(hotkeys) {
   return out;
 }
 
+// Measurements are recorded as integers in small units, named by suffix (`_cdb` hundredths of a
+// dB, `_milli` thousandths, `_c` hundredths, `_ms` milliseconds): shown in the plain unit.
+const UNITS = [[/_cdb$/, 100, " dB"], [/_milli$/, 1000, ""], [/_c$/, 100, ""], [/_ms$/, 1, " ms"]];
+function readable(key, value) {
+  if (typeof value === "number") {
+    for (const [re, div, unit] of UNITS) {
+      if (re.test(key)) return [key.replace(re, ""), (div === 1 ? value : (value / div).toFixed(2)) + unit];
+    }
+    return [key, String(value)];
+  }
+  if (Array.isArray(value)) {
+    const text = value.join(", ");
+    return [key, text.length > 80 ? value.length + " items" : text];
+  }
+  return [key, (value !== null && typeof value === "object") ? JSON.stringify(value) : String(value)];
+}
+
 // A "key = value" table of measured fields (any shape: numbers, text, lists, objects).
 function fieldTable(fields, cls) {
   const table = el("table", {class: cls || "fields"});
   for (const [k, v] of Object.entries(fields || {})) {
-    const text = (v !== null && typeof v === "object") ? JSON.stringify(v) : String(v);
-    table.append(el("tr", {}, el("th", {}, k.replace(/_/g, " ")), el("td", {class: "mono"}, text)));
+    const [name, text] = readable(k, v);
+    const raw = typeof v === "object" ? JSON.stringify(v) : String(v);
+    table.append(el("tr", {"data-field": k}, el("th", {}, name.replace(/[_.]/g, " ")),
+                    el("td", {class: "mono", title: k + " = " + raw.slice(0, 2000)}, text)));
   }
   return table;
 }
