@@ -88,8 +88,8 @@ def devnet_cmd(root: str, validators: int, epochs: int, processes: bool, resume:
     Example:
 
     \b
-        leoma devnet --dir /tmp/devnet --epochs 2
-        leoma devnet --dir /tmp/devnet --resume --no-serve --json
+        leoma devnet --dir my-devnet --epochs 2
+        leoma devnet --dir my-devnet --resume --no-serve --json
     """
     from leoma.devnet.network import Devnet, DevnetConfig
     from leoma.logging_setup import setup_logging
@@ -187,8 +187,8 @@ def dashboard_cmd(root: str, port: int) -> None:
     Example:
 
     \b
-        leoma dashboard --dir /tmp/devnet
-        leoma dashboard --dir /tmp/devnet --port 8000
+        leoma dashboard --dir my-devnet
+        leoma dashboard --dir my-devnet --port 8000
     """
     from leoma.devnet.network import Devnet
     from leoma.logging_setup import setup_logging
