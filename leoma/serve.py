@@ -124,6 +124,9 @@ def required_settings(settings: Settings, roles: tuple[str, ...]) -> None:
                          why="the allowlist and the source clips are read from it (or set R2_VIDEOS_READ_ACCESS_KEY)")
     if "mirror-out" in roles and "sampler" in roles:
         settings.require("LEOMA_OWN_BUCKET_URL", why="the own log is published there for peers and auditors")
+    # A consensus file with unknown or missing keys, or a prompt that does not match its pin,
+    # stops start-up here, naming them (the validator would otherwise decide under other rules).
+    settings.consensus(from_log=False).prompts()
 
 
 # -- supervised loops --------------------------------------------------------------------------
@@ -398,12 +401,21 @@ class Validator:
                     self._mirror_in = MirrorIn(ctx.log, [Peer(h, st) for h, st in ctx.peers.items()], digest,
                                                consensus=ctx.consensus)
                 await self._read_chain_params()
+                self._record_consensus()
                 return await self._run_loops(stop)
         finally:
             if own_peers:
                 for st in (peer_stores or {}).values():
                     with contextlib.suppress(Exception):
                         await st.close()
+
+    def _record_consensus(self) -> None:
+        # The log says which rules it runs under (whole content, once per digest), so anyone
+        # holding it or its mirror can explain and replay its decisions with those rules.
+        from leoma.consensus import record_consensus
+
+        self.ctx.consensus.prompts()  # a prompt file that does not match its pin stops start-up
+        record_consensus(self.ctx.log, self.ctx.consensus, block=self.chain_head or 0)
 
     async def _read_chain_params(self) -> None:
         try:

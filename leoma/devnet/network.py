@@ -48,7 +48,10 @@ from leoma.errors import ConfigError
 
 __all__ = ["DEFAULT_MINERS", "Devnet", "DevnetConfig", "Progress", "consensus_toml", "devnet_consensus"]
 
-DEFAULT_MINERS = ("faithful", "static", "noisy", "wrong_resolution", "slow", "copycat")
+DEFAULT_MINERS = ("faithful", "static", "noisy", "wrong_resolution", "slow", "copycat",
+                  # hostile miners: each refused with its reason (issue 18)
+                  "one_frame", "frozen", "corrupt_tail", "slowloris", "proxy_of_faithful", "source_clip",
+                  "lone_surrogate")
 OWNER_URI = "//Owner"
 _API_MAIN = ("import click\nfrom leoma_cmd.api_cmds import register\n"
              "group = click.Group('leoma')\nregister(group)\ngroup()\n")
@@ -332,6 +335,7 @@ class Devnet:
         for name, hotkey in self.state.miners.items():
             behaviour = self.state.behaviours.get(name, name)
             world.add_miner(behaviour, name=name, hotkey=hotkey, copies="faithful" if behaviour == "copycat" else "")
+        world.bucket_roots = (self.root,)  # where a source_clip miner finds the validators' public clips
         return world
 
     def add_miner(self, name: str, hotkey: str, *, coldkey: str | None = None, behaviour: str = "faithful") -> Any:
