@@ -154,6 +154,7 @@ class Request(_Section):
     fast: bool = True
 
 
+<<<<<<< HEAD
 ADDITIVE_DEFAULTS: dict[tuple[str, str], object] = {
     ("window", "settle"): "rotations",
     ("window", "producers"): "rightful",
@@ -170,6 +171,29 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("ranking", "arithmetic"): ("exact", "float"),
     ("ranking", "unpayable_winner"): ("next", "burn"),
 }
+=======
+class Gates(_Section):
+    """The video gates and copy detection (`leoma.gates`, `projections.gates`).
+
+    Pinned from measurements on the reference miners (see `tests/test_gates.py`).
+    """
+
+    version: str = "gates/v1"
+    codecs: str = "h264 hevc vp9 av1"
+    """Accepted codecs (FFmpeg decoder names), separated by spaces."""
+    min_frames: int = 16
+    max_frames: int = 162
+    fps_tolerance_milli: int = 500
+    min_duration_ms: int = 900
+    max_duration_ms: int = 10500
+    min_first_frame_psnr_cdb: int = 2700
+    min_motion_c: int = 150
+    max_cut_milli: int = 180
+    hash_frames: int = 8
+    copy_max_bits: int = 6
+    source_max_bits: int = 10
+    reply_deadline_share: str = "3/4"
+>>>>>>> main
 
 
 class Consensus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, dict=True):
@@ -183,6 +207,7 @@ class Consensus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     judge: Judge = Judge()
     video: Video = Video()
     request: Request = Request()
+    gates: Gates = Gates()
 
     def __post_init__(self) -> None:
         # Validate every ratio once, so a typo fails at start-up rather than mid-epoch.
@@ -215,6 +240,11 @@ class Consensus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             raise ConfigError(f"judge.aspect_weights must name exactly {', '.join(ASPECTS)}")
         if sum(weights.values()) != 1:
             raise ConfigError(f"judge.aspect_weights must add up to 1, they add up to {sum(weights.values())}")
+        share = fraction(self.gates.reply_deadline_share, name="gates.reply_deadline_share")
+        if not 0 < share <= 1:
+            raise ConfigError(f"gates.reply_deadline_share must be in (0, 1], got {share}")
+        if self.gates.hash_frames < 2:
+            raise ConfigError("gates.hash_frames must be at least 2")
         if self.rotation.interval < 1 or self.epoch.length < 1 or self.window.tasks < 1:
             raise ConfigError("rotation.interval, epoch.length and window.tasks must be >= 1")
 

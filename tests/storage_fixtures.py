@@ -52,16 +52,17 @@ def start_moto(timeout: float = 30.0) -> Iterator[str]:
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"moto server exited with code {proc.returncode} before serving")
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
                 conn.request("GET", "/")
                 conn.getresponse().read()
-                conn.close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"moto server did not answer on port {port} within {timeout}s") from None
                 time.sleep(0.05)
+            finally:
+                conn.close()  # a busy machine answers late: a timed-out probe must not leak its socket
         yield endpoint
     finally:
         proc.terminate()

@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from leoma.devnet.network import Devnet, DevnetConfig, consensus_toml, devnet_consensus
+from leoma.errors import LogError
 from leoma.events import decode_body
 from leoma.log import EventLog
 from leoma.mirror import fetch_checkpoint, uploaded_position
@@ -39,7 +40,11 @@ def _own_open_task(net: Devnet, name: str) -> int | None:
     if not net.db_path(name).is_file():
         return None
     hotkey = net.node(name).hotkey
-    with _log(net, name) as log:
+    try:
+        log = _log(net, name)
+    except LogError:  # the process has created the file but not its tables yet
+        return None
+    with log:
         opened = {decode_body(r.body).task_id for r in log.rows(kinds=["task_opened"], origin=hotkey)}  # type: ignore[attr-defined]
         closed = {decode_body(r.body).task_id for r in log.rows(kinds=["task_closed"], origin=hotkey)}  # type: ignore[attr-defined]
     return min(opened - closed, default=None)
@@ -203,3 +208,38 @@ def test_resume_continues_the_same_devnet(run: Run, tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="--resume"):
         Devnet.create(copy)
+
+
+HOSTILE_REASONS = {
+    "one_frame": "gate:frame_count", "frozen": "gate:frozen", "static": "gate:frozen", "corrupt_tail": "gate:decode",
+    "slowloris": "timeout", "source_clip": "returned_source_clip",
+}
+
+
+def test_every_hostile_miner_is_refused_with_its_reason(run: Run) -> None:
+    """Issue 18: each hostile miner of the default devnet is refused with its reason by every
+    validator that sampled it, and the faithful miner is still judged in those same tasks."""
+    net = run.net
+    miners = net.state.miners
+    faithful_uid = net.state.uids["faithful"]
+    expected = {**HOSTILE_REASONS, "proxy_of_faithful": f"copied_output:{faithful_uid}"}
+    seen: set[tuple[str, str]] = set()
+    for node in net.validators:
+        with _log(net, node.name) as log:
+            verdicts = [decode_body(r.body) for r in log.rows(kinds=["verdict_recorded"], origin=node.hotkey)]  # type: ignore[attr-defined]
+            checks = [decode_body(r.body) for r in log.rows(kinds=["miner_checked"], origin=node.hotkey)]  # type: ignore[attr-defined]
+        by_task: dict[int, dict[str, Any]] = {}
+        for v in verdicts:
+            by_task.setdefault(v.task_id, {})[v.miner] = v
+        assert by_task, node.name
+        for task, got in by_task.items():
+            for name, reason in expected.items():
+                if miners[name] in got:
+                    # on 2 busy cores any miner may also run out of time: that is a timeout, never a pass
+                    v = got[miners[name]]
+                    assert v.reason in (reason, "timeout") and not v.passed, (node.name, task, name, v.reason)
+                    seen.add((name, v.reason))
+        assert any(miners["faithful"] in got and got[miners["faithful"]].reason == "" for got in by_task.values())
+        surrogate = [c for c in checks if c.hotkey == miners["lone_surrogate"]]
+        assert surrogate and all(c.invalid_reason == "invalid_text:model_name" for c in surrogate), node.name
+    assert {(n, r) for n, r in expected.items()} <= seen  # every refusal reason was seen at least once

@@ -23,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from leoma.devnet.network import Devnet, DevnetConfig
+from leoma.errors import LogError
 from leoma.events import decode_body
 from leoma.log import EventLog
 from tests.test_miner import STANDIN
@@ -95,7 +96,11 @@ def own_bodies(net: Devnet, name: str, kind: str) -> list[Any]:
     node = net.node(name)
     if not net.db_path(node).is_file():
         return []
-    with EventLog(net.db_path(node), readonly=True) as log:
+    try:
+        log = EventLog(net.db_path(node), readonly=True)
+    except LogError:  # the process has created the file but not its tables yet
+        return []
+    with log:
         return [decode_body(r.body, r.v) for r in log.rows(kinds=[kind], origin=node.hotkey)]
 
 
