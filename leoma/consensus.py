@@ -154,24 +154,6 @@ class Request(_Section):
     fast: bool = True
 
 
-<<<<<<< HEAD
-ADDITIVE_DEFAULTS: dict[tuple[str, str], object] = {
-    ("window", "settle"): "rotations",
-    ("window", "producers"): "rightful",
-    ("window", "completeness_tolerance"): "0",
-    ("ranking", "arithmetic"): "exact",
-    ("ranking", "unpayable_winner"): "next",
-}
-"""Keys added after the first release: left out of the digest while they hold these defaults,
-so the default profile's digest is the one it always was."""
-
-_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("window", "settle"): ("rotations", "produced"),
-    ("window", "producers"): ("rightful", "ring-order"),
-    ("ranking", "arithmetic"): ("exact", "float"),
-    ("ranking", "unpayable_winner"): ("next", "burn"),
-}
-=======
 class Gates(_Section):
     """The video gates and copy detection (`leoma.gates`, `projections.gates`).
 
@@ -193,7 +175,24 @@ class Gates(_Section):
     copy_max_bits: int = 6
     source_max_bits: int = 10
     reply_deadline_share: str = "3/4"
->>>>>>> main
+
+
+ADDITIVE_DEFAULTS: dict[tuple[str, str], object] = {
+    ("window", "settle"): "rotations",
+    ("window", "producers"): "rightful",
+    ("window", "completeness_tolerance"): "0",
+    ("ranking", "arithmetic"): "exact",
+    ("ranking", "unpayable_winner"): "next",
+}
+"""Keys added after the first release: left out of the digest while they hold these defaults,
+so the default profile's digest is the one it always was."""
+
+_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("window", "settle"): ("rotations", "produced"),
+    ("window", "producers"): ("rightful", "ring-order"),
+    ("ranking", "arithmetic"): ("exact", "float"),
+    ("ranking", "unpayable_winner"): ("next", "burn"),
+}
 
 
 class Consensus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, dict=True):
