@@ -72,6 +72,18 @@ def _peers(peers_json: str, own: str) -> list[Any]:
     return [Peer(e.hotkey, peer_store(e)) for e in entries]
 
 
+async def _restore_first(log: Any, bucket_url: str, signer: Any, digest: str) -> int:
+    """Restore the own bucket's published tail before appending (as `leoma serve` does on start)."""
+    from types import SimpleNamespace
+
+    from leoma.serve import restore_own_log
+    from leoma.storage import open_store
+
+    async with open_store(bucket_url) as store:
+        ctx = SimpleNamespace(log=log, own=store, signer=signer, consensus=SimpleNamespace(digest=digest))
+        return await restore_own_log(ctx)
+
+
 def _need_bucket(bucket_url: str | None) -> str:
     if not bucket_url:
         raise click.UsageError("the own bucket is not set: pass --bucket URL or set LEOMA_OWN_BUCKET_URL")
@@ -135,14 +147,18 @@ def push(db_path: str, bucket_url: str | None, dev_key: str | None, wallet_name:
 @mirror_group.command("pull")
 @db_option
 @peers_option
+@bucket_option
 @key_options
 @click.option("--peer", "only", default=None, metavar="HOTKEY", help="Only this peer.")
 @consensus_option
 @json_option
 @friendly_errors
-def pull(db_path: str, peers_json: str, dev_key: str | None, wallet_name: str | None, wallet_hotkey: str | None,
-         wallet_path: str | None, only: str | None, consensus_path: str | None, as_json: bool) -> None:
+def pull(db_path: str, peers_json: str, bucket_url: str | None, dev_key: str | None, wallet_name: str | None,
+         wallet_hotkey: str | None, wallet_path: str | None, only: str | None, consensus_path: str | None,
+         as_json: bool) -> None:
     """Import new events from every peer's bucket; refusals are recorded once with their reason.
+
+    With the own bucket (--bucket) the own published tail is restored first, as before any append.
 
     Example:
 
@@ -150,11 +166,14 @@ def pull(db_path: str, peers_json: str, dev_key: str | None, wallet_name: str | 
     """
     from leoma.mirror import MirrorIn
 
-    own = _signer(dev_key, wallet_name, wallet_hotkey, wallet_path).ss58_address
+    signer = _signer(dev_key, wallet_name, wallet_hotkey, wallet_path)
+    own = signer.ss58_address
     consensus = network_consensus(consensus_path)
     peers = _peers(peers_json, own)
 
     async def go() -> list[Any]:
+        if bucket_url:
+            await _restore_first(log, bucket_url, signer, consensus.digest)
         try:
             return await MirrorIn(log, peers, consensus.digest, consensus=consensus).sync(only)
         finally:
