@@ -30,11 +30,12 @@ def consensus_option(fn):  # type: ignore[no-untyped-def]
                         help="consensus.toml (env LEOMA_CONSENSUS; default: the packaged one), read as `leoma serve` reads it.")(fn)
 
 
-def network_consensus(consensus_path: str | None = None) -> Any:
-    """The consensus the network runs, read through the validator's settings (flag, env, .env)."""
+def network_consensus(consensus_path: str | None = None, db_path: str | None = None) -> Any:
+    """The consensus the network runs, read through the validator's settings (flag, env, .env;
+    else the one the log at `db_path` recorded; else the packaged one)."""
     from leoma.config import Settings
 
-    return Settings.load({"consensus_path": consensus_path}).consensus()
+    return Settings.load({"consensus_path": consensus_path, "db": db_path}).consensus()
 
 
 def key_options(fn):  # type: ignore[no-untyped-def]
@@ -123,7 +124,7 @@ def push(db_path: str, bucket_url: str | None, dev_key: str | None, wallet_name:
     from leoma.storage import open_store
 
     signer = _signer(dev_key, wallet_name, wallet_hotkey, wallet_path)
-    digest = network_consensus(consensus_path).digest
+    digest = network_consensus(consensus_path, db_path).digest
 
     async def go() -> tuple[int, Any]:
         async with open_store(_need_bucket(bucket_url)) as store:
@@ -168,7 +169,7 @@ def pull(db_path: str, peers_json: str, bucket_url: str | None, dev_key: str | N
 
     signer = _signer(dev_key, wallet_name, wallet_hotkey, wallet_path)
     own = signer.ss58_address
-    consensus = network_consensus(consensus_path)
+    consensus = network_consensus(consensus_path, db_path)
     peers = _peers(peers_json, own)
 
     async def go() -> list[Any]:
@@ -221,7 +222,7 @@ def status(db_path: str, bucket_url: str | None, peers_json: str, dev_key: str |
     from leoma.storage import open_store
 
     own = hotkey or _signer(dev_key, wallet_name, wallet_hotkey, wallet_path).ss58_address
-    digest = network_consensus(consensus_path).digest
+    digest = network_consensus(consensus_path, db_path).digest
     peers = _peers(peers_json, own)
 
     async def published(store: Any, origin: str) -> tuple[Any, str]:

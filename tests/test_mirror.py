@@ -473,8 +473,19 @@ async def test_unknown_consensus_digest_is_refused(tmp_path: Path, logs: dict[st
     store = DirectoryStore(tmp_path / "bucket")
     fill(logs["alice"], 3)
     await MirrorOut(logs["alice"], store, ALICE, "f" * 64, 5).push()
-    [sync] = await MirrorIn(logs["bob"], [Peer(A, store)], DIGEST).sync()
+    mirror_in = MirrorIn(logs["bob"], [Peer(A, store)], DIGEST)
+    [sync] = await mirror_in.sync()
     assert sync.rejected.startswith("unknown consensus digest") and logs["bob"].head(A).origin_seq == 0
+    # The peer comes round, then goes back: the same refusal of the same object is recorded once.
+    fill(logs["alice"], 1)
+    await MirrorOut(logs["alice"], store, ALICE, DIGEST, 5).push()
+    [sync] = await mirror_in.sync()
+    assert (sync.imported, sync.rejected) == (4, "")
+    fill(logs["alice"], 1)
+    await MirrorOut(logs["alice"], store, ALICE, "f" * 64, 5).push()
+    [sync] = await mirror_in.sync()
+    assert sync.rejected.startswith("unknown consensus digest") and not sync.error
+    assert logs["bob"].counts_by_kind() == {"chain_head_observed": 4, "peer_segment_rejected": 1}
 
 
 @pytest.mark.parametrize(("segment_size", "first_n", "then_n"), [(5, 5, 8), (10, 3, 5)])
@@ -731,13 +742,21 @@ async def test_a_trickle_of_pushes_keeps_the_bucket_linear_in_the_log(tmp_path: 
     alice, bob = logs["alice"], logs["bob"]
     store = DirectoryStore(tmp_path / "bucket")
     out = MirrorOut(alice, store, ALICE, DIGEST, 40)
-    mirror_in = MirrorIn(bob, [Peer(A, store)], DIGEST)
+    counted = Counting(store)
+    mirror_in = MirrorIn(bob, [Peer(A, counted)], DIGEST)
     rng = random.Random(7)
     ratios, uploaded = [], 0
     for push in range(150):
+        head = alice.head(A).origin_seq
         fill(alice, rng.randint(1, 5))
         uploaded += (await out.push()).bytes_written
+        counted.calls.clear()
+        counted.bytes_read = 0
         await mirror_in.sync()
+        # An up-to-date peer reads the checkpoint and one object of just the new events.
+        new_once = len(encode_segment(list(alice.chain(A, after=head))))
+        assert len(counted.calls) == 2, counted.calls
+        assert counted.bytes_read <= 1.2 * new_once + len(await store.get(checkpoint_key(A))), push
         # From ~150 events on: below that the signed checkpoint's ~500 bytes alone weigh 1/10.
         if push % 25 == 24 and push >= 49:
             once = len(encode_segment(list(alice.chain(A))))
