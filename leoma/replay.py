@@ -121,7 +121,14 @@ def diff(recorded: EpochScored, replayed: EpochScored, *, v: int = 2) -> list[Di
     detail, hash or fail-closed fields: those are not compared for it.
     """
     if not replayed.details:
-        replayed = decisions.sealed(replayed)
+        # The split is deterministic: equal aggregates give equal parts, so the parts are only
+        # re-encoded when the aggregates differ (one encoding of the tuple otherwise).
+        digest = decisions.aggregates_hash(replayed.aggregates)
+        if recorded.details and digest == recorded.aggregates_hash:
+            replayed = msgspec.structs.replace(replayed, miners=len(replayed.aggregates), aggregates_hash=digest,
+                                               details=recorded.details)
+        else:
+            replayed = decisions.sealed(replayed)
     # A decision read without its detail (`recorded.details` but no aggregates) is compared
     # through `aggregates_hash` and `details`; the caller reloads it to name the miners.
     lean = bool(recorded.details) and not recorded.aggregates
