@@ -157,6 +157,37 @@ class TaskOpened(Body, tag="task_opened", kw_only=True):
     miners: tuple[str, ...]
 
 
+class GateMeasurements(Part, kw_only=True):
+    """What the video gates measured on one miner's video (integers only, so replay is exact).
+
+    `projections.gates.gate_reason` turns these and the consensus `[gates]` into the verdict;
+    the measuring itself is `leoma.gates.measure`.
+    """
+
+    decoded: bool = False
+    """Every frame decoded without an error."""
+    decode_error: str = ""
+    codec: str = ""
+    frames: int = 0
+    """Frames decoded."""
+    declared_frames: int = 0
+    """Frames the container says it holds (0 when it does not say)."""
+    fps_milli: int = 0
+    duration_ms: int = 0
+    width: int = 0
+    height: int = 0
+    first_frame_psnr_cdb: int = 0
+    """PSNR of the first frame against the conditioning image, in hundredths of a dB (10000 = identical)."""
+    motion_c: int = 0
+    """Mean absolute difference from "repeat the first frame", in hundredths of a gray level."""
+    max_cut_milli: int = 0
+    """Largest scene score between two consecutive frames, per mille (a hard cut scores high)."""
+    hashes: tuple[str, ...] = ()
+    """Perceptual (DCT) hashes of evenly sampled frames, 256 bits each, as hex."""
+    source_distance: int = -1
+    """Mean over the later sampled frames of the nearest source-clip frame's Hamming distance (-1: not measured)."""
+
+
 class MinerResponded(Body, tag="miner_responded", kw_only=True):
     """What one miner's chute returned for a task.
 
@@ -175,6 +206,9 @@ class MinerResponded(Body, tag="miner_responded", kw_only=True):
     width: int = 0
     height: int = 0
     frames: int = 0
+    reason: str = ""
+    """For a miner fault, its short code: `timeout`, `gate:<name>`, `returned_source_clip`, `http_<status>`..."""
+    gates: GateMeasurements | None = None
 
 
 class VerdictRecorded(Body, tag="verdict_recorded", kw_only=True):
@@ -190,6 +224,8 @@ class VerdictRecorded(Body, tag="verdict_recorded", kw_only=True):
     prompt_version: str
     reasoning: str = ""
     major_issues: tuple[str, ...] = ()
+    reason: str = ""
+    """Set when the verdict was reached without the judge: the miner fault or gate that failed it."""
 
 
 class JudgeFailed(Body, tag="judge_failed", kw_only=True):
@@ -332,6 +368,10 @@ class WeightsSubmitted(Body, tag="weights_submitted", kw_only=True):
     weights: tuple[int, ...]
     version_key: int = 0
     commit_reveal: bool = False
+    included_at: int = 0
+    """The block the chain included the extrinsic in (0: not known)."""
+    reveal_round: int = 0
+    """The drand round a commit-reveal submission reveals at (0: a plain submission)."""
 
 
 class WeightsConfirmed(Body, tag="weights_confirmed", kw_only=True):
@@ -379,6 +419,48 @@ class MinerReportReceived(Body, tag="miner_report_received", kw_only=True):
     miners: tuple[MinerChecked, ...]
 
 
+# -- the rules ------------------------------------------------------------------------------
+
+
+class ConsensusRecorded(Body, tag="consensus_recorded", kw_only=True):
+    """The consensus this log runs under: its whole canonical content, once per digest.
+
+    `content` is the canonical JSON whose sha256 is `digest` (what decisions and checkpoints are
+    stamped with); `prompts` holds the judge's prompt texts by label, pinned by sha256 inside it.
+    """
+
+    digest: str
+    content: str
+    prompts: dict[str, str] = {}
+
+
+class WeightsCommitted(Body, tag="weights_committed", kw_only=True):
+    """The chain holds the epoch's weights as a timelocked commit (read back), to reveal later."""
+
+    epoch: int
+    commit_block: int
+    reveal_round: int
+
+
+class WeightsRevealed(Body, tag="weights_revealed", kw_only=True):
+    """The chain no longer holds the epoch's commit: it revealed it (by `block`, read back)."""
+
+    epoch: int
+    commit_block: int
+    reveal_round: int
+
+
+class WeightsNotLanded(Body, tag="weights_not_landed", kw_only=True):
+    """The chain took the submission but its row does not hold the decision; `reason` says how."""
+
+    epoch: int
+    reason: str
+    uids: tuple[int, ...] = ()
+    weights: tuple[int, ...] = ()
+    """The row the chain holds instead."""
+    last_update: int = 0
+
+
 Payload = Union[
     ChainHeadObserved,
     MetagraphObserved,
@@ -401,6 +483,10 @@ Payload = Union[
     ConflictRecorded,
     AdminActed,
     MinerReportReceived,
+    ConsensusRecorded,
+    WeightsCommitted,
+    WeightsRevealed,
+    WeightsNotLanded,
 ]
 
 KINDS: Final[dict[str, type[Body]]] = {t.kind_name(): t for t in Payload.__args__}  # type: ignore[attr-defined]
@@ -486,7 +572,15 @@ def encode_body(body: Body) -> bytes:
     """
     if not isinstance(body, Body):
         raise EventError(f"an event body must be a leoma.events.Body, got {type(body).__name__}")
-    data = _encoder.encode(body)
+    try:
+        data = _encoder.encode(body)
+    except UnicodeEncodeError:
+        from leoma.textsafe import unsafe_field
+
+        raise EventError(
+            f"{body.kind_name()} body holds a string that is not valid UTF-8 (a lone surrogate) in "
+            f"{unsafe_field(body) or 'a field'}: check untrusted text with leoma.textsafe before recording it"
+        ) from None
     if len(data) > MAX_BODY_BYTES:
         raise EventError(
             f"{body.kind_name()} body is {len(data)} bytes, over the {MAX_BODY_BYTES}-byte limit"

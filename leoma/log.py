@@ -228,6 +228,14 @@ class EventLog:
             self._origin_ids[hotkey] = oid
             self._origin_names[oid] = hotkey
 
+    def _known(self, origin: str) -> int | None:
+        """`origin`'s id, reading the origins again on a miss: another process may have added it."""
+        oid = self._origin_ids.get(origin)
+        if oid is None:
+            self._load_origins()
+            oid = self._origin_ids.get(origin)
+        return oid
+
     def _origin_id(self, hotkey: str) -> int:
         oid = self._origin_ids.get(hotkey)
         if oid is None:
@@ -252,7 +260,7 @@ class EventLog:
 
     def head(self, origin: str) -> Head:
         """The last stored event of `origin`."""
-        oid = self._origin_ids.get(origin)
+        oid = self._known(origin)
         if oid is None:
             return Head(0, ZERO_HASH)
         row = self.conn.execute(
@@ -468,7 +476,7 @@ class EventLog:
 
     def get(self, origin: str, key: str) -> Event | None:
         """The event of `origin` stored under `key`, if any."""
-        oid = self._origin_ids.get(origin)
+        oid = self._known(origin)
         if oid is None:
             return None
         row = self.conn.execute(
@@ -572,7 +580,7 @@ class EventLog:
         where = ["e.seq > ?"]
         args: list[object] = [after]
         if origin is not None:
-            oid = self._origin_ids.get(origin)
+            oid = self._known(origin)
             if oid is None:
                 return
             where.append("e.origin_id = ?")
@@ -638,7 +646,7 @@ class EventLog:
 
     def chain(self, origin: str, *, after: int = 0, limit: int | None = None) -> Iterator[Event]:
         """One origin's events in chain order, from `origin_seq > after`."""
-        oid = self._origin_ids.get(origin)
+        oid = self._known(origin)
         if oid is None:
             return
         prev = ZERO_HASH
@@ -666,10 +674,11 @@ class EventLog:
             where.append("kind = ?")
             args.append(kind)
         if origin:
-            if origin not in self._origin_ids:
+            oid = self._known(origin)
+            if oid is None:
                 return 0
             where.append("origin_id = ?")
-            args.append(self._origin_ids[origin])
+            args.append(oid)
         return self.conn.execute(f"SELECT count(*) FROM events WHERE {' AND '.join(where)}", args).fetchone()[0]
 
     def counts_by_kind(self) -> dict[str, int]:
@@ -678,6 +687,7 @@ class EventLog:
 
     def origins(self) -> list[str]:
         """Every origin with at least one event, sorted."""
+        self._load_origins()
         return sorted(self._origin_ids)
 
     # -- integrity ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from leoma import decisions
-from leoma.consensus import Consensus, load_consensus
+from leoma.consensus import Consensus, consensus_for
 from leoma.decisions import Recorded
 from leoma.errors import LogError
 from leoma.events import EpochScored
@@ -178,7 +178,7 @@ def replay_epoch(log: EventLog, recorded: Recorded, *, consensus: Consensus | No
                  scratch_dir: Path | None = None) -> ReplayResult:
     """Recompute `recorded` from its frontier's events (read in place) and compare."""
     if consensus is None:
-        consensus = load_consensus()
+        consensus = consensus_for(log, recorded.body.consensus_digest)
     differs = _digest_differs(recorded, consensus)
     if differs is not None:
         return differs
@@ -284,7 +284,8 @@ async def download_published(bucket_url: str, hotkey: str, db_path: str, *, peer
     that origin's entry in `peers` (`leoma.peers.PeerEntry`, as `PEER_VALIDATORS` gives them). Every checkpoint signature, segment and chain is verified on the way.
     Returns how many events were imported.
     """
-    from leoma.mirror import DEFAULT_MAX_SEGMENT_BYTES, fetch_checkpoint, fetch_segment, segment_ranges
+    from leoma.errors import MirrorError
+    from leoma.mirror import read_published
     from leoma.peers import peer_store
     from leoma.storage import open_store
 
@@ -297,19 +298,15 @@ async def download_published(bucket_url: str, hotkey: str, db_path: str, *, peer
         return stores[url]
 
     async def chain_of(origin: str, url: str, upto: int | None) -> list:  # type: ignore[type-arg]
-        store = store_for(url)
-        cp = await fetch_checkpoint(store, origin)
+        try:  # either mirror layout, every object verified (leoma.mirror.read_published)
+            cp, events = await read_published(store_for(url), origin, upto)
+        except MirrorError as exc:
+            raise LogError(f"the published log of {origin[:12]}… in {url} does not verify: {exc}") from None
         if cp is None:
             raise LogError(f"no published log of {origin[:12]}… in {url}")
-        size = cp.size if upto is None else upto
-        if size > cp.size:
-            raise LogError(f"{origin[:12]}… has published {cp.size} events in {url}; the decision read {size}")
-        events = []
-        for first, last in segment_ranges(0, cp.size, cp.segment_size):
-            if first > size:
-                break
-            events.extend(await fetch_segment(store, origin, first, last, DEFAULT_MAX_SEGMENT_BYTES))
-        return [e for e in events if e.origin_seq <= size]
+        if upto is not None and upto > cp.size:
+            raise LogError(f"{origin[:12]}… has published {cp.size} events in {url}; the decision read {upto}")
+        return events
 
     log = EventLog(db_path)
     try:

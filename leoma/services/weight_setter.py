@@ -7,9 +7,13 @@ only when a poll happens to land on a boundary block (the seed's §12.2):
    `epoch * epoch_length`. If the log has no `epoch/<n>/scored` yet: sync peers (best effort),
    fold every event up to now (incrementally, from the `epoch_fold` checkpoint), and append one
    `epoch_scored` event with the frontier it read;
-2. if that decision is not confirmed on chain yet: submit it when the rate limit allows and
-   append `weights_submitted` + `weights_confirmed` (read back), or `weights_refused` with the
-   chain's reason. A refusal is never counted as success.
+2. if that decision is not confirmed on chain yet (`land`): read back a submission still
+   outstanding, else submit when the rate limit allows. `weights_submitted` records what was
+   sent; on the commit-reveal path `weights_committed` and `weights_revealed` follow as the chain
+   holds and then reveals the commit; `weights_confirmed` only when the validator's whole row,
+   normalised, equals the decision and `LastUpdate` is at or after the submission. Otherwise
+   `weights_not_landed` (taken, but the row says otherwise) or `weights_refused` (the chain's
+   reason), and the next step tries again. A refusal is never counted as success.
 
 Fail closed: a decision that burns only because there is no data (no allowlist, no window, no
 verdicts) does not overwrite the last good weights until `burn_after_epochs_without_data`
@@ -29,14 +33,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from fractions import Fraction
 from typing import Any
 
 import msgspec
 
+from leoma import decisions
 from leoma.consensus import Consensus
 from leoma.errors import ChainError, ChainRefused
-from leoma import decisions
-from leoma.events import EpochScored, FrontierEntry, WeightsConfirmed, WeightsRefused, WeightsSubmitted
+from leoma.events import (
+    EpochScored,
+    FrontierEntry,
+    WeightsCommitted,
+    WeightsConfirmed,
+    WeightsNotLanded,
+    WeightsRefused,
+    WeightsRevealed,
+    WeightsSubmitted,
+)
 from leoma.log import EventLog
 from projections.epoch import KINDS, EpochFold, StatePruned
 from projections.weights import NO_DATA
@@ -60,6 +74,10 @@ class StepResult(msgspec.Struct, frozen=True, kw_only=True):
     withheld: str = ""
     refused: str = ""
     decision: EpochScored | None = None
+    committed: bool = False
+    """Submitted as a timelocked commit (commit-reveal)."""
+    pending: str = ""
+    """Why a submission is not confirmed yet and is read back next step (e.g. awaiting its reveal)."""
 
 
 def fold_to(log_: EventLog, own: str, until_seq: int, *, fresh: bool = False) -> EpochFold:
@@ -144,42 +162,190 @@ async def step(
         _refuse(log_, epoch, epoch_block, reason)
         return StepResult(epoch=epoch, block=head, scored=scored, withheld=reason, decision=decision)
 
+    landed = await land(log_, chain, wallet, netuid, decision, head=head, epoch_block=epoch_block)
+    return StepResult(epoch=epoch, block=head, scored=scored, decision=decision, **landed)
+
+
+# -- submitting and confirming -------------------------------------------------------------------
+#
+# An epoch's weights go through numbered attempts. Attempt n is `weights/<epoch>/submitted`
+# (n = 1) or `weights/<epoch>/submitted/<n>`; it is settled by `weights/<epoch>/confirmed` or by
+# `weights/<epoch>/not_landed/<n>`, and on the commit-reveal path passes through
+# `weights/<epoch>/committed/<n>` and `weights/<epoch>/revealed/<n>`. An attempt that is not
+# settled is read back again on the next step instead of being sent twice.
+
+MAX_ATTEMPTS = 3
+SETTLE_EPOCHS = 3
+"""Earlier epochs whose outstanding submissions are still read back (a commit reveals later)."""
+
+
+def normalised(pairs: list[tuple[int, int]] | tuple[tuple[int, int], ...]) -> dict[int, Fraction]:
+    """A weight row as exact fractions of its largest weight, zeros dropped."""
+    positive = [(int(u), int(w)) for u, w in pairs if int(w) > 0]
+    top = max((w for _, w in positive), default=0)
+    return {u: Fraction(w, top) for u, w in positive}
+
+
+def row_matches(decided: list[tuple[int, int]], row: list[tuple[int, int]] | tuple[tuple[int, int], ...]) -> bool:
+    """Whether the chain's row holds the decision: same uids, and the same normalised weights up to
+    the u16 quantisation the SDK applies (each within 1/65535 of the largest)."""
+    want, have = normalised(decided), normalised(row)
+    if want.keys() != have.keys():
+        return False
+    return all(abs(want[u] - have[u]) * 65535 <= 1 for u in want)
+
+
+def _key(epoch: int, what: str, n: int) -> str:
+    if what == "submitted" and n == 1:
+        return f"weights/{epoch}/submitted"
+    return f"weights/{epoch}/{what}/{n}"
+
+
+def _attempts(log_: EventLog, epoch: int) -> list[tuple[int, WeightsSubmitted]]:
+    """This epoch's submission attempts, oldest first, as (n, body)."""
+    out = []
+    n = 1
+    while (body := _own(log_, _key(epoch, "submitted", n))) is not None:
+        out.append((n, body))
+        n += 1
+    return out
+
+
+def _settled(log_: EventLog, epoch: int, n: int) -> bool:
+    return _own(log_, f"weights/{epoch}/confirmed") is not None or _own(log_, _key(epoch, "not_landed", n)) is not None
+
+
+async def land(log_: EventLog, chain: Any, wallet: Any, netuid: int, decision: EpochScored, *,
+               head: int, epoch_block: int) -> dict[str, Any]:
+    """Get `decision` on chain: read back what is outstanding, submit when nothing is.
+
+    Returns the `StepResult` fields it settled (submitted, committed, confirmed, refused, pending).
+    """
+    epoch = decision.epoch
+    for earlier in range(max(0, epoch - SETTLE_EPOCHS), epoch):
+        if _own(log_, f"weights/{earlier}/confirmed") is None:
+            for n, body in _attempts(log_, earlier):
+                if not _settled(log_, earlier, n):
+                    await confirm_attempt(log_, chain, wallet, netuid, body, n, head)
+    attempts = _attempts(log_, epoch)
+    if attempts and not _settled(log_, epoch, attempts[-1][0]):
+        n, body = attempts[-1]
+        outcome = await confirm_attempt(log_, chain, wallet, netuid, body, n, head)
+        if outcome != NOT_LANDED:
+            return {"submitted": True, "committed": body.commit_reveal, "confirmed": outcome == CONFIRMED,
+                    "pending": "" if outcome == CONFIRMED else outcome}
+    if len(attempts) >= MAX_ATTEMPTS:
+        reason = f"not landed after {MAX_ATTEMPTS} submissions; waiting for the next epoch"
+        _refuse(log_, epoch, epoch_block, reason)
+        return {"refused": reason}
+    n = len(attempts) + 1
     uids = [w.uid for w in decision.weights]
     weights = [w.weight for w in decision.weights]
     try:
         result = await chain.set_weights(wallet, netuid, uids, [w / 65535 for w in weights])
     except ChainRefused as exc:
         _refuse(log_, epoch, epoch_block, exc.reason or str(exc))
-        return StepResult(epoch=epoch, block=head, scored=scored, refused=exc.reason or str(exc), decision=decision)
+        return {"refused": exc.reason or str(exc)}
     except ChainError as exc:
         _refuse(log_, epoch, epoch_block, f"chain unreachable: {exc}")
-        return StepResult(epoch=epoch, block=head, scored=scored, refused=str(exc), decision=decision)
-    log_.append(
-        WeightsSubmitted(epoch=epoch, uids=tuple(uids), weights=tuple(weights), version_key=result.version_key,
-                         commit_reveal=result.committed),
-        key=f"weights/{epoch}/submitted", block=head,
-    )
-    confirmed = await confirm(log_, chain, wallet, netuid, epoch, uids, weights, head)
-    return StepResult(epoch=epoch, block=head, scored=scored, submitted=True, confirmed=confirmed, decision=decision)
+        return {"refused": str(exc)}
+    body = WeightsSubmitted(epoch=epoch, uids=tuple(uids), weights=tuple(weights), version_key=result.version_key,
+                            commit_reveal=result.committed, included_at=result.block or head,
+                            reveal_round=result.reveal_round or 0)
+    log_.append(body, key=_key(epoch, "submitted", n), block=head)
+    log.info("weights for epoch %s submitted%s", epoch,
+             f" as a commit revealing at drand round {result.reveal_round}" if result.committed else "",
+             extra={"epoch": epoch, "block": head})
+    outcome = await confirm_attempt(log_, chain, wallet, netuid, body, n, head)
+    return {"submitted": True, "committed": result.committed, "confirmed": outcome == CONFIRMED,
+            "pending": "" if outcome in (CONFIRMED, NOT_LANDED) else outcome,
+            "refused": _own(log_, _key(epoch, "not_landed", n)).reason if outcome == NOT_LANDED else ""}
+
+
+CONFIRMED = "confirmed"
+NOT_LANDED = "not landed"
+
+
+async def confirm_attempt(log_: EventLog, chain: Any, wallet: Any, netuid: int, sent: WeightsSubmitted, n: int,
+                          head: int) -> str:
+    """Read attempt `n` back and record what the chain shows.
+
+    Confirmed means the validator's whole row, normalised, equals the decision and its
+    `LastUpdate` is at or after the submission's block; on the commit-reveal path, also that the
+    chain has revealed the commit. Returns `CONFIRMED`, `NOT_LANDED` (recorded with the reason,
+    so the next step may submit again), or why it is still open (not recorded: read again).
+    """
+    epoch = sent.epoch
+    hotkey = _hotkey(wallet)
+    try:
+        uid = await chain.uid_of(netuid, hotkey)
+        if uid is None:
+            return _not_landed(log_, sent, n, head, f"hotkey {hotkey} is no longer registered on subnet {netuid}")
+        if sent.commit_reveal:
+            # the commit is known by its inclusion block; by its round only when that is unknown
+            pending = [p for p in await chain.pending_weight_commits(netuid, hotkey)
+                       if p.commit_block == sent.included_at or (not sent.included_at and p.reveal_round == sent.reveal_round)]
+            if pending and _own(log_, _key(epoch, "committed", n)) is None:
+                log_.append(WeightsCommitted(epoch=epoch, commit_block=pending[0].commit_block,
+                                             reveal_round=pending[0].reveal_round),
+                            key=_key(epoch, "committed", n), block=head)
+            if pending:
+                return f"committed at block {pending[0].commit_block}, reveals at drand round {pending[0].reveal_round}"
+        row = await chain.weight_row(netuid, uid)
+    except ChainError as exc:
+        log.warning("could not read the weights of epoch %s back: %s", epoch, exc, extra={"epoch": epoch})
+        return f"read-back failed: {exc}"
+    if sent.commit_reveal:
+        if _own(log_, _key(epoch, "committed", n)) is None:  # revealed before we first looked
+            log_.append(WeightsCommitted(epoch=epoch, commit_block=sent.included_at, reveal_round=sent.reveal_round),
+                        key=_key(epoch, "committed", n), block=head)
+        if _own(log_, _key(epoch, "revealed", n)) is None:
+            log_.append(WeightsRevealed(epoch=epoch, commit_block=sent.included_at, reveal_round=sent.reveal_round),
+                        key=_key(epoch, "revealed", n), block=row.block)
+    decided = list(zip(sent.uids, sent.weights))
+    if not row_matches(decided, row.row):
+        why = ("the chain revealed the commit but dropped its weights (version key, permit or weight rules)"
+               if sent.commit_reveal else "the chain's row is not the decision")
+        return _not_landed(log_, sent, n, row.block, why, row)
+    if row.last_update < sent.included_at:
+        return _not_landed(log_, sent, n, row.block, f"the row is stale: LastUpdate {row.last_update} is before "
+                           f"the submission at block {sent.included_at}", row)
+    if sent.commit_reveal and row.last_update <= sent.included_at:
+        # the commit stamps LastUpdate and a landed reveal stamps it again, later
+        return _not_landed(log_, sent, n, row.block, f"the row is stale: nothing was applied after the commit at "
+                           f"block {sent.included_at}; the chain dropped the reveal (version key, permit or "
+                           "weight rules)", row)
+    log_.append(WeightsConfirmed(epoch=epoch, uids=tuple(u for u, _ in row.row), weights=tuple(w for _, w in row.row)),
+                key=f"weights/{epoch}/confirmed", block=row.block)
+    log.info("weights for epoch %s confirmed on chain at block %s", epoch, row.block,
+             extra={"epoch": epoch, "block": row.block})
+    return CONFIRMED
+
+
+def _not_landed(log_: EventLog, sent: WeightsSubmitted, n: int, block: int, reason: str, row: Any = None) -> str:
+    log_.append(WeightsNotLanded(epoch=sent.epoch, reason=reason[:500],
+                                 uids=tuple(u for u, _ in row.row) if row is not None else (),
+                                 weights=tuple(w for _, w in row.row) if row is not None else (),
+                                 last_update=row.last_update if row is not None else 0),
+                key=_key(sent.epoch, "not_landed", n), block=block)
+    log.warning("weights for epoch %s did not land: %s", sent.epoch, reason, extra={"epoch": sent.epoch, "block": block})
+    return NOT_LANDED
 
 
 async def confirm(log_: EventLog, chain: Any, wallet: Any, netuid: int, epoch: int,
                   uids: list[int], weights: list[int], block: int) -> bool:
-    """Read the weights back; record `weights_confirmed` when the chain holds them."""
-    hotkey = getattr(getattr(wallet, "hotkey", wallet), "ss58_address", "")
-    try:
-        metagraph = await chain.metagraph(netuid)
-        my_uid = metagraph.hotkeys.index(hotkey)
-        held = await chain.weights(netuid, my_uid)
-    except (ChainError, ValueError) as exc:
-        log.warning("could not read weights back for epoch %s: %s", epoch, exc, extra={"epoch": epoch})
+    """Read epoch `epoch`'s latest submission back; True once `weights_confirmed` is recorded."""
+    attempts = _attempts(log_, epoch)
+    if _own(log_, f"weights/{epoch}/confirmed") is not None:
+        return True
+    if not attempts:
         return False
-    held_uids = [u for u, w in held if w > 0]
-    if sorted(held_uids) != sorted(u for u, w in zip(uids, weights) if w > 0):
-        return False
-    log_.append(WeightsConfirmed(epoch=epoch, uids=tuple(u for u, _ in held), weights=tuple(w for _, w in held)),
-                key=f"weights/{epoch}/confirmed", block=block)
-    return True
+    n, sent = attempts[-1]
+    return await confirm_attempt(log_, chain, wallet, netuid, sent, n, block) == CONFIRMED
+
+
+def _hotkey(wallet: Any) -> str:
+    return str(getattr(getattr(wallet, "hotkey", wallet), "ss58_address", ""))
 
 
 def _refuse(log_: EventLog, epoch: int, block: int, reason: str) -> None:
