@@ -88,7 +88,7 @@ async def simulate(n_validators: int, miners_n: int, epochs_per_month: int, root
     api_log = EventLog(root / "api.db", own=_hotkey("api", 0))
     api = ApiState(api_log, own=api_log.own or "", consensus=DEFAULT)
     api_mirror = MirrorIn(api_log, [Peer(h, stores[h]) for h in ring], DEFAULT.digest, consensus=DEFAULT,
-                          max_segments_per_sync=100_000)
+                          max_segments_per_sync=100_000, allowlist_origins=lambda: (me,))
     aspects = {"first_frame_fidelity": 80, "prompt_adherence": 77, "motion_quality": 70}
     tasks_per_epoch = LENGTH // INTERVAL
     print(f"\n{n_validators} validators, {miners_n} miners: {epochs_per_month} epochs/month, {tasks_per_epoch} "
