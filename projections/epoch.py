@@ -421,8 +421,7 @@ class EpochFold:
         (`origin_seq`) word on each miner at or before the block, a judge failure dropping it.
         A task's resolution is cached while its entries and sampler do not change.
         """
-        counts: dict[str, dict[str, list[int]]] = {}
-        tasks_of: dict[str, int] = {}
+        per_sampler: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
         existing: list[int] = []
         seeded = seedview.resolved(self.state.seed, window, samplers)
         for task_id in sorted(window):
@@ -436,8 +435,12 @@ class EpochFold:
             else:
                 latest: dict[str, tuple[int, bool | None]] = {}
                 newest = -1
+                later = False
                 for origin, miner, seq, block, passed in entries:
-                    if block > epoch_block or origin != sampler:
+                    if block > epoch_block:
+                        later = True
+                        continue
+                    if origin != sampler:
                         continue
                     if block > newest:
                         newest = block
@@ -445,27 +448,33 @@ class EpochFold:
                     if held is None or seq > held[0]:
                         latest[miner] = (seq, passed)
                 resolved = [(miner, p) for miner, (_seq, p) in latest.items() if p is not None]
-                if all(e[3] <= epoch_block for e in entries):
+                if not later:
                     self._tallied[task_id] = (len(entries), sampler, newest, resolved)
             if not resolved or sampler is None:
                 continue
             existing.append(task_id)
+            acc = per_sampler.get(sampler)
+            if acc is None:
+                acc = per_sampler[sampler] = ({}, {})
+            evaluated, passed_ = acc
             for miner, p in resolved:
-                by = counts.get(miner)
-                if by is None:
-                    by = counts[miner] = {}
-                c = by.get(sampler)
-                if c is None:
-                    by[sampler] = [1, int(p)]
+                evaluated[miner] = evaluated.get(miner, 0) + 1
+                if p:
+                    passed_[miner] = passed_.get(miner, 0) + 1
+        by_miner: dict[str, list[ValidatorRate]] = {}
+        for validator in sorted(per_sampler):
+            evaluated, passed_ = per_sampler[validator]
+            for miner, n in evaluated.items():
+                rate = ValidatorRate(validator=validator, passed=passed_.get(miner, 0), evaluated=n)
+                found = by_miner.get(miner)
+                if found is None:
+                    by_miner[miner] = [rate]
                 else:
-                    c[0] += 1
-                    c[1] += p
-                tasks_of[miner] = tasks_of.get(miner, 0) + 1
+                    found.append(rate)
         scores: dict[str, MinerScore] = {}
-        for miner in sorted(counts):
-            by = counts[miner]
-            rates = tuple(ValidatorRate(validator=v, passed=by[v][1], evaluated=by[v][0]) for v in sorted(by))
-            scores[miner] = score_of(miner, rates, tasks_of[miner], len(existing))
+        for miner in sorted(by_miner):
+            rates = by_miner[miner]  # in validator order already
+            scores[miner] = score_of(miner, rates, sum(r.evaluated for r in rates), len(existing))
         return Tally(scores=scores, existing_tasks=tuple(existing))
 
     def decide(

@@ -193,6 +193,12 @@ class ApiState:
     def refresh(self) -> int:
         """Apply the rows appended since the last call; returns how many."""
         n = 0
+        if self.last_seq == 0:
+            # Cold start: tasks older than the newest `keep_tasks` would be dropped at once, so
+            # their bodies are never decoded (their verdicts still count in the decisions).
+            newest = self.log.newest_row("task_opened")
+            if newest is not None:
+                self.task_floor = max(self.task_floor, self._task_id(newest) - self.keep_tasks + 1)
         for row, at in self.log.stamped_rows(after=self.last_seq):
             self.apply(row.seq, at, row)
             n += 1
@@ -266,7 +272,9 @@ class ApiState:
                         "allowlist_verified", "metagraph_observed", "epoch_scored"):
             return
         if kind in ("task_opened", "miner_responded", "verdict_recorded") and self._task_id(row) < self.task_floor:
-            return  # an old task's late event: past what the API serves
+            if kind == "verdict_recorded":
+                self.samples.total += 1
+            return  # an old task: past what the API serves
         body = decode_body(row.body, row.v)
         if isinstance(body, TaskOpened):
             rec = self._task(body.task_id, row.origin)

@@ -1,0 +1,176 @@
+"""Benchmark: a simulated network for a simulated year, with the cost of each step as a curve.
+
+    python tests/benchmarks/bench_network.py                      # 16 and 64 validators, 256 miners
+    python tests/benchmarks/bench_network.py --validators 16 --epochs-per-month 1   # quick
+
+Every validator has its own event log and a directory bucket. A task every rotation (interval
+10 blocks): its rightful sampler appends `task_opened` and one verdict per miner to its own log
+(the real `EventLog.append_many`) and publishes with the real `MirrorOut`. One validator, the
+observer, imports every peer with the real `MirrorIn`, records its own allowlist, metagraph and
+miner checks, and takes each epoch's decision with the real weight setter (`weight_setter.step`
+on the simulated chain: decide from the checkpoint, append the decision, set and confirm).
+
+The simulated year is compressed: 12 months of `--epochs-per-month` epochs of 180 blocks (18
+tasks each), so the event rate is 257 events per task x 18 tasks per epoch (printed at start).
+At the end of every month it prints, for the observer: the mirror sync that brought the
+month's last epoch, an idle sync (nothing new), the weight-setter step, `get-rank`, `replay` of
+the newest epoch, the owner API's incremental refresh (one `ApiState` kept across the year), and
+the plainest baseline on the same log at that moment (`SELECT body` + msgspec decode). A steady
+loop's costs should stay flat (within 1.5x) from month 1 to month 12.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+INTERVAL = 10
+LENGTH = 180
+NETUID = 1
+
+
+def _hotkey(kind: str, i: int) -> str:
+    return "5" + hashlib.sha256(f"{kind}{i}".encode()).hexdigest()[:47]
+
+
+def plain_decode(path: str) -> float:
+    import msgspec
+
+    from leoma.events import Payload
+
+    decoder = msgspec.json.Decoder(Payload)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    t = time.perf_counter()
+    for (body,) in conn.execute("SELECT body FROM events"):
+        decoder.decode(body)
+    conn.close()
+    return time.perf_counter() - t
+
+
+async def simulate(n_validators: int, miners_n: int, epochs_per_month: int, root: Path) -> None:
+    from click.testing import CliRunner
+
+    from leoma.api.state import ApiState
+    from leoma.chain import Chain
+    from leoma.consensus import DEFAULT
+    from leoma.devnet.simchain import SimChain
+    from leoma.events import AllowlistVerified, MetagraphObserved, MinerChecked, TaskOpened, VerdictRecorded
+    from leoma.log import Draft, EventLog
+    from leoma.mirror import MirrorIn, MirrorOut, Peer
+    from leoma.services import weight_setter
+    from leoma.signing import keypair_from_uri
+    from leoma.storage import DirectoryStore
+    from leoma_cmd.main import cli
+
+    keys = sorted((keypair_from_uri(f"//Bench{i}") for i in range(n_validators)), key=lambda k: k.ss58_address)
+    ring = [k.ss58_address for k in keys]
+    observer = keys[0]
+    miners = [_hotkey("m", i) for i in range(miners_n)]
+    owner = _hotkey("o", 0)
+    logs = {k.ss58_address: EventLog(root / f"{i}.db", own=k.ss58_address) for i, k in enumerate(keys)}
+    stores = {k.ss58_address: DirectoryStore(root / f"bucket-{i}") for i, k in enumerate(keys)}
+    outs = {k.ss58_address: MirrorOut(logs[k.ss58_address], stores[k.ss58_address], k, DEFAULT.digest) for k in keys}
+    me = observer.ss58_address
+    mine = logs[me]
+    mirror_in = MirrorIn(mine, [Peer(h, stores[h]) for h in ring if h != me], DEFAULT.digest, consensus=DEFAULT,
+                         max_segments_per_sync=100_000)
+    sim = SimChain.create(root / "chain.jsonl", owner=owner, clock="manual", start_block=1, netuid=NETUID,
+                          weights_rate_limit=1)
+    sim.register(owner)
+    sim.register(me, stake=10**12, validator_permit=True)
+    uids = {m: sim.register(m) for m in miners}
+    api_log = EventLog(root / "api.db", own=_hotkey("api", 0))
+    api = ApiState(api_log, own=api_log.own or "", consensus=DEFAULT)
+    api_mirror = MirrorIn(api_log, [Peer(h, stores[h]) for h in ring], DEFAULT.digest, consensus=DEFAULT,
+                          max_segments_per_sync=100_000, allowlist_origins=lambda: (me,))
+    aspects = {"first_frame_fidelity": 80, "prompt_adherence": 77, "motion_quality": 70}
+    tasks_per_epoch = LENGTH // INTERVAL
+    print(f"\n{n_validators} validators, {miners_n} miners: {epochs_per_month} epochs/month, {tasks_per_epoch} "
+          f"tasks/epoch, {(miners_n + 1) * tasks_per_epoch * epochs_per_month:,} task events/month")
+    print(f"{'month':>5} {'events':>9} {'plain s':>8} {'sync s':>7} {'idle s':>7} {'step s':>7} {'rank s':>7} "
+          f"{'replay s':>8} {'api s':>7} {'step/plain':>10} {'replay/plain':>12}")
+    mine.append_many([Draft("allowlist/0", 1, AllowlistVerified(owner_hotkey=owner, digest="d" * 64, interval=INTERVAL,
+                                                                  validators=tuple(ring)))])
+    async with Chain(f"sim:{sim.path}") as chain:  # the SDK's first import is not a step's cost
+        await chain.head()
+    epoch = 0
+    for month in range(1, 13):
+        for _ in range(epochs_per_month):
+            epoch += 1
+            start = (epoch - 1) * LENGTH
+            if (epoch - 1) % 5 == 0:
+                mine.append_many([Draft(f"metagraph/{start}", start + 1, MetagraphObserved(
+                    netuid=NETUID, owner_hotkey=owner, hotkeys=(owner, me, *miners)))] + [
+                    Draft(f"miner/{m}/{start}", start + 1, MinerChecked(hotkey=m, uid=uids[m], commit_block=uids[m],
+                                                                       valid=True, model_hash=f"h{m}", heartbeat=True))
+                    for m in miners])
+            for task in range(start // INTERVAL, start // INTERVAL + tasks_per_epoch):
+                sampler = ring[task % n_validators]
+                block = task * INTERVAL + 1
+                drafts = [Draft(f"task/{task}/opened", block, TaskOpened(
+                    task_id=task, interval=INTERVAL, sampler=sampler, block_hash="0x" + "ab" * 32,
+                    source_key=f"src/{task}.mp4", clip_start_ms=0, clip_ms=5000, prompt="A harbour at dusk.",
+                    prompt_model="gemini", prompt_version="describe/v1", miners=tuple(miners)))]
+                drafts += [Draft(f"verdict/{task}/{m}", block + 4, VerdictRecorded(
+                    task_id=task, miner=m, passed=(task * 7 + i * 13) % 100 >= 40 + i % 30, overall=70,
+                    aspects=aspects, judge_model="gemini", prompt_version="evaluate/v1",
+                    reasoning="Motion is coherent; minor flicker near the end.")) for i, m in enumerate(miners)]
+                logs[sampler].append_many(drafts)
+            for h in ring:
+                await outs[h].push()
+            t = time.perf_counter()
+            await mirror_in.sync(block=epoch * LENGTH)
+            sync_s = time.perf_counter() - t
+            t = time.perf_counter()
+            await mirror_in.sync(block=epoch * LENGTH)
+            idle_s = time.perf_counter() - t
+            sim.advance_to(epoch * LENGTH + 3)
+            t = time.perf_counter()
+            async with Chain(f"sim:{sim.path}") as chain:
+                result = await weight_setter.step(log_=mine, chain=chain, wallet=observer, netuid=NETUID,
+                                                  consensus=DEFAULT)
+            step_s = time.perf_counter() - t
+            assert result.scored, result
+            await outs[me].push()
+        # month's end: the tools and the API on the observer's log as it is now
+        t = time.perf_counter()
+        rank = CliRunner().invoke(cli, ["get-rank", "--json", "--db", mine.path])
+        rank_s = time.perf_counter() - t
+        assert rank.exit_code == 0, rank.output
+        t = time.perf_counter()
+        again = CliRunner().invoke(cli, ["replay", str(epoch), "--db", mine.path])
+        replay_s = time.perf_counter() - t
+        assert again.exit_code == 0, again.output
+        await api_mirror.sync()
+        t = time.perf_counter()
+        api.refresh()
+        api.decision(me)
+        api_s = time.perf_counter() - t
+        plain_s = plain_decode(mine.path)
+        print(f"{month:>5} {mine.count():>9,} {plain_s:8.3f} {sync_s:7.3f} {idle_s:7.3f} {step_s:7.3f} {rank_s:7.3f} "
+              f"{replay_s:8.3f} {api_s:7.3f} {step_s / plain_s:10.3f} {replay_s / plain_s:12.3f}")
+    for lg in [*logs.values(), api_log]:
+        lg.close()
+    for st in stores.values():
+        await st.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--validators", type=int, action="append", help="network sizes (default: 16 and 64)")
+    parser.add_argument("--miners", type=int, default=256)
+    parser.add_argument("--epochs-per-month", type=int, default=3)
+    args = parser.parse_args()
+    for n in args.validators or [16, 64]:
+        with tempfile.TemporaryDirectory() as tmp:
+            asyncio.run(simulate(n, args.miners, args.epochs_per_month, Path(tmp)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
