@@ -39,7 +39,13 @@ def _own_open_task(net: Devnet, name: str) -> int | None:
     if not net.db_path(name).is_file():
         return None
     hotkey = net.node(name).hotkey
-    with _log(net, name) as log:
+    from leoma.errors import LogError
+
+    try:
+        reader = _log(net, name)
+    except LogError:
+        return None  # the file exists but its process has not created the tables yet
+    with reader as log:
         opened = {decode_body(r.body).task_id for r in log.rows(kinds=["task_opened"], origin=hotkey)}  # type: ignore[attr-defined]
         closed = {decode_body(r.body).task_id for r in log.rows(kinds=["task_closed"], origin=hotkey)}  # type: ignore[attr-defined]
     return min(opened - closed, default=None)
