@@ -40,13 +40,15 @@ def replay_cmd(epoch: int | None, db_path: str, every: bool, origin: str | None,
     """
     import tempfile
 
-    from leoma.consensus import consensus_for, load_consensus
+    from leoma.consensus import consensus_for
     from leoma.errors import ConfigError
-    from leoma.replay import find_epoch, recorded_epochs, replay_epoch
+    from leoma.replay import find_epoch, recorded_epochs, replay_all
 
     if epoch is None and not every:
         raise click.UsageError("name an EPOCH or pass --all")
-    consensus = load_consensus(consensus_path)
+    from .mirror_cmds import network_consensus
+
+    consensus = network_consensus(consensus_path)  # the flag, LEOMA_CONSENSUS or .env, as `leoma serve` reads it
     with tempfile.TemporaryDirectory() as tmp:
         if bucket:
             if not hotkey:
@@ -66,15 +68,16 @@ def replay_cmd(epoch: int | None, db_path: str, every: bool, origin: str | None,
         with log:
             if origin is None and log.own:
                 origin = log.own
-            targets = list(recorded_epochs(log, origin=origin)) if every else [find_epoch(log, epoch, origin=origin)]  # type: ignore[arg-type]
+            targets = (list(recorded_epochs(log, origin=origin, detail=False)) if every
+                       else [find_epoch(log, epoch, origin=origin)])  # type: ignore[arg-type]
             if not targets:
                 raise ConfigError(f"no epoch_scored events in {db_path}")
             known = _known_consensus(consensus, consensus_path, Path(db_path))
-            # Each decision replays under the consensus it was stamped with: a given file or one
+            # One pass over the log per origin, in epoch order, read in place (nothing copied);
+            # each decision replays under the consensus it was stamped with: a given file or one
             # beside the log when its digest matches, else the one the log recorded; else stop.
-            results = [replay_epoch(log, r, consensus=consensus_for(log, r.body.consensus_digest,
-                                                                    also=tuple(known.values())),
-                                    scratch_dir=Path(tmp)) for r in targets]
+            results = replay_all(log, targets, lambda r: consensus_for(log, r.body.consensus_digest,
+                                                                       also=tuple(known.values())))
     ok = all(r.reproduced for r in results)
     if as_json:
         import msgspec
@@ -108,16 +111,18 @@ def _known_consensus(chosen, chosen_path: str | None, db: Path) -> dict:  # type
 
 
 def _latest_decision(log, epoch: int | None, origin: str | None):  # type: ignore[no-untyped-def]
-    from leoma.replay import find_epoch, recorded_epochs
+    """The named epoch's decision by key, else the newest by the kind index (never all of them)."""
+    from leoma import decisions
+    from leoma.replay import find_epoch
 
     if epoch is not None:
         return find_epoch(log, epoch, origin=origin)
-    found = list(recorded_epochs(log, origin=origin))
-    if not found:
+    found = decisions.latest(log, origin=origin)
+    if found is None:
         from leoma.errors import LogError
 
         raise LogError(f"no scored epoch in {log.path} yet: run the validator for an epoch first")
-    return max(found, key=lambda r: (r.body.epoch, r.origin_seq))
+    return found
 
 
 @click.command("explain")

@@ -74,9 +74,11 @@ def task_events(ctx: ServiceContext, task_id: int) -> dict[str, dict[str, Any]]:
     """Own `responses`, `verdicts` and `judgefails` of one task, each by miner hotkey."""
     out: dict[str, dict[str, Any]] = {"responses": {}, "verdicts": {}, "judgefails": {}}
     slot = {"miner_responded": "responses", "verdict_recorded": "verdicts", "judge_failed": "judgefails"}
-    for row, body in _own(ctx, list(slot)):
-        if body.task_id == task_id:
-            out[slot[row.kind]][body.miner] = body
+    # Only what followed the task's opening, through the kind index: not the whole own history.
+    for row in ctx.log.rows_since_key(ctx.hotkey, f"task/{task_id}/opened", list(slot)):
+        body = decode_body(row.body, row.v)
+        if body.task_id == task_id:  # type: ignore[attr-defined]
+            out[slot[row.kind]][body.miner] = body  # type: ignore[attr-defined]
     return out
 
 
