@@ -138,10 +138,11 @@ def register(cli: click.Group) -> None:
 
         async def go() -> Any:
             from leoma.chutes import ChutesClient
-            from leoma.consensus import DEFAULT, load_consensus
+            from leoma.config import environment, resolve_consensus
             from leoma.log import EventLog
 
-            consensus = load_consensus(os.environ["LEOMA_CONSENSUS"]) if os.environ.get("LEOMA_CONSENSUS") else DEFAULT
+            # The one rule: LEOMA_CONSENSUS (environment or .env), else the validator log's record.
+            consensus = resolve_consensus(environment().get("LEOMA_CONSENSUS", "").strip(), db=db_path)
             log = None
             if db_path.is_file():
                 try:
