@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "validator_cmds",
     "serve_cmds",
     "devnet_cmds",
+    "preflight_cmds",
 )
 
 

@@ -14,6 +14,7 @@ error name. Success is reported only when the chain accepted the extrinsic.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -80,6 +81,26 @@ class WeightsResult(msgspec.Struct, frozen=True, kw_only=True):
     version_key: int
     committed: bool = False
     reveal_round: int | None = None
+    block: int = 0
+    """The block the extrinsic was included in (0 if the SDK did not say)."""
+
+
+class WeightRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One validator's weights on chain and its `LastUpdate`, read at one block."""
+
+    block: int
+    uid: int
+    row: tuple[tuple[int, int], ...]
+    """(uid, u16 weight) pairs as the chain holds them."""
+    last_update: int
+
+
+class PendingCommit(msgspec.Struct, frozen=True, kw_only=True):
+    """A timelocked weights commit the chain holds and has not revealed yet."""
+
+    epoch: int
+    commit_block: int
+    reveal_round: int
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -292,6 +313,58 @@ class Chain:
 
         return await self._call(f"reading the weights of uid {uid}", go)
 
+    async def timestamp_ms(self) -> int:
+        """The head block's timestamp (`Timestamp.Now`), in milliseconds since the epoch."""
+
+        async def go(c: Any) -> int:
+            import bittensor as bt
+
+            return int(await c.query(bt.storage.Timestamp.Now) or 0)
+
+        return await self._call("reading the chain's timestamp", go)
+
+    async def uid_of(self, netuid: int, hotkey: str) -> int | None:
+        """`hotkey`'s uid on `netuid`, or None when it is not registered."""
+
+        async def go(c: Any) -> int | None:
+            uid = await self._storage(c, "Uids", [netuid, hotkey])
+            return None if uid is None else int(uid)
+
+        return await self._call(f"reading the uid of {hotkey}", go)
+
+    async def weight_row(self, netuid: int, uid: int) -> WeightRow:
+        """`uid`'s whole weight row and its `LastUpdate`, both read at the same block."""
+
+        async def go(c: Any) -> WeightRow:
+            import bittensor as bt
+
+            block = await c.block()
+            # one key of the (netuid, uid) double map, not the subnet's whole weight matrix
+            value = await c.query(bt.storage.SubtensorModule.Weights, [netuid, uid], block=block)
+            row = [(int(d), int(w)) for d, w in value or []]
+            last = await self._storage(c, "LastUpdate", [netuid], block) or []
+            return WeightRow(block=block, uid=uid, row=tuple(row), last_update=int(last[uid]) if uid < len(last) else 0)
+
+        return await self._call(f"reading the weights of uid {uid}", go)
+
+    async def pending_weight_commits(self, netuid: int, hotkey: str) -> list[PendingCommit]:
+        """`hotkey`'s timelocked weight commits the chain has not revealed yet."""
+
+        async def go(c: Any) -> list[PendingCommit]:
+            found = await c.weights.timelocked_weight_commits(netuid)
+            return [PendingCommit(epoch=int(epoch), commit_block=int(x["commit_block"]), reveal_round=int(x["reveal_round"]))
+                    for epoch, commits in found.items() for x in commits if x["hotkey"] == hotkey]
+
+        return await self._call("reading the pending weight commits", go)
+
+    async def commit_reveal_enabled(self, netuid: int) -> bool:
+        """Whether `netuid` takes weights as timelocked commits (`CommitRevealWeightsEnabled`)."""
+
+        async def go(c: Any) -> bool:
+            return bool(await self._storage(c, "CommitRevealWeightsEnabled", [netuid]))
+
+        return await self._call("reading CommitRevealWeightsEnabled", go)
+
     # -- writes
     async def _submit(self, what: str, c: Any, call: Any, wallet: Any) -> Any:
         res = await c.submit_call(call, wallet, signer="hotkey", wait_for_inclusion=True, wait_for_finalization=False)
@@ -354,7 +427,9 @@ class Chain:
                 )
             version_key = await self._int(c, "WeightsVersionKey", netuid)
             intent = bt.SetWeights(netuid=netuid, uids=list(uids), weights=[float(w) for w in weights], version_key=version_key)
-            res = await c.execute(intent, wallet, wait_for_inclusion=True, wait_for_finalization=False)
+            sealing = getattr(self._substrate, "sealing", None)  # the simulated chain's beacon
+            with sealing() if sealing is not None else contextlib.nullcontext():
+                res = await c.execute(intent, wallet, wait_for_inclusion=True, wait_for_finalization=False)
             if not res.success:
                 name = getattr(res.error, "name", None) or res.message or "unknown error"
                 raise ChainRefused(f"setting weights: the chain refused it ({name})", reason=str(name))
@@ -365,9 +440,16 @@ class Chain:
                 version_key=version_key,
                 committed=reveal_round is not None,
                 reveal_round=int(reveal_round) if reveal_round is not None else None,
+                block=_inclusion_block(res.extrinsic_id),
             )
 
         return await self._call("setting weights", go, retry=False)
+
+
+def _inclusion_block(extrinsic_id: Any) -> int:
+    """The block of an extrinsic id `"<block>-<index>"` (0 if it has another shape)."""
+    head = str(extrinsic_id or "").split("-")[0]
+    return int(head) if head.isdigit() else 0
 
 
 def _hotkey_address(wallet: Any) -> str:

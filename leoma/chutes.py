@@ -21,14 +21,16 @@ from typing import Any, Callable, Literal
 import httpx
 import msgspec
 
+from leoma.consensus import DEFAULT as _PINNED
+from leoma.consensus import Request
 from leoma.errors import VideoError
 
 __all__ = ["ChuteInfo", "ChutesClient", "MinerReply", "GENERATE_FPS", "GENERATE_FRAMES"]
 
 log = logging.getLogger("leoma.chutes")
 
-GENERATE_FPS = 16
-GENERATE_FRAMES = 81
+GENERATE_FPS = _PINNED.request.fps
+GENERATE_FRAMES = _PINNED.request.frames
 # Statuses that are ours or the gateway's, never the miner's code: auth, rate limit, gateway.
 _INFRA_4XX = {401, 403, 408, 429}
 
@@ -90,6 +92,8 @@ class ChutesClient:
         retry_base_delay: float = 0.5,
         required_resolution: tuple[int, int] = (832, 480),
         resolution_tolerance: int = 32,
+        request: Request = _PINNED.request,
+        video_limits: Any = None,
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -103,6 +107,8 @@ class ChutesClient:
         self.retry_base_delay = retry_base_delay
         self.required_resolution = required_resolution
         self.resolution_tolerance = resolution_tolerance
+        self.request = request
+        self.video_limits = video_limits
         self._clock = clock
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._cache: dict[str, tuple[float, ChuteInfo]] = {}
@@ -190,14 +196,16 @@ class ChutesClient:
     # -- generation ---------------------------------------------------------------------------
 
     def generate_payload(self, prompt: str, image_png: bytes) -> dict[str, Any]:
-        """The seed's request body for a chute's `/generate`."""
+        """The seed's request body for a chute's `/generate`; fps, frames, resolution and fast
+        are the consensus's `[request]` (every validator asks every miner the same thing)."""
+        r = self.request
         return {
             "prompt": prompt,
             "image": base64.b64encode(image_png).decode("ascii"),
-            "fps": GENERATE_FPS,
-            "frames": GENERATE_FRAMES,
-            "resolution": "480p",
-            "fast": True,
+            "fps": r.fps,
+            "frames": r.frames,
+            "resolution": r.resolution,
+            "fast": r.fast,
         }
 
     async def generate(
@@ -284,8 +292,9 @@ class ChutesClient:
     async def _validate(self, body: bytes, latency: int, attempts: int) -> MinerReply:
         from leoma import video
 
+        limits = self.video_limits or video.VideoLimits(max_bytes=self.max_response_bytes)
         try:
-            info = await asyncio.to_thread(video.probe, body)
+            info = await asyncio.to_thread(video.probe, body, limits=limits)
         except VideoError as exc:
             return _fail("miner", str(exc), latency_ms=latency, attempts=attempts, reason="not_a_video")
         if not video.resolution_ok(info.width, info.height, self.required_resolution, self.resolution_tolerance):

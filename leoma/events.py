@@ -320,6 +320,17 @@ class EpochScored(Body, tag="epoch_scored", kw_only=True):
 
     `frontier` names, for every origin, the last event the decision read; replay reads exactly
     those events, recomputes, and compares.
+
+    Version 2 keeps the stored body small at any network size: `aggregates` is left out of the
+    body and stored in `epoch_detail` events (keys `epoch/<E>/detail/<i>`, appended just before
+    it in the same transaction); `details` lists the sha256 of each detail body in order and
+    `aggregates_hash` the sha256 of the canonical JSON of the whole aggregates tuple, so the
+    detail is covered by this event's hash. A v1 body carries its aggregates inline.
+    `leoma.decisions` splits and joins the two forms; in memory a decision always has its
+    aggregates.
+
+    `keeps_epoch` is the fail-closed rule's outcome: >= 0 when this decision had no data and the
+    weights of that earlier epoch stay on chain (nothing is submitted), -1 otherwise.
     """
 
     epoch: int
@@ -335,6 +346,18 @@ class EpochScored(Body, tag="epoch_scored", kw_only=True):
     winner_uid: int = 0
     weights: tuple[WeightEntry, ...] = ()
     burn_reason: str = ""
+    keeps_epoch: int = -1
+    miners: int = 0
+    aggregates_hash: str = ""
+    details: tuple[str, ...] = ()
+
+
+class EpochDetailRecorded(Body, tag="epoch_detail", kw_only=True):
+    """Part `part` of an epoch decision's per-miner aggregates (see `EpochScored`)."""
+
+    epoch: int
+    part: int
+    aggregates: tuple[MinerAggregate, ...]
 
 
 class WeightsSubmitted(Body, tag="weights_submitted", kw_only=True):
@@ -345,6 +368,10 @@ class WeightsSubmitted(Body, tag="weights_submitted", kw_only=True):
     weights: tuple[int, ...]
     version_key: int = 0
     commit_reveal: bool = False
+    included_at: int = 0
+    """The block the chain included the extrinsic in (0: not known)."""
+    reveal_round: int = 0
+    """The drand round a commit-reveal submission reveals at (0: a plain submission)."""
 
 
 class WeightsConfirmed(Body, tag="weights_confirmed", kw_only=True):
@@ -392,6 +419,48 @@ class MinerReportReceived(Body, tag="miner_report_received", kw_only=True):
     miners: tuple[MinerChecked, ...]
 
 
+# -- the rules ------------------------------------------------------------------------------
+
+
+class ConsensusRecorded(Body, tag="consensus_recorded", kw_only=True):
+    """The consensus this log runs under: its whole canonical content, once per digest.
+
+    `content` is the canonical JSON whose sha256 is `digest` (what decisions and checkpoints are
+    stamped with); `prompts` holds the judge's prompt texts by label, pinned by sha256 inside it.
+    """
+
+    digest: str
+    content: str
+    prompts: dict[str, str] = {}
+
+
+class WeightsCommitted(Body, tag="weights_committed", kw_only=True):
+    """The chain holds the epoch's weights as a timelocked commit (read back), to reveal later."""
+
+    epoch: int
+    commit_block: int
+    reveal_round: int
+
+
+class WeightsRevealed(Body, tag="weights_revealed", kw_only=True):
+    """The chain no longer holds the epoch's commit: it revealed it (by `block`, read back)."""
+
+    epoch: int
+    commit_block: int
+    reveal_round: int
+
+
+class WeightsNotLanded(Body, tag="weights_not_landed", kw_only=True):
+    """The chain took the submission but its row does not hold the decision; `reason` says how."""
+
+    epoch: int
+    reason: str
+    uids: tuple[int, ...] = ()
+    weights: tuple[int, ...] = ()
+    """The row the chain holds instead."""
+    last_update: int = 0
+
+
 Payload = Union[
     ChainHeadObserved,
     MetagraphObserved,
@@ -407,17 +476,22 @@ Payload = Union[
     PeerSegmentImported,
     PeerSegmentRejected,
     EpochScored,
+    EpochDetailRecorded,
     WeightsSubmitted,
     WeightsConfirmed,
     WeightsRefused,
     ConflictRecorded,
     AdminActed,
     MinerReportReceived,
+    ConsensusRecorded,
+    WeightsCommitted,
+    WeightsRevealed,
+    WeightsNotLanded,
 ]
 
 KINDS: Final[dict[str, type[Body]]] = {t.kind_name(): t for t in Payload.__args__}  # type: ignore[attr-defined]
 
-VERSIONS: Final[dict[str, int]] = {kind: 1 for kind in KINDS}
+VERSIONS: Final[dict[str, int]] = {kind: 1 for kind in KINDS} | {"epoch_scored": 2}
 """The current schema version of each kind; bump one together with an upcaster."""
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -427,6 +501,17 @@ _UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 def register_upcaster(kind: str, from_v: int, fn: Upcaster) -> None:
     """Register a pure function turning a `kind` body of version `from_v` into `from_v + 1`."""
     _UPCASTERS[(kind, from_v)] = fn
+
+
+def _epoch_scored_v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:
+    # A v1 decision holds its aggregates inline and no detail hashes: the same fields, read as
+    # they are (`leoma.decisions.join` takes inline aggregates when `details` is empty).
+    return raw
+
+
+register_upcaster("epoch_scored", 1, _epoch_scored_v1_to_v2)
+_IDENTITY: Final = frozenset({("epoch_scored", 1)})
+"""Upcasts that change no field: such bodies decode directly into the current Struct."""
 
 
 # -- the envelope --------------------------------------------------------------------------
@@ -519,14 +604,15 @@ def body_kind(data: bytes | str) -> str:
 
 def decode_body(data: bytes | str, v: int = 1) -> Body:
     """Decode canonical body bytes (or text) of schema version `v` into the current typed body."""
-    if v == 1:
-        # Fast path for the common case; anything unusual falls through to the careful path.
-        try:
-            body = _body_decoder.decode(data)
-            if VERSIONS[body.kind_name()] == 1:
-                return body
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            pass
+    # Fast path for the common case (the current version, or a version whose upcaster is the
+    # identity); anything unusual falls through to the careful path.
+    try:
+        body = _body_decoder.decode(data)
+        kind = body.kind_name()
+        if VERSIONS[kind] == v or (v < VERSIONS[kind] and (kind, v) in _IDENTITY):
+            return body
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        pass
     kind = body_kind(data)
     current = VERSIONS.get(kind)
     if current is None:

@@ -15,9 +15,13 @@ import msgspec
 
 from leoma.log import EventLog
 
-__all__ = ["Facts", "LoopFact", "PeerFact", "collect_facts", "health", "render_prometheus", "OVERDUE_TEMPOS"]
+__all__ = ["Facts", "LoopFact", "PeerFact", "collect_facts", "health", "render_prometheus", "OVERDUE_TEMPOS",
+           "OVERDUE_EPOCHS"]
 
 OVERDUE_TEMPOS = 3  # weights this many tempos late fail /healthz (one late tempo is normal jitter)
+OVERDUE_EPOCHS = 3
+"""Epochs without a decision that landed on chain before `/healthz` is degraded (default of
+LEOMA_WEIGHTS_OVERDUE_EPOCHS): the current epoch's may still be on its way, so one is normal."""
 FOLD_CHECKPOINT = "projection/epoch_fold"
 
 
@@ -64,6 +68,28 @@ class Facts(msgspec.Struct, frozen=True, kw_only=True):
     tempo: int = 360
     loops: tuple[LoopFact, ...] = ()
     rejected_peer_objects: int = 0
+    epoch_length: int = 0
+    """Blocks per decision epoch (the consensus's); 0 when unknown."""
+    overdue_epochs: int = OVERDUE_EPOCHS
+
+    @property
+    def epochs_without_weights(self) -> int | None:
+        """Epochs since the newest decision that landed (confirmed on chain), counting from the
+        epoch of the start when none did; None without a head or an epoch length."""
+        if self.chain_head is None or self.epoch_length <= 0:
+            return None
+        current = self.chain_head // self.epoch_length
+        if self.last_weights_epoch is not None:
+            return max(0, current - self.last_weights_epoch)
+        if self.started_block is None:
+            return None
+        return max(0, current - self.started_block // self.epoch_length)
+
+    @property
+    def weights_overdue(self) -> bool:
+        """More than `overdue_epochs` epochs went by without a decision landing."""
+        since = self.epochs_without_weights
+        return since is not None and since > self.overdue_epochs
 
     @property
     def blocks_since_weights(self) -> int | None:
@@ -97,6 +123,8 @@ def collect_facts(
     published: Mapping[str, int] | None = None,
     peer_problems: Mapping[str, str] | None = None,
     peers: Iterable[str] = (),
+    epoch_length: int = 0,
+    overdue_epochs: int = OVERDUE_EPOCHS,
 ) -> Facts:
     """Read the facts from `log` (own origin `own`) and the caller's live state."""
     from leoma.mirror import uploaded_position
@@ -136,7 +164,8 @@ def collect_facts(
         rejected_peer_objects=log.count(kind="peer_segment_rejected", origin=own),
         responses=responses, peers=peer_facts, chain_head=chain_head, last_weights_block=last_weights_block,
         last_weights_epoch=last_weights_epoch, last_scored_epoch=last_scored, last_winner=winner,
-        started_block=started_block, tempo=tempo, loops=tuple(loops),
+        started_block=started_block, tempo=tempo, loops=tuple(loops), epoch_length=epoch_length,
+        overdue_epochs=overdue_epochs,
     )
 
 
@@ -156,6 +185,10 @@ def health(facts: Facts) -> tuple[bool, list[str]]:
     limit = OVERDUE_TEMPOS * max(1, facts.tempo)
     if since is not None and since > limit:
         problems.append(f"weights not set for {since} blocks (more than {OVERDUE_TEMPOS} tempos = {limit} blocks)")
+    if facts.weights_overdue:
+        problems.append(f"weights overdue: no decision has landed on chain for {facts.epochs_without_weights} epochs "
+                        f"(more than {facts.overdue_epochs}, LEOMA_WEIGHTS_OVERDUE_EPOCHS); see `leoma events tail "
+                        "--kind weights_refused` and `--kind weights_not_landed` for why")
     return not problems, problems
 
 
@@ -194,6 +227,13 @@ def render_prometheus(facts: Facts, *, now: float | None = None) -> str:
         metric("leoma_blocks_since_weights_set", "gauge",
                "Blocks since this validator's weights were last confirmed on chain (since start when never).",
                [({}, since)])
+    epochs = facts.epochs_without_weights
+    if epochs is not None:
+        metric("leoma_weights_epochs_since_landed", "gauge",
+               "Epochs since the newest decision that landed on chain (confirmed by read-back).", [({}, epochs)])
+        metric("leoma_weights_overdue", "gauge",
+               "1 when more than LEOMA_WEIGHTS_OVERDUE_EPOCHS epochs went by without a decision landing.",
+               [({}, int(facts.weights_overdue))])
     if facts.last_scored_epoch is not None:
         metric("leoma_last_scored_epoch", "gauge", "The newest epoch this validator decided.",
                [({}, facts.last_scored_epoch)])

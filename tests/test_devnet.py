@@ -171,6 +171,29 @@ def test_consensus_toml_round_trips_and_every_validator_used_it(run: Run) -> Non
         assert {d.consensus_digest for d in run.net.decisions(node).values()} == {digest}
 
 
+def test_logs_record_their_consensus_and_tools_find_it_untold(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    from leoma.config import resolve_consensus
+    from leoma.consensus import recorded_consensuses
+    from leoma_cmd.scoring_cmds import register
+
+    net = run.net
+    digest = devnet_consensus(net.config).digest
+    for node in net.validators:
+        with _log(net, node.name) as log:
+            assert list(recorded_consensuses(log, origin=node.hotkey)) == [digest]  # once, though restarted
+        assert resolve_consensus("", db=net.db_path(node)).digest == digest  # a tool pointed at the log
+    assert resolve_consensus("", db=net.api_dir / "api.db").digest == digest  # `leoma api` untold
+    monkeypatch.delenv("LEOMA_CONSENSUS", raising=False)
+    group = click.Group("leoma")
+    register(group)
+    first = net.validators[0]
+    replayed = CliRunner().invoke(group, ["replay", "--all", "--db", str(net.db_path(first))], env={})
+    assert replayed.exit_code == 0 and "DIFFERS" not in replayed.output, replayed.output
+    winner = net.state.miners["faithful"]
+    explained = CliRunner().invoke(group, ["explain", winner, "--db", str(net.db_path(first))], env={})
+    assert explained.exit_code == 0 and "rank 1" in explained.output, explained.output
+
+
 def test_resume_continues_the_same_devnet(run: Run, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(run.net.root, copy)

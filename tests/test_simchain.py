@@ -180,3 +180,89 @@ async def test_two_processes_share_one_journal(chain: SimChain) -> None:
         assert one is not None and one.data == "from-other"
     ops = [json.loads(line)["op"] for line in chain.path.read_text().splitlines()]
     assert ops == ["genesis", "register", "register", "register", "extrinsic"]
+
+
+def raw_weight_commit(commit: bytes, reveal_round: int, version: int = 4) -> object:
+    return bt.calls.SubtensorModule.commit_timelocked_mechanism_weights(
+        netuid=NETUID, mecid=0, commit=commit, reveal_round=reveal_round, commit_reveal_version=version)
+
+
+async def test_sdk_commit_is_revealed_by_the_chain_at_the_reveal_epoch(chain: SimChain) -> None:
+    from leoma.devnet import beacon
+
+    chain.set_param("commit_reveal", True)
+    sub = SimSubstrate(chain)
+    async with bt.Client("local", substrate=sub) as client:
+        with sub.sealing():
+            res = await client.execute(bt.SetWeights(netuid=NETUID, weights={2: 1.0}, version_key=3), VALIDATOR)
+        assert res.success and res.data["reveal_round"] > 0
+    commit_block = int(res.extrinsic_id.split("-")[0])
+    reveal_epoch_start = (commit_block // 361 + 1) * 361  # tempo 360: an epoch is 361 blocks
+    (pending,) = chain.state().weight_commits
+    # Revealed in the reveal epoch, at the first block that has the SDK's drand round.
+    reveal = pending["reveal_block"]
+    assert reveal >= reveal_epoch_start and pending["reveal_round"] == res.data["reveal_round"]
+    assert reveal == beacon.first_block_with_pulse(pending["reveal_round"], genesis_time=chain.genesis["genesis_time"],
+                                                  start_block=1000, block_time=12.0) or reveal == reveal_epoch_start
+    chain.advance_to(reveal + 5)
+    before, at = chain.state(reveal - 1), chain.state(reveal)
+    assert before.weights == {} and len(before.weight_commits) == 1
+    assert at.weights == {1: [(2, 65535)]} and at.weight_commits == []
+    assert at.last_update[1] == reveal, "the reveal stamps LastUpdate"
+    async with bt.Client("local", substrate=SimSubstrate(chain)) as client:
+        assert await client.weights.timelocked_weight_commits(NETUID) == {}
+        assert (await client.weights.weights(NETUID))[1] == {2: 1.0}
+
+
+async def test_a_commit_sealed_to_real_drand_is_never_revealed_here(chain: SimChain) -> None:
+    chain.set_param("commit_reveal", True)
+    async with bt.Client("local", substrate=SimSubstrate(chain)) as client:  # no sealing(): quicknet's key
+        assert (await client.execute(bt.SetWeights(netuid=NETUID, weights={2: 1.0}, version_key=3), VALIDATOR)).success
+    chain.step(3 * 361)
+    state = chain.state()
+    assert state.weights == {} and state.weight_commits == []
+
+
+async def test_a_reveal_carrying_another_hotkey_is_dropped(chain: SimChain) -> None:
+    from leoma.devnet import beacon
+
+    chain.set_param("commit_reveal", True)
+    forged = beacon.WeightsPayload(hotkey=bytes(MINER.public_key), uids=(2,), values=(65535,), version_key=3)
+    reveal_round = 1
+    commit = beacon.seal(chain.seed, beacon.encode_payload(forged), reveal_round)
+    async with bt.Client("local", substrate=SimSubstrate(chain)) as client:
+        assert (await client.submit_call(raw_weight_commit(commit, reveal_round), VALIDATOR, signer="hotkey")).success
+    chain.step(2 * 361)
+    assert chain.state().weights == {}
+
+
+@pytest.mark.parametrize(
+    ("setup", "call", "error"),
+    [
+        ({"commit_reveal": False}, lambda: raw_weight_commit(b"x", 1), "CommitRevealDisabled"),
+        ({"commit_reveal": True}, lambda: raw_weight_commit(b"x", 1, version=3), "IncorrectCommitRevealVersion"),
+        ({"commit_reveal": True}, lambda: raw_weights([2], [65535]), "CommitRevealEnabled"),
+    ],
+    ids=["disabled", "version", "plain-on-commit-reveal"],
+)
+async def test_commit_reveal_rules(chain: SimChain, setup: dict, call, error: str) -> None:  # type: ignore[no-untyped-def]
+    for name, value in setup.items():
+        chain.set_param(name, value)
+    async with bt.Client("local", substrate=SimSubstrate(chain)) as client:
+        res = await client.submit_call(call(), VALIDATOR, signer="hotkey")
+    assert not res.success and res.error.name == error
+
+
+async def test_commits_are_rate_limited_and_capped(chain: SimChain) -> None:
+    from leoma.devnet.simchain import MAX_UNREVEALED_COMMITS
+
+    chain.set_param("commit_reveal", True)
+    async with bt.Client("local", substrate=SimSubstrate(chain)) as client:
+        assert (await client.submit_call(raw_weight_commit(b"a", 1), VALIDATOR, signer="hotkey")).success
+        fast = await client.submit_call(raw_weight_commit(b"b", 1), VALIDATOR, signer="hotkey")
+        assert not fast.success and fast.error.name == "CommittingWeightsTooFast"
+        chain.set_param("weights_rate_limit", 0)
+        for _ in range(MAX_UNREVEALED_COMMITS - 1):
+            assert (await client.submit_call(raw_weight_commit(b"c", 1), VALIDATOR, signer="hotkey")).success
+        capped = await client.submit_call(raw_weight_commit(b"d", 1), VALIDATOR, signer="hotkey")
+        assert not capped.success and capped.error.name == "TooManyUnrevealedCommits"

@@ -22,8 +22,19 @@ the start of their reveal block. Block hashes are sha256(seed || height).
 Timelocks: drand cannot be simulated offline (nobody but the beacon can sign a round), so the
 simulated chain runs its own beacon whose round numbers are block heights. `SimSubstrate.seal`
 produces a `TimelockEncrypted` payload the simulated chain can open at that block; a payload
-sealed to real drand stays sealed here. For the same reason weight commits made on the
-commit-reveal path are recorded (rate limit, LastUpdate, pending commit) but never revealed.
+sealed to real drand stays sealed here.
+
+Commit-reveal weights (`commit_reveal=True`, the `CommitRevealWeightsEnabled` hyperparameter):
+the SDK's `SetWeights` sends `commit_timelocked_mechanism_weights` with a quicknet reveal round;
+inside `SimSubstrate.sealing()` its payload is sealed to this chain's beacon
+(`leoma.devnet.beacon`). The chain checks the rate limit (`CommittingWeightsTooFast`; the commit
+bumps `LastUpdate`), the version (`IncorrectCommitRevealVersion`) and the unrevealed-commit cap
+(`TooManyUnrevealedCommits`), keeps the commit in `TimelockedWeightCommits` under its epoch, and
+reveals it itself at the first block of epoch `commit epoch + RevealPeriodEpochs` that has the
+round's pulse. At the reveal the weights are checked as `set_weights` checks them (without the
+rate limit) and a failure is dropped silently, as on the real chain; a reveal that lands stamps
+`LastUpdate` with the reveal block. A plain `set_weights` on such a subnet is refused
+(`CommitRevealEnabled`).
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from leoma.devnet import beacon
 from leoma.errors import ChainError, ConfigError
 
 U16_MAX = 65535
@@ -54,6 +66,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "commit_reveal": False,
     "reveal_period_epochs": 1,
 }
+COMMIT_REVEAL_VERSION = 4
+MAX_UNREVEALED_COMMITS = 10
 
 
 def _jsonable(value: Any) -> Any:
@@ -124,8 +138,12 @@ class _State:
     revealed: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     pending: list[tuple[int, int, str, int, bytes | None]] = field(default_factory=list)
     weights: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
-    weight_commits: list[tuple[str, int, str, int]] = field(default_factory=list)
+    weight_commits: list[dict] = field(default_factory=list)
+    """Pending timelocked weight commits: epoch, signer, commit_block, commit, reveal_round, reveal_block."""
     nonces: dict[str, int] = field(default_factory=dict)
+    genesis_time: float = 0.0
+    start_block: int = 0
+    block_time: float = 12.0
 
     def uid(self, hotkey: str) -> int | None:
         try:
@@ -135,6 +153,7 @@ class _State:
 
     # -- timelock reveals (the chain's on_initialize of each block)
     def reveal_until(self, block: int) -> None:
+        self._reveal_weights_until(block)
         due = sorted(p for p in self.pending if p[0] <= block)
         self.pending = [p for p in self.pending if p[0] > block]
         for reveal_block, _seq, hotkey, commit_block, plaintext in due:
@@ -210,12 +229,10 @@ class _State:
             raise _Refused(limit_error)
         return uid
 
-    def set_weights(self, signer: str, block: int, seq: int, params: dict) -> None:
-        uid = self._weights_common(signer, block, params, "SettingWeightsTooFast")
-        dests = [int(d) for d in params["dests"]]
-        values = [int(w) for w in params["weights"]]
+    def _check_weights(self, uid: int, dests: list[int], values: list[int], version_key: int) -> None:
+        """The checks `set_weights` makes (and a reveal makes again) on one weight vector."""
         required = int(self.params["weights_version_key"])
-        if required and int(params.get("version_key", 0)) < required:
+        if required and version_key < required:
             raise _Refused("IncorrectWeightVersionKey")
         self_weight = dests == [uid]
         if not self_weight and not self.permits[uid]:
@@ -228,15 +245,67 @@ class _State:
             raise _Refused("UidVecContainInvalidOne")
         if not self_weight and len(dests) < int(self.params["min_allowed_weights"]):
             raise _Refused("WeightVecLengthIsLow")
+
+    def set_weights(self, signer: str, block: int, seq: int, params: dict) -> None:
+        uid = self._weights_common(signer, block, params, "SettingWeightsTooFast")
+        if self.params["commit_reveal"]:
+            raise _Refused("CommitRevealEnabled")
+        dests = [int(d) for d in params["dests"]]
+        values = [int(w) for w in params["weights"]]
+        self._check_weights(uid, dests, values, int(params.get("version_key", 0)))
         self.weights[uid] = list(zip(dests, values))
         self.last_update[uid] = block
+
+    def epoch_index(self, block: int) -> int:
+        """The subnet epoch `block` falls in (epochs run every `tempo + 1` blocks)."""
+        return block // max(1, self.tempo + 1)
 
     def commit_weights(self, signer: str, block: int, seq: int, params: dict) -> None:
         uid = self._weights_common(signer, block, params, "CommittingWeightsTooFast")
         if not self.params["commit_reveal"]:
             raise _Refused("CommitRevealDisabled")
-        self.weight_commits.append((signer, block, str(params["commit"]), int(params["reveal_round"])))
+        if int(params.get("commit_reveal_version", COMMIT_REVEAL_VERSION)) != COMMIT_REVEAL_VERSION:
+            raise _Refused("IncorrectCommitRevealVersion")
+        if sum(1 for c in self.weight_commits if c["signer"] == signer) >= MAX_UNREVEALED_COMMITS:
+            raise _Refused("TooManyUnrevealedCommits")
+        reveal_round = int(params["reveal_round"])
+        epoch = self.epoch_index(block)
+        reveal_epoch_start = (epoch + max(1, int(self.params["reveal_period_epochs"]))) * (self.tempo + 1)
+        pulse = beacon.first_block_with_pulse(reveal_round, genesis_time=self.genesis_time,
+                                              start_block=self.start_block, block_time=self.block_time)
+        self.weight_commits.append({"epoch": epoch, "signer": signer, "commit_block": block,
+                                    "commit": "0x" + _as_bytes(params["commit"]).hex(), "reveal_round": reveal_round,
+                                    "reveal_block": max(reveal_epoch_start, pulse), "seq": seq})
         self.last_update[uid] = block
+
+    def _reveal_weights_until(self, block: int) -> None:
+        """The chain opening due commits with the beacon's pulse and applying them (silently
+        dropping any the weight checks refuse, as `do_set_mechanism_weights` at reveal does)."""
+        due = sorted((c for c in self.weight_commits if c["reveal_block"] <= block),
+                     key=lambda c: (c["reveal_block"], c["seq"]))
+        if not due:
+            return
+        self.weight_commits = [c for c in self.weight_commits if c["reveal_block"] > block]
+        for c in due:
+            plain = beacon.unseal(self.seed, _as_bytes(c["commit"]), c["reveal_round"])
+            uid = self.uid(c["signer"])
+            if plain is None or uid is None:
+                continue  # sealed to real drand, or deregistered since
+            try:
+                payload = beacon.decode_payload(plain)
+                if payload.hotkey != _public_key(c["signer"]):
+                    continue  # a commit must carry its own signer's hotkey
+                self._check_weights(uid, list(payload.uids), list(payload.values), payload.version_key)
+            except (_Refused, ValueError):
+                continue
+            self.weights[uid] = list(zip(payload.uids, payload.values))
+            self.last_update[uid] = c["reveal_block"]  # do_set_mechanism_weights stamps the reveal
+
+
+def _public_key(ss58: str) -> bytes:
+    import bittensor_core
+
+    return bytes(bittensor_core.ss58_decode(ss58))
 
 
 _HANDLERS = {
@@ -425,7 +494,9 @@ class SimChain:
     def _state_unlocked(self, upto: int | None) -> _State:
         g = self.genesis
         state = _State(netuid=self.netuid, tempo=int(g["tempo"]), owner_hotkey=g["owner_hotkey"],
-                       owner_coldkey=g["owner_coldkey"], params=dict(g["params"]), seed=self.seed)
+                       owner_coldkey=g["owner_coldkey"], params=dict(g["params"]), seed=self.seed,
+                       genesis_time=float(g["genesis_time"]), start_block=int(g["start_block"]),
+                       block_time=self.block_time)
         for entry in self._lines:
             if "block" not in entry:
                 continue
@@ -643,6 +714,10 @@ class SimSubstrate:
                                extrinsic_id=f"{block}-{index:04d}", events=events)
 
     # -- simulated beacon
+    def sealing(self) -> Any:
+        """Context: weight commits the SDK builds meanwhile are sealed to this chain's beacon."""
+        return beacon.sealing(self.chain.seed)
+
     def seal(self, plaintext: bytes, blocks_until_reveal: int) -> tuple[bytes, int]:
         """Seal to the simulated beacon; returns (encrypted, reveal_round = reveal block)."""
         reveal = self.chain.head() + 1 + max(0, int(blocks_until_reveal))
@@ -665,6 +740,9 @@ def _read(s: _State, module: str, item: str, params: list) -> Any:
             return s.coldkeys[uid] if uid is not None else None
         if item == "TokenSymbol":
             return None
+        if item == "Weights":  # double map (netuid, uid) -> [(dest, u16)]
+            row = s.weights.get(int(params[1])) if int(params[0]) == s.netuid else None
+            return [list(x) for x in row] if row else []
         if params and int(params[0]) != s.netuid:
             return None
         simple: dict[str, Any] = {
@@ -713,10 +791,10 @@ def _read_map(s: _State, module: str, item: str, params: list) -> list[tuple[Any
     if module == "SubtensorModule" and item == "Weights":
         return [(uid, [list(x) for x in row]) for uid, row in sorted(s.weights.items())]
     if module == "SubtensorModule" and item == "TimelockedWeightCommits":
-        if not s.weight_commits:
-            return []
-        epoch = _last_epoch(s) // max(1, s.tempo + 1)
-        return [(epoch, [list(c) for c in s.weight_commits])]
+        by_epoch: dict[int, list[list]] = {}
+        for c in s.weight_commits:
+            by_epoch.setdefault(c["epoch"], []).append([c["signer"], c["commit_block"], c["commit"], c["reveal_round"]])
+        return sorted(by_epoch.items())
     return []
 
 

@@ -109,6 +109,10 @@ class World:
         # Queued judge misbehaviour: "garbage", "blocked", "missing", "http500" — one per call.
         self.judge_faults: list[str] = []
         self.last_judge_parts: list[str] = []
+        self.last_judge_request: dict[str, Any] = {}
+        """The JSON body of the last `generateContent` (what the judge was asked, and how)."""
+        self.judge_replies: list[dict[str, Any]] = []
+        """Queued replies the judge gives instead of measuring (one per call): exact scores for tests."""
         self.judge_busy_seconds = 0.0  # time the stand-in spent measuring (benchmarks subtract it)
         self.judge_weights: dict[str, str] = dict(DEFAULT_WEIGHTS)
         self.bucket_roots: tuple[Any, ...] = ()
@@ -336,6 +340,7 @@ class World:
         if action != "generateContent":
             return _json({"error": {"code": 404, "message": f"no action {action}", "status": "NOT_FOUND"}}, 404)
         body = await request.json()
+        self.last_judge_request = {"model": model, **body}
         fault = self.judge_faults.pop(0) if self.judge_faults else ""
         if fault == "http500":
             return _json({"error": {"code": 500, "message": "internal", "status": "INTERNAL"}}, 500)
@@ -355,6 +360,8 @@ class World:
                     self.last_judge_parts.append(mime)
         if fault == "garbage":
             text = "I am sorry, I cannot grade this video."
+        elif self.judge_replies:
+            text = json.dumps(self.judge_replies.pop(0))
         else:
             started = time.perf_counter()
             text = await asyncio.to_thread(self._judge, texts, blobs, fault == "missing")

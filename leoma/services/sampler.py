@@ -50,7 +50,6 @@ __all__ = [
     "evaluation_entries",
     "open_tasks",
     "sample_turn",
-    "serve_sampler",
     "task_events",
 ]
 
@@ -77,9 +76,11 @@ def task_events(ctx: ServiceContext, task_id: int) -> dict[str, dict[str, Any]]:
     """Own `responses`, `verdicts` and `judgefails` of one task, each by miner hotkey."""
     out: dict[str, dict[str, Any]] = {"responses": {}, "verdicts": {}, "judgefails": {}}
     slot = {"miner_responded": "responses", "verdict_recorded": "verdicts", "judge_failed": "judgefails"}
-    for row, body in _own(ctx, list(slot)):
-        if body.task_id == task_id:
-            out[slot[row.kind]][body.miner] = body
+    # Only what followed the task's opening, through the kind index: not the whole own history.
+    for row in ctx.log.rows_since_key(ctx.hotkey, f"task/{task_id}/opened", list(slot)):
+        body = decode_body(row.body, row.v)
+        if body.task_id == task_id:  # type: ignore[attr-defined]
+            out[slot[row.kind]][body.miner] = body  # type: ignore[attr-defined]
     return out
 
 
@@ -611,32 +612,3 @@ async def sample_turn(ctx: ServiceContext) -> TaskClosed | None:
     if opened is None:
         return None
     return await _run_task(ctx, opened, block)
-
-
-async def serve_sampler(ctx: ServiceContext, *, stop: asyncio.Event | None = None) -> None:
-    """Run the checker every MINER_VALIDATION_INTERVAL and a sampler turn every SAMPLER_POLL_INTERVAL.
-
-    Unlike the seed's split mode (§12.1) the sampler runs the checker it needs itself. An error
-    in one round is logged and the loop goes on; `stop` ends it.
-    """
-    from leoma.errors import LeomaError
-    from leoma.services.checker import check_miners
-
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    next_check = 0.0
-    while not stop.is_set():
-        if loop.time() >= next_check:
-            try:
-                await check_miners(ctx)
-            except LeomaError as exc:
-                log.error("checker pass failed: %s", exc)
-            next_check = loop.time() + ctx.settings.miner_validation_interval
-        try:
-            await sample_turn(ctx)
-        except LeomaError as exc:
-            log.error("sampler turn failed (retried next poll): %s", exc)
-        try:
-            await asyncio.wait_for(stop.wait(), ctx.settings.sampler_poll_interval)
-        except TimeoutError:
-            pass

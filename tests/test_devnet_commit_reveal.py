@@ -1,0 +1,51 @@
+"""A devnet with commit-reveal on: the validators agree, and every decision is committed, revealed
+by the chain an epoch later, and confirmed by read-back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from leoma.devnet.network import Devnet, DevnetConfig
+from leoma.log import EventLog
+
+pytestmark = pytest.mark.slow
+
+
+def _landing(net: Devnet, node) -> dict[int, list[str]]:  # type: ignore[no-untyped-def]
+    """Epoch -> the node's own weights event kinds, in order."""
+    path = net.db_path(node)
+    if not path.is_file():
+        return {}
+    out: dict[int, list[str]] = {}
+    with EventLog(path, readonly=True) as log:
+        for row in log.rows(origin=node.hotkey):
+            if row.kind.startswith("weights_"):
+                out.setdefault(int(row.key.split("/")[1]), []).append(row.kind)
+    return out
+
+
+def test_a_commit_reveal_devnet_agrees_and_confirms_every_epoch(tmp_path: Path) -> None:
+    net = Devnet.create(tmp_path / "net", DevnetConfig(validators=2, commit_reveal=True))
+    assert net.sim.state().params["commit_reveal"] is True
+    with net.running(processes=False, api=False):
+        assert net.wait(2), "the validators did not decide the target epoch"
+        target = net.target_epoch(2)
+
+        def all_landed() -> bool:
+            return all("weights_confirmed" in _landing(net, n).get(target, []) for n in net.validators)
+
+        # a commit is revealed at the next chain epoch: give it two epochs' time
+        assert net.wait_for(all_landed, timeout=2 * net.config.epoch_length * net.config.block_time + 60)
+        summary = net.summary()
+    assert all(e["agreed"] for e in summary["epochs"]) and summary["agreed"], summary["epochs"]
+    for node in net.validators:
+        landing = _landing(net, node)
+        decided = [e for e in net.decisions(node) if e <= target]
+        assert decided and set(decided) <= set(landing), (node.name, landing)
+        for epoch in decided:
+            kinds = landing[epoch]
+            assert kinds[:2] == ["weights_submitted", "weights_committed"], (node.name, epoch, kinds)
+            assert kinds.index("weights_revealed") < kinds.index("weights_confirmed"), (node.name, epoch, kinds)
+            assert "weights_not_landed" not in kinds, (node.name, epoch, kinds)
