@@ -230,10 +230,10 @@ class ChutesClient:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         deadline = self._clock() + self.retry_budget
         loop = asyncio.get_running_loop()
-        total_deadline = loop.time() + timeout
         attempts = 0
         last = ""
         async with self._semaphore:
+            total_deadline = loop.time() + timeout  # from the call's start, not its wait for a slot
             while True:
                 attempts += 1
                 started = time.perf_counter()

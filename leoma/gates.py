@@ -34,7 +34,7 @@ from leoma.textsafe import safe_text
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["ANALYSIS_SIZE", "clip_hashes", "dct_hash", "hamming", "measure", "source_distance"]
+__all__ = ["ANALYSIS_SIZE", "clip_hashes", "conditioning_gray", "dct_hash", "hamming", "measure", "source_distance"]
 
 ANALYSIS_SIZE = (104, 60)
 """Width and height of the gray copies every measurement is taken on (832x480 / 8)."""
@@ -96,8 +96,14 @@ def _gray_small(frame: Any) -> np.ndarray:
         return frame.reformat(width=w, height=h, format="gray").to_ndarray().astype(np.float32)  # type: ignore[no-any-return]
     plane = frame.planes[0]
     y = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
-    a = y[: 2 * h * bh : 2, : 2 * w * bw : 2].astype(np.uint16)
-    sums = a.reshape(h, bh, w * bw).sum(axis=1).reshape(h, w, bw).sum(axis=2)
+    a = y[: 2 * h * bh : 2, : 2 * w * bw : 2]  # a view: nothing is copied yet
+    acc = np.uint16 if bh * bw <= 256 else np.uint32
+    rows = a[0::bh].astype(acc)
+    for i in range(1, bh):
+        rows += a[i::bh]
+    sums = rows[:, 0::bw].copy()
+    for j in range(1, bw):
+        sums += rows[:, j::bw]
     return sums.astype(np.float32) / (bh * bw)  # type: ignore[no-any-return]
 
 
@@ -109,7 +115,8 @@ def _rgb_gray_small(frame: Any) -> np.ndarray:
     return rgb.astype(np.float32).mean(axis=2)  # type: ignore[no-any-return]
 
 
-def _image_gray_small(png: bytes) -> np.ndarray:
+def conditioning_gray(png: bytes) -> np.ndarray:
+    """The conditioning image as the first-frame gate sees it (compute once per task)."""
     import av
 
     with av.open(io.BytesIO(png), mode="r") as container:
@@ -145,7 +152,7 @@ def source_distance(hashes: Sequence[int], source: Sequence[int]) -> int:
 
 def measure(
     video: bytes,
-    image_png: bytes,
+    image_png: bytes | np.ndarray,
     *,
     hash_frames: int = 8,
     max_frames: int = 2000,
@@ -153,6 +160,7 @@ def measure(
 ) -> GateMeasurements:
     """Decode `video` once and measure everything the gates decide on.
 
+    `image_png` is the conditioning image, as PNG bytes or as `conditioning_gray` of them.
     Never raises for bad bytes: a container that does not open or a frame that does not decode
     is recorded as `decoded=False` with the error (escaped), and the gates fail it.
     """
@@ -196,7 +204,7 @@ def measure(
     if n == 0 or first_rgb is None:
         return GateMeasurements(**m)
     try:
-        image = _image_gray_small(image_png)
+        image = conditioning_gray(image_png) if isinstance(image_png, bytes) else image_png
         mse = float(np.mean((first_rgb - image) ** 2))
         m["first_frame_psnr_cdb"] = (PSNR_CAP_CDB if mse <= 0
                                      else min(PSNR_CAP_CDB, max(0, round(1000 * math.log10(255.0**2 / mse)))))

@@ -22,13 +22,13 @@ near-identical outputs (`copies`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from leoma.consensus import Consensus
-from leoma.events import GateMeasurements
+from leoma.events import GateMeasurements, MinerResponded, VerdictRecorded
 
-__all__ = ["CopyCandidate", "copies", "gate_reason", "output_distance"]
+__all__ = ["CopyCandidate", "copies", "gate_reason", "output_distance", "rederive"]
 
 
 def gate_reason(m: GateMeasurements, consensus: Consensus) -> str:
@@ -91,3 +91,35 @@ def copies(candidates: Iterable[CopyCandidate], max_bits: int) -> dict[str, tupl
                 out[later.miner] = (earlier.uid, d)
                 break
     return out
+
+
+GATE_REASONS = ("gate:", "returned_source_clip", "copied_output:")
+
+
+def rederive(responses: Iterable[MinerResponded], verdicts: Iterable[VerdictRecorded],
+             seniority: Mapping[str, tuple[int, int]], consensus: Consensus) -> list[str]:
+    """Re-derive one task's gate and copy verdicts from the recorded measurements.
+
+    `seniority` is miner -> (commit_block, uid) as the sampler's miner checks said. Returns one
+    line per verdict that the measurements do not reproduce (empty: every one reproduced).
+    """
+    by_miner = {r.miner: r for r in responses}
+    problems: list[str] = []
+    accepted = []
+    for miner, r in sorted(by_miner.items()):
+        if r.gates is None:
+            continue
+        expected = gate_reason(r.gates, consensus)
+        if r.reason.startswith(GATE_REASONS[:2]) or expected:
+            if expected != r.reason:
+                problems.append(f"{miner}: recorded {r.reason!r}, measurements give {expected!r}")
+        if r.status == "accepted" and r.gates.hashes:
+            commit_block, uid = seniority.get(miner, (1 << 62, -1))
+            accepted.append(CopyCandidate(miner, uid, commit_block, r.gates.hashes))
+    found = {m: f"copied_output:{uid}" for m, (uid, _) in copies(accepted, consensus.gates.copy_max_bits).items()}
+    for v in verdicts:
+        want = found.get(v.miner) or (by_miner[v.miner].reason if v.miner in by_miner else "")
+        if v.reason.startswith(GATE_REASONS) or v.miner in found:
+            if v.reason != want:
+                problems.append(f"{v.miner}: verdict {v.reason!r}, measurements give {want!r}")
+    return problems

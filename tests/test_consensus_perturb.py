@@ -118,6 +118,48 @@ def reply_bytes() -> bytes:
     return _REPLIES[key]
 
 
+
+# -- probes: the video gates (issue 18) -----------------------------------------------------------
+
+_GATED = dict(decoded=True, codec="h264", frames=81, declared_frames=81, fps_milli=16000, duration_ms=5062,
+              width=832, height=480, first_frame_psnr_cdb=4000, motion_c=900, max_cut_milli=10,
+              hashes=("0" * 64,) * 8, source_distance=20)
+
+
+def gate(**measured: Any) -> Probe:
+    """The gate verdict (`projections.gates.gate_reason`) on measurements near the leaf's bound."""
+
+    def probe(c: Consensus, env: Env) -> Any:
+        from leoma.events import GateMeasurements
+        from projections.gates import gate_reason
+
+        return gate_reason(GateMeasurements(**{**_GATED, **measured}), c)
+
+    return probe
+
+
+def copy_found(c: Consensus, env: Env) -> Any:
+    from projections.gates import CopyCandidate, copies
+
+    near = ("0" * 63 + "f",) * 8  # 4 bits from the earlier output in every frame
+    return copies([CopyCandidate("a", 1, 1, ("0" * 64,) * 8), CopyCandidate("b", 2, 2, near)], c.gates.copy_max_bits)
+
+
+def reply_deadline(c: Consensus, env: Env) -> Any:
+    from leoma.services.sampler import reply_deadline_block
+
+    return reply_deadline_block(100, 200, c.gates.reply_deadline_share)
+
+
+def hashed_frames(c: Consensus, env: Env) -> Any:
+    from leoma import gates
+
+    return len(gates.measure(reply_bytes(), b"", hash_frames=c.gates.hash_frames).hashes)
+
+
+def gate_version(c: Consensus, env: Env) -> Any:
+    return c.gates.version  # the prompt_version every verdict reached without the judge carries
+
 # -- probes: the judge ---------------------------------------------------------------------------
 
 
@@ -521,6 +563,21 @@ ROWS: dict[str, Row] = {
     "request.frames": Row(49, payload),
     "request.resolution": Row("720p", payload),
     "request.fast": Row(False, payload),
+    # gates: what a miner's video must be before the judge sees it
+    "gates.version": Row("gates/v0", gate_version),
+    "gates.codecs": Row("hevc", gate()),
+    "gates.min_frames": Row(82, gate()),
+    "gates.max_frames": Row(80, gate()),
+    "gates.fps_tolerance_milli": Row(100, gate(fps_milli=16400)),
+    "gates.min_duration_ms": Row(6000, gate()),
+    "gates.max_duration_ms": Row(5000, gate()),
+    "gates.min_first_frame_psnr_cdb": Row(4100, gate()),
+    "gates.min_motion_c": Row(1000, gate()),
+    "gates.max_cut_milli": Row(5, gate()),
+    "gates.hash_frames": Row(4, hashed_frames),
+    "gates.copy_max_bits": Row(3, copy_found),
+    "gates.source_max_bits": Row(25, gate()),
+    "gates.reply_deadline_share": Row("1/2", reply_deadline),
 }
 
 

@@ -7,11 +7,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from leoma.events import decode_body
 from leoma.services.checker import check_miners
 from leoma.services.sampler import GATES_JUDGE, sample_turn
+from projections.gates import rederive
 from tests.validator_fixtures import ValidatorWorld, build_validator_world
 
 HOSTILE_WORLD = ("faithful", "one_frame", "frozen", "corrupt_tail", "slowloris", "proxy_of_faithful", "source_clip",
@@ -41,8 +43,10 @@ async def test_every_hostile_miner_is_refused_with_its_reason(hostile: Validator
         assert all(r.valid for n, r in checked.items() if n != "lone_surrogate")
         task = vw.advance_to_turn(v)
         closed = await sample_turn(ctx)
-        verdicts = {vw.name_of(b.miner): b for b in bodies(ctx, "verdict_recorded")}
-        responses = {vw.name_of(b.miner): b for b in bodies(ctx, "miner_responded")}
+        verdicts_raw, responses_raw = bodies(ctx, "verdict_recorded"), bodies(ctx, "miner_responded")
+        checks = bodies(ctx, "miner_checked")
+        verdicts = {vw.name_of(b.miner): b for b in verdicts_raw}
+        responses = {vw.name_of(b.miner): b for b in responses_raw}
     assert closed is not None and closed.task_id == task and closed.reason == ""
     assert {n: b.reason for n, b in verdicts.items()} == {
         "faithful": "",
@@ -65,6 +69,12 @@ async def test_every_hostile_miner_is_refused_with_its_reason(hostile: Validator
     judged = [p for p in vw.world.requests if p[1].endswith(":generateContent")]
     assert len(judged) == 2  # one description, one evaluation: the faithful miner's
     assert closed.evaluated == 7 and closed.passed == 1
+    # replay's view: every gate and copy verdict follows from the recorded measurements alone
+    seniority = {c.hotkey: (c.commit_block, c.uid) for c in checks}
+    assert rederive(responses_raw, verdicts_raw, seniority, vw.consensus) == []
+    tampered = [msgspec.structs.replace(r, gates=msgspec.structs.replace(r.gates, motion_c=5000))
+                if r.gates is not None and r.reason == "gate:frozen" else r for r in responses_raw]
+    assert len(rederive(tampered, verdicts_raw, seniority, vw.consensus)) == 1
 
 
 async def test_a_slowloris_miner_cannot_take_the_task_down(tmp_path: Path) -> None:

@@ -144,7 +144,7 @@ class ValidatorWorld:
             "LEOMA_HF_ENDPOINT": self.world.url, "LEOMA_SOURCE_URL": f"file://{self.root / 'source'}",
             "LEOMA_OWN_BUCKET_URL": f"file://{self.root / 'buckets' / name}",
             "LEOMA_DB": str(self.root / f"{name}.db"), "LEOMA_STATE_DIR": str(self.root / f"state-{name}"),
-            "REQUEST_TIMEOUT": "4", "MAX_CONCURRENT_MINERS": "8",
+            "REQUEST_TIMEOUT": "8", "MAX_CONCURRENT_MINERS": "8",
         }
         return {**base, **env}
 
@@ -221,7 +221,7 @@ async def build_validator_world(
     sim.register(owner.ss58_address, stake=10**12, validator_permit=True)
     for v in vals:
         sim.register(v.ss58_address, stake=10**11, validator_permit=True)
-    world = World(frames=17, slow_seconds=6.0)
+    world = World(frames=17, slow_seconds=12.0)  # well past REQUEST_TIMEOUT, even on busy cores
     miners: dict[str, Any] = {}
     uids: dict[str, int] = {}
     for b in behaviours:

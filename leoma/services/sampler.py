@@ -243,6 +243,7 @@ async def _call_miners(ctx: ServiceContext, opened: TaskOpened, frame: bytes, bl
     checks = _latest_checks(ctx)
     sem = asyncio.Semaphore(ctx.settings.max_concurrent_miners)
     source = await _source_hashes(ctx, opened)
+    image = await asyncio.to_thread(gates.conditioning_gray, frame)
 
     async def one(miner: str) -> None:
         async with sem:
@@ -253,7 +254,7 @@ async def _call_miners(ctx: ServiceContext, opened: TaskOpened, frame: bytes, bl
                                             detail="chute not available (no chute info)")
             else:
                 reply = await ctx.chutes.generate(info, opened.prompt, frame, timeout=ctx.settings.request_timeout)
-                reply_body = await _record_reply(ctx, T, miner, reply, frame, source)
+                reply_body = await _record_reply(ctx, T, miner, reply, image, source)
             ctx.log.append(reply_body, key=f"response/{T}/{miner}", block=block)
             log.info("task=%s miner=%s %s %s %s %s", T, miner[:12], reply_body.status, reply_body.failure_class,
                      reply_body.reason, reply_body.detail[:120])
@@ -297,7 +298,7 @@ async def _source_hashes(ctx: ServiceContext, opened: TaskOpened) -> tuple[int, 
     return cache[opened.task_id]  # type: ignore[no-any-return]
 
 
-async def _record_reply(ctx: ServiceContext, T: int, miner: str, reply: Any, frame: bytes = b"",
+async def _record_reply(ctx: ServiceContext, T: int, miner: str, reply: Any, frame: Any = b"",
                         source: tuple[int, ...] = ()) -> MinerResponded:
     if reply.status != "ok":
         return MinerResponded(task_id=T, miner=miner, status="failed", failure_class=reply.failure or "miner",
@@ -327,7 +328,7 @@ async def _record_reply(ctx: ServiceContext, T: int, miner: str, reply: Any, fra
     return MinerResponded(**common, status="accepted", object_key=key)
 
 
-VIDEO_CACHE_BYTES = 64_000_000
+VIDEO_CACHE_BYTES = 16_000_000
 """Accepted videos kept in memory for the judge, at most; the rest are read back from the bucket,
 so 64 miners' videos never sit in memory at once."""
 

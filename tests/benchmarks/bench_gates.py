@@ -63,8 +63,9 @@ def bench_gates(n_outputs: int, frames: int) -> None:
     decode_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    source = gates.clip_hashes(clip)
-    measured = [gates.measure(v, png, hash_frames=DEFAULT.gates.hash_frames, source=source) for v in outputs]
+    source = gates.clip_hashes(clip)  # once per task, as the sampler does
+    image = gates.conditioning_gray(png)
+    measured = [gates.measure(v, image, hash_frames=DEFAULT.gates.hash_frames, source=source) for v in outputs]
     reasons = [gate_reason(m, DEFAULT) for m in measured]
     found = copies([CopyCandidate(f"m{i:02d}", i, i, m.hashes) for i, m in enumerate(measured) if not reasons[i]],
                    DEFAULT.gates.copy_max_bits)
