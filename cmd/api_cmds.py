@@ -15,7 +15,6 @@ API records each as an `admin_acted` event, so every change stays auditable.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -82,6 +81,40 @@ def _check_hotkey(hotkey: str) -> str:
 
 
 
+def build_api(*, host: str | None = None, port: int | None = None, db: str | None = None,
+              sync: bool = True) -> tuple[Any, Any]:
+    """The API's app and settings, as `leoma api` serves them (settings through the one reader).
+
+    The consensus is LEOMA_CONSENSUS, else the one the validators it imports recorded, else its
+    own log's record, else the packaged one; it is recorded in the API's log once per digest.
+    """
+    from leoma.api.app import ApiService, create_app
+    from leoma.api.feed import Feeder
+    from leoma.api.settings import ApiSettings
+    from leoma.consensus import record_consensus
+    from leoma.log import EventLog
+    from leoma.peers import peers_from_env
+
+    settings = ApiSettings.load(host=host, port=port, db=db)
+    settings.db_path.parent.mkdir(parents=True, exist_ok=True)
+    log = EventLog(settings.db_path, own=settings.api_id)
+    consensus = settings.consensus(log)
+    record_consensus(log, consensus, block=_head_block(log))
+    click.echo(f"consensus {consensus.digest[:16]}… (epoch length {consensus.epoch.length})", err=True)
+    service = ApiService(settings, consensus, log_=log)
+    entries, problems = peers_from_env(settings.peer_validators, own=settings.api_id)
+    for p in problems:
+        click.echo(f"PEER_VALIDATORS: {p}", err=True)
+    service.feeder = Feeder(service.log, entries, consensus)
+    return create_app(service, sync=sync), settings
+
+
+def _head_block(log: Any) -> int:
+    """The newest block the log speaks of (0 for an empty log)."""
+    last = next(iter(log.rows(descending=True, limit=1)), None)
+    return last.block if last is not None else 0
+
+
 def register(cli: click.Group) -> None:
     """Add `api`, `validator add/remove`, `blacklist ...` and `db ...` to the `leoma` command."""
     validator = subgroup(cli, "validator", "Validator allowlist and validator tools.")
@@ -97,23 +130,7 @@ def register(cli: click.Group) -> None:
         """Serve the owner's API and dashboard from the API's event log."""
         import uvicorn
 
-        from leoma.api.app import ApiService, create_app
-        from leoma.api.feed import Feeder
-        from leoma.api.settings import ApiSettings
-        from leoma.consensus import DEFAULT, load_consensus
-        from leoma.peers import peers_from_env
-
-        def build() -> tuple[Any, ApiSettings]:
-            settings = ApiSettings.load(host=host, port=port, db=db)
-            consensus = load_consensus(os.environ["LEOMA_CONSENSUS"]) if os.environ.get("LEOMA_CONSENSUS") else DEFAULT
-            service = ApiService(settings, consensus)
-            entries, problems = peers_from_env(settings.peer_validators, own=settings.api_id)
-            for p in problems:
-                click.echo(f"PEER_VALIDATORS: {p}", err=True)
-            service.feeder = Feeder(service.log, entries, consensus)
-            return create_app(service, sync=not no_sync), settings
-
-        app, settings = _friendly(build)
+        app, settings = _friendly(lambda: build_api(host=host, port=port, db=db, sync=not no_sync))
         click.echo(f"leoma api on http://{settings.host}:{settings.port} (log {settings.db_path})")
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
 
@@ -203,7 +220,6 @@ def register(cli: click.Group) -> None:
         """Register a validator by appending to the API's own log (no running API needed)."""
         from leoma.api.settings import ApiSettings
         from leoma.api.state import VALIDATOR_ADD, ApiState
-        from leoma.consensus import DEFAULT
         from leoma.events import AdminActed
         from leoma.log import EventLog
 
@@ -216,7 +232,7 @@ def register(cli: click.Group) -> None:
             settings = ApiSettings.load(db=db)
             settings.db_path.parent.mkdir(parents=True, exist_ok=True)
             with EventLog(settings.db_path, own=settings.api_id) as log:
-                state = ApiState(log, own=settings.api_id, consensus=DEFAULT)
+                state = ApiState(log, own=settings.api_id, consensus=settings.consensus(log))
                 state.refresh()
                 holder = next((v for v in state.registry.values() if v.uid == uid and v.hotkey != hk), None)
                 if holder is not None:
@@ -234,7 +250,6 @@ def register(cli: click.Group) -> None:
         """The validators registered in the API's own log, by uid."""
         from leoma.api.settings import ApiSettings
         from leoma.api.state import ApiState
-        from leoma.consensus import DEFAULT
         from leoma.log import EventLog
 
         settings = ApiSettings.load(db=db)
@@ -243,7 +258,7 @@ def register(cli: click.Group) -> None:
 
         def go() -> list[Any]:
             with EventLog(settings.db_path, own=settings.api_id) as log:
-                state = ApiState(log, own=settings.api_id, consensus=DEFAULT)
+                state = ApiState(log, own=settings.api_id, consensus=settings.consensus(log))
                 state.refresh()
                 return sorted(state.registry.values(), key=lambda v: (v.uid, v.hotkey))
 

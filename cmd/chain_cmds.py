@@ -55,6 +55,16 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 
+def default_interval(consensus: Any = None) -> int:
+    """The rotation interval an allowlist gets when the owner names none: the consensus's
+    `rotation.interval` (LEOMA_CONSENSUS through the settings reader, else the packaged one)."""
+    if consensus is None:
+        from leoma.config import Settings
+
+        consensus = Settings.load().consensus()
+    return int(consensus.rotation.interval)
+
+
 def check_model(model_name: str, model_revision: str, hotkey: str) -> None:
     """Refuse locally what every validator would reject (seed-spec §2.4)."""
     repo = model_name.strip().rsplit("/", 1)[-1].strip().lower()
@@ -81,11 +91,12 @@ def register(cli: click.Group) -> None:
     @click.option("--validators", default=None, help="Comma-separated validator hotkeys (SS58).")
     @click.option("--from-file", "from_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                   default=None, help="File with one validator hotkey per line ('#' comments allowed).")
-    @click.option("--interval", type=int, default=100, show_default=True, help="Rotation interval in blocks.")
+    @click.option("--interval", type=int, default=None,
+                  help="Rotation interval in blocks (default: the consensus's rotation.interval, 100 packaged).")
     @source_option
     @chain_options
     @wallet_options
-    def publish(validators: str | None, from_file: Path | None, interval: int, source_url: str, network: str,
+    def publish(validators: str | None, from_file: Path | None, interval: int | None, source_url: str, network: str,
                 netuid: int, wallet_name: str | None, wallet_hotkey: str | None, wallet_path: str | None) -> None:
         """(Owner) Publish the validator allowlist: put it in the source bucket, commit its digest."""
         if (validators is None) == (from_file is None):
@@ -96,6 +107,8 @@ def register(cli: click.Group) -> None:
         else:
             hotkeys = [v.strip() for v in (validators or "").split(",")]
         hotkeys = [h for h in hotkeys if h]
+        if interval is None:
+            interval = default_interval()
         if interval <= 0:
             raise click.BadParameter(f"must be a positive number of blocks, not {interval}", param_hint="--interval")
         if not hotkeys:

@@ -135,7 +135,9 @@ def verify_cmd(db_path: str | None, bucket: str | None, hotkey: str | None, as_j
 
         import asyncio
 
-        report = asyncio.run(verify_published(bucket, hotkey))
+        from .mirror_cmds import network_consensus
+
+        report = asyncio.run(verify_published(bucket, hotkey, consensus_digest=network_consensus().digest))
         if as_json:
             print_json(report)
         else:

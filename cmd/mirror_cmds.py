@@ -25,6 +25,18 @@ def peers_option(fn):  # type: ignore[no-untyped-def]
                         help="Peer validators as the seed's JSON list (env PEER_VALIDATORS).")(fn)
 
 
+def consensus_option(fn):  # type: ignore[no-untyped-def]
+    return click.option("--consensus", "consensus_path", type=click.Path(dir_okay=False), default=None,
+                        help="consensus.toml (env LEOMA_CONSENSUS; default: the packaged one), read as `leoma serve` reads it.")(fn)
+
+
+def network_consensus(consensus_path: str | None = None) -> Any:
+    """The consensus the network runs, read through the validator's settings (flag, env, .env)."""
+    from leoma.config import Settings
+
+    return Settings.load({"consensus_path": consensus_path}).consensus()
+
+
 def key_options(fn):  # type: ignore[no-untyped-def]
     fn = wallet_options(fn)
     return click.option("--dev-key", default=None, metavar="URI",
@@ -60,6 +72,18 @@ def _peers(peers_json: str, own: str) -> list[Any]:
     return [Peer(e.hotkey, peer_store(e)) for e in entries]
 
 
+async def _restore_first(log: Any, bucket_url: str, signer: Any, digest: str) -> int:
+    """Restore the own bucket's published tail before appending (as `leoma serve` does on start)."""
+    from types import SimpleNamespace
+
+    from leoma.serve import restore_own_log
+    from leoma.storage import open_store
+
+    async with open_store(bucket_url) as store:
+        ctx = SimpleNamespace(log=log, own=store, signer=signer, consensus=SimpleNamespace(digest=digest))
+        return await restore_own_log(ctx)
+
+
 def _need_bucket(bucket_url: str | None) -> str:
     if not bucket_url:
         raise click.UsageError("the own bucket is not set: pass --bucket URL or set LEOMA_OWN_BUCKET_URL")
@@ -83,20 +107,27 @@ def mirror_group() -> None:
 @bucket_option
 @key_options
 @click.option("--segment-size", default=1000, show_default=True, help="Events per segment (fixed once published).")
+@consensus_option
 @json_option
 @friendly_errors
 def push(db_path: str, bucket_url: str | None, dev_key: str | None, wallet_name: str | None,
-         wallet_hotkey: str | None, wallet_path: str | None, segment_size: int, as_json: bool) -> None:
-    """Upload new own events and a signed checkpoint (restoring a lost local tail first)."""
-    from leoma.consensus import DEFAULT
+         wallet_hotkey: str | None, wallet_path: str | None, segment_size: int, consensus_path: str | None,
+         as_json: bool) -> None:
+    """Upload new own events and a signed checkpoint (restoring a lost local tail first).
+
+    Example:
+
+        leoma mirror push --db events.db --bucket file:///tmp/bucket --dev-key //Alice
+    """
     from leoma.mirror import MirrorOut
     from leoma.storage import open_store
 
     signer = _signer(dev_key, wallet_name, wallet_hotkey, wallet_path)
+    digest = network_consensus(consensus_path).digest
 
     async def go() -> tuple[int, Any]:
         async with open_store(_need_bucket(bucket_url)) as store:
-            out = MirrorOut(log, store, signer, DEFAULT.digest, segment_size)
+            out = MirrorOut(log, store, signer, digest, segment_size)
             restored = await out.restore()
             return restored, await out.push()
 
@@ -116,22 +147,35 @@ def push(db_path: str, bucket_url: str | None, dev_key: str | None, wallet_name:
 @mirror_group.command("pull")
 @db_option
 @peers_option
+@bucket_option
 @key_options
 @click.option("--peer", "only", default=None, metavar="HOTKEY", help="Only this peer.")
+@consensus_option
 @json_option
 @friendly_errors
-def pull(db_path: str, peers_json: str, dev_key: str | None, wallet_name: str | None, wallet_hotkey: str | None,
-         wallet_path: str | None, only: str | None, as_json: bool) -> None:
-    """Import new events from every peer's bucket; refusals are recorded with their reason."""
-    from leoma.consensus import DEFAULT
+def pull(db_path: str, peers_json: str, bucket_url: str | None, dev_key: str | None, wallet_name: str | None,
+         wallet_hotkey: str | None, wallet_path: str | None, only: str | None, consensus_path: str | None,
+         as_json: bool) -> None:
+    """Import new events from every peer's bucket; refusals are recorded once with their reason.
+
+    With the own bucket (--bucket) the own published tail is restored first, as before any append.
+
+    Example:
+
+        PEER_VALIDATORS='[{"hotkey": "5F...", "url": "file:///tmp/bucket"}]' leoma mirror pull --db events.db --dev-key //Bob
+    """
     from leoma.mirror import MirrorIn
 
-    own = _signer(dev_key, wallet_name, wallet_hotkey, wallet_path).ss58_address
+    signer = _signer(dev_key, wallet_name, wallet_hotkey, wallet_path)
+    own = signer.ss58_address
+    consensus = network_consensus(consensus_path)
     peers = _peers(peers_json, own)
 
     async def go() -> list[Any]:
+        if bucket_url:
+            await _restore_first(log, bucket_url, signer, consensus.digest)
         try:
-            return await MirrorIn(log, peers, DEFAULT.digest).sync(only)
+            return await MirrorIn(log, peers, consensus.digest, consensus=consensus).sync(only)
         finally:
             for p in peers:
                 await p.store.close()
@@ -145,7 +189,7 @@ def pull(db_path: str, peers_json: str, dev_key: str | None, wallet_name: str | 
     else:
         print_table(["peer", "published", "imported", "head", "problem"],
                     [(r.peer, "-" if r.checkpoint_size is None else r.checkpoint_size, r.imported, r.head,
-                      r.rejected or r.error) for r in reports], empty="(no peers: set --peers or PEER_VALIDATORS)")
+                      r.rejected or r.error or (f"waiting: {r.waiting}" if r.waiting else "")) for r in reports], empty="(no peers: set --peers or PEER_VALIDATORS)")
     if any(r.rejected or r.error for r in reports):
         sys.exit(1)
 
@@ -156,21 +200,32 @@ def pull(db_path: str, peers_json: str, dev_key: str | None, wallet_name: str | 
 @peers_option
 @key_options
 @click.option("--hotkey", default=None, help="The own hotkey (instead of loading a wallet or dev key).")
+@consensus_option
 @json_option
 @friendly_errors
 def status(db_path: str, bucket_url: str | None, peers_json: str, dev_key: str | None, wallet_name: str | None,
-           wallet_hotkey: str | None, wallet_path: str | None, hotkey: str | None, as_json: bool) -> None:
-    """Own head vs what is uploaded, and each peer's published head vs what was imported."""
+           wallet_hotkey: str | None, wallet_path: str | None, hotkey: str | None, consensus_path: str | None,
+           as_json: bool) -> None:
+    """Own head vs what is uploaded, and each peer's published head vs what was imported.
+
+    Example:
+
+        leoma mirror status --db events.db --hotkey 5F... --bucket file:///tmp/bucket --json
+    """
     from leoma.errors import MirrorError, StorageError
     from leoma.mirror import fetch_checkpoint, uploaded_position
     from leoma.storage import open_store
 
     own = hotkey or _signer(dev_key, wallet_name, wallet_hotkey, wallet_path).ss58_address
+    digest = network_consensus(consensus_path).digest
     peers = _peers(peers_json, own)
 
     async def published(store: Any, origin: str) -> tuple[Any, str]:
         try:
-            return await fetch_checkpoint(store, origin), ""
+            cp = await fetch_checkpoint(store, origin)
+            if cp is not None and cp.consensus_digest != digest:
+                return cp, f"unknown consensus digest: {cp.consensus_digest[:16]} is not the network's {digest[:16]}"
+            return cp, ""
         except (MirrorError, StorageError) as exc:
             return None, str(exc)
         finally:

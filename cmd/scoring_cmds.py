@@ -26,8 +26,8 @@ def _pct(text: str) -> str:
 @click.option("--peers", "peers_json", envvar="PEER_VALIDATORS",
               help="With --from-bucket: PEER_VALIDATORS JSON naming the buckets of the other origins it read.")
 @click.option("--consensus", "consensus_path", type=click.Path(dir_okay=False), envvar="LEOMA_CONSENSUS",
-              help="consensus.toml to replay under (default: the packaged one, or a consensus.toml beside "
-                   "the database whose digest the decision recorded).")
+              help="A consensus.toml to replay under when its digest is the decision's (default: the "
+                   "consensus the log recorded with that digest; a digest whose content is nowhere stops).")
 @click.option("--network", envvar="NETWORK", help="Also compare with the weights on this chain when reachable.")
 @json_option
 @friendly_errors
@@ -40,13 +40,15 @@ def replay_cmd(epoch: int | None, db_path: str, every: bool, origin: str | None,
     """
     import tempfile
 
-    from leoma.consensus import load_consensus
+    from leoma.consensus import consensus_for
     from leoma.errors import ConfigError
-    from leoma.replay import find_epoch, recorded_epochs, replay_epoch
+    from leoma.replay import find_epoch, recorded_epochs, replay_all
 
     if epoch is None and not every:
         raise click.UsageError("name an EPOCH or pass --all")
-    consensus = load_consensus(consensus_path)
+    from .mirror_cmds import network_consensus
+
+    consensus = network_consensus(consensus_path)  # the flag, LEOMA_CONSENSUS or .env, as `leoma serve` reads it
     with tempfile.TemporaryDirectory() as tmp:
         if bucket:
             if not hotkey:
@@ -66,12 +68,16 @@ def replay_cmd(epoch: int | None, db_path: str, every: bool, origin: str | None,
         with log:
             if origin is None and log.own:
                 origin = log.own
-            targets = list(recorded_epochs(log, origin=origin)) if every else [find_epoch(log, epoch, origin=origin)]  # type: ignore[arg-type]
+            targets = (list(recorded_epochs(log, origin=origin, detail=False)) if every
+                       else [find_epoch(log, epoch, origin=origin)])  # type: ignore[arg-type]
             if not targets:
                 raise ConfigError(f"no epoch_scored events in {db_path}")
             known = _known_consensus(consensus, consensus_path, Path(db_path))
-            results = [replay_epoch(log, r, consensus=known.get(r.body.consensus_digest, consensus),
-                                    scratch_dir=Path(tmp)) for r in targets]
+            # One pass over the log per origin, in epoch order, read in place (nothing copied);
+            # each decision replays under the consensus it was stamped with: a given file or one
+            # beside the log when its digest matches, else the one the log recorded; else stop.
+            results = replay_all(log, targets, lambda r: consensus_for(log, r.body.consensus_digest,
+                                                                       also=tuple(known.values())))
     ok = all(r.reproduced for r in results)
     if as_json:
         import msgspec
@@ -105,16 +111,18 @@ def _known_consensus(chosen, chosen_path: str | None, db: Path) -> dict:  # type
 
 
 def _latest_decision(log, epoch: int | None, origin: str | None):  # type: ignore[no-untyped-def]
-    from leoma.replay import find_epoch, recorded_epochs
+    """The named epoch's decision by key, else the newest by the kind index (never all of them)."""
+    from leoma import decisions
+    from leoma.replay import find_epoch
 
     if epoch is not None:
         return find_epoch(log, epoch, origin=origin)
-    found = list(recorded_epochs(log, origin=origin))
-    if not found:
+    found = decisions.latest(log, origin=origin)
+    if found is None:
         from leoma.errors import LogError
 
         raise LogError(f"no scored epoch in {log.path} yet: run the validator for an epoch first")
-    return max(found, key=lambda r: (r.body.epoch, r.origin_seq))
+    return found
 
 
 @click.command("explain")
@@ -129,8 +137,12 @@ def explain_cmd(miner: str, db_path: str, epoch: int | None, origin: str | None,
     from leoma.errors import LogError
     from projections.ranking import Standing, explain
 
+    from leoma.consensus import consensus_for
+
     with open_existing(db_path) as log:
         decision = _latest_decision(log, epoch, origin or log.own)
+        # The thresholds of the consensus the decision was made under, as its log recorded it.
+        consensus = consensus_for(log, decision.body.consensus_digest)
     body = decision.body
     aggs = {a.hotkey: a for a in body.aggregates}
     agg = aggs.get(miner) or next((a for h, a in aggs.items() if h.startswith(miner)), None)
@@ -139,9 +151,7 @@ def explain_cmd(miner: str, db_path: str, epoch: int | None, origin: str | None,
     standings = [Standing(hotkey=a.hotkey, rate=Fraction(a.avg_rate), passed=a.passed,
                           commit_block=a.commit_block if a.commit_block >= 0 else None)
                  for a in body.aggregates if a.eligible]
-    from leoma.consensus import load_consensus
-
-    threshold = load_consensus().dominance_threshold
+    threshold = consensus.dominance_threshold
     comparisons = explain(standings, threshold, agg.hotkey) if agg.eligible else None
     data = {
         "epoch": body.epoch, "miner": agg.hotkey, "uid": agg.uid, "rank": agg.rank, "eligible": agg.eligible,

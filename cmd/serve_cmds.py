@@ -1,4 +1,7 @@
-"""`leoma serve`, `leoma servers validator` and `leoma status`: run a validator and look at it.
+"""`leoma serve`, `leoma servers sampler|validator`, `leoma healthz`, `leoma status`: run a validator, look at it.
+
+The split commands are `leoma serve` with a subset of the roles (`leoma.serve.PROCESS_ROLES`):
+the same supervision, restore-first, mirror-out, metrics, `/healthz` and SIGTERM flush.
 
 Settings come from the flags, then the environment (`LEOMA_*` and the seed's names such as
 `NETWORK`, `GEMINI_API_KEY`, `R2_OWN_BUCKET`), then `.env` — all through `Settings.load`, so
@@ -71,16 +74,17 @@ def _load(kwargs: dict[str, Any]) -> tuple[Any, Any]:
     return settings, options
 
 
-def _run(roles: tuple[str, ...], kwargs: dict[str, Any]) -> None:
+def _run(process: str, kwargs: dict[str, Any]) -> None:
     from leoma.errors import ConfigError
     from leoma.logging_setup import setup_logging
-    from leoma.serve import Validator, required_settings, run_until_signalled
+    from leoma.serve import PROCESS_ROLES, Validator, required_settings, run_until_signalled
 
+    roles = PROCESS_ROLES[process]
     try:
         settings, options = _load(kwargs)
         setup_logging(settings.log_level, options.log_format)
         required_settings(settings, roles)  # before any connection: one line naming what is missing
-        validator = Validator(settings, roles=roles, options=options)
+        validator = Validator(settings, roles=roles, options=options, process=process)
         code = asyncio.run(run_until_signalled(validator))
     except ConfigError as exc:
         raise click.ClickException(f"cannot start: {exc}") from None
@@ -94,15 +98,35 @@ def serve_cmd(**kwargs: Any) -> None:
     """Run the validator: checker, sampler, mirror out and in, weight setter, in one process.
 
     Stops cleanly on SIGINT/SIGTERM (the own log is pushed once more, then exit 0).
-    """
-    from leoma.serve import ROLES
 
-    _run(ROLES, kwargs)
+    Example:
+
+        leoma serve --env-file /etc/leoma/validator.env
+    """
+    _run("serve", kwargs)
 
 
 @click.group("servers")
 def servers_group() -> None:
-    """Run parts of the validator as separate processes."""
+    """Run parts of the validator as separate processes (each one is `leoma serve` with fewer roles)."""
+
+
+@servers_group.command("sampler")
+@setting_options
+@process_options
+def servers_sampler(**kwargs: Any) -> None:
+    """Sample on this validator's turns: the sampler, the checker it needs and the mirror out.
+
+    Exactly `leoma serve` with those roles: restores the own log first, supervises each loop,
+    serves /metrics and /healthz, flushes the mirror on SIGTERM. Run beside `leoma servers
+    validator` it must share its state directory (one event log); give each its own
+    --metrics-addr.
+
+    Example:
+
+        leoma servers sampler --metrics-addr 127.0.0.1:9109
+    """
+    _run("sampler", kwargs)
 
 
 @servers_group.command("validator")
@@ -112,10 +136,62 @@ def servers_validator(**kwargs: Any) -> None:
     """Set weights: the weight setter with the checker it needs, the mirror in (and out, with a bucket).
 
     Needs no judge key: a validator that only sets weights from its peers' verdicts can.
-    """
-    from leoma.serve import VALIDATOR_ROLES
+    Exactly `leoma serve` with those roles (restore first, supervision, metrics, SIGTERM flush).
 
-    _run(VALIDATOR_ROLES, kwargs)
+    Example:
+
+        leoma servers validator --metrics-addr 127.0.0.1:9108
+    """
+    _run("validator", kwargs)
+
+
+@click.command("healthz")
+@click.option("--process", "process", type=click.Choice(["serve", "sampler", "validator"]), default="serve",
+              show_default=True, help="Which process of this state directory to ask.")
+@click.option("--state-dir", default=None, help="State directory (env LEOMA_STATE_DIR; default ~/.leoma).")
+@click.option("--url", default=None, help="Ask this health URL instead (e.g. the owner's API: http://127.0.0.1:8000/health).")
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for the answer.")
+def healthz_cmd(process: str, state_dir: str | None, url: str | None, timeout: float) -> None:
+    """Ask a running validator process its /healthz; exit 0 when healthy, 1 otherwise (a container healthcheck).
+
+    The URL is the one the process recorded in its state directory when it started listening
+    (so a port chosen by the system works too), else LEOMA_METRICS_ADDR.
+
+    Example:
+
+        leoma healthz --process sampler
+    """
+    if url:
+        _ask(url, timeout)
+    from leoma.config import Settings
+    from leoma.errors import ConfigError
+    from leoma.serve import metrics_url_file, parse_addr, serve_options
+
+    try:
+        settings = Settings.load({"state_dir": state_dir})
+        path = metrics_url_file(settings.state_path, process)
+        base = path.read_text().strip() if path.is_file() else ""
+        if not base:
+            addr = serve_options().metrics_addr
+            if addr.lower() == "off":
+                raise click.ClickException("LEOMA_METRICS_ADDR is off: this process serves no /healthz")
+            host, port = parse_addr(addr)
+            base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '', '::') else host}:{port}"
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    _ask(base.rstrip("/") + "/healthz", timeout)
+
+
+def _ask(url: str, timeout: float) -> None:
+    import httpx
+
+    try:
+        reply = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        click.echo(f"unhealthy: {url} unreachable ({type(exc).__name__})", err=True)
+        sys.exit(1)
+    click.echo(reply.text.strip())
+    sys.exit(0 if reply.status_code == 200 else 1)
 
 
 def _own_of(log: Any) -> str:
@@ -204,11 +280,13 @@ def status_cmd(db_path: str | None, hotkey: str | None, network: str | None, no_
 
 
 def register(cli: click.Group) -> None:
-    """Add `leoma serve`, `leoma servers validator` and `leoma status` to `leoma`."""
+    """Add `leoma serve`, `leoma servers sampler|validator`, `leoma healthz` and `leoma status` to `leoma`."""
     cli.add_command(serve_cmd)
     cli.add_command(status_cmd)
+    cli.add_command(healthz_cmd)
     existing = cli.commands.get("servers")
     if isinstance(existing, click.Group):
+        existing.add_command(servers_sampler)
         existing.add_command(servers_validator)
     else:
         cli.add_command(servers_group)

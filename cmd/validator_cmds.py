@@ -1,15 +1,16 @@
-"""Validator commands: one checker pass, and the sampler service.
+"""Validator commands: one checker pass.
 
     leoma check-miners [--json]   check every committed miner once, print verdicts, record events
-    leoma servers sampler         the checker and the sampler loop in one process
 
-Both read the same `Settings` (flags, environment, `.env`); the logic is in `leoma.services`.
+It reads the same `Settings` as `leoma serve` (flags, environment, `.env`), restores the own
+log's published tail first as every appending command does, and leaves the logic to
+`leoma.services`. `leoma servers sampler` lives with `leoma serve` (`serve_cmds`): it is that
+process with fewer roles.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,10 +18,9 @@ import click
 
 from leoma.logging_setup import setup_logging
 
-from .output import friendly_errors, json_option, print_json, print_table, subgroup
+from .output import friendly_errors, json_option, print_json, print_table
 
 F = TypeVar("F", bound=Callable[..., Any])
-
 
 
 def settings_options(fn: F) -> F:
@@ -38,10 +38,6 @@ def _settings(network: str | None, netuid: int | None, dev_key: str | None, db: 
     return Settings.load({"network": network, "netuid": netuid, "dev_key": dev_key, "db": db})
 
 
-
-
-
-
 @click.command("check-miners")
 @settings_options
 @json_option
@@ -56,7 +52,10 @@ def check_miners_cmd(network: str | None, netuid: int | None, dev_key: str | Non
         from leoma.services.checker import check_miners
         from leoma.services.context import open_context
 
+        from leoma.serve import restore_own_log
+
         async with open_context(settings) as ctx:
+            await restore_own_log(ctx)  # never append after a lost tail: the bucket's seqs come first
             return await check_miners(ctx)
 
     results = asyncio.run(run())
@@ -70,32 +69,15 @@ def check_miners_cmd(network: str | None, netuid: int | None, dev_key: str | Non
                 empty="(no committed miners)")
 
 
-@click.command("sampler")
-@settings_options
-@friendly_errors
-def sampler_cmd(network: str | None, netuid: int | None, dev_key: str | None, db: str | None) -> None:
-    """Run the miner checker and the sampler loop (on this validator's turns) until interrupted."""
-    settings = _settings(network, netuid, dev_key, db)
-    setup_logging(settings.log_level)
-    settings.require("GEMINI_API_KEY")
-    settings.require("LEOMA_OWN_BUCKET_URL")
-    settings.require("LEOMA_SOURCE_URL")
-    logging.getLogger("leoma").info("settings: %s", settings.redacted())
-
-    async def run() -> None:
-        from leoma.services.context import open_context
-        from leoma.services.sampler import serve_sampler
-
-        async with open_context(settings, need_judge=True) as ctx:
-            await serve_sampler(ctx)
-
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        click.echo("sampler stopped")
-
-
 def register(cli: click.Group) -> None:
-    """Add `check-miners` and `servers sampler` to the `leoma` command."""
+    """Add `check-miners` to the `leoma` command (`servers sampler` comes with `serve_cmds`)."""
     cli.add_command(check_miners_cmd)
-    subgroup(cli, "servers", "Long-running validator services.").add_command(sampler_cmd)
+
+
+def __getattr__(name: str) -> Any:
+    # `sampler_cmd` was defined here; it is now `leoma serve` with the sampler's roles.
+    if name == "sampler_cmd":
+        from .serve_cmds import servers_sampler
+
+        return servers_sampler
+    raise AttributeError(name)

@@ -21,14 +21,16 @@ from typing import Any, Callable, Literal
 import httpx
 import msgspec
 
+from leoma.consensus import DEFAULT as _PINNED
+from leoma.consensus import Request
 from leoma.errors import VideoError
 
 __all__ = ["ChuteInfo", "ChutesClient", "MinerReply", "GENERATE_FPS", "GENERATE_FRAMES"]
 
 log = logging.getLogger("leoma.chutes")
 
-GENERATE_FPS = 16
-GENERATE_FRAMES = 81
+GENERATE_FPS = _PINNED.request.fps
+GENERATE_FRAMES = _PINNED.request.frames
 # Statuses that are ours or the gateway's, never the miner's code: auth, rate limit, gateway.
 _INFRA_4XX = {401, 403, 408, 429}
 
@@ -55,10 +57,14 @@ class MinerReply(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int = 0
     width: int = 0
     height: int = 0
+    reason: str = ""
+    """A short code for a miner fault: `timeout`, `too_large`, `http_<status>`, `not_a_video`, `resolution`."""
 
 
-def _fail(kind: Literal["miner", "infra"], detail: str, *, latency_ms: int = 0, attempts: int = 0) -> MinerReply:
-    return MinerReply(status="failed", failure=kind, detail=detail, latency_ms=latency_ms, attempts=attempts)
+def _fail(kind: Literal["miner", "infra"], detail: str, *, latency_ms: int = 0, attempts: int = 0,
+          reason: str = "") -> MinerReply:
+    return MinerReply(status="failed", failure=kind, detail=detail, latency_ms=latency_ms, attempts=attempts,
+                      reason=reason)
 
 
 class _Retry(Exception):
@@ -86,6 +92,8 @@ class ChutesClient:
         retry_base_delay: float = 0.5,
         required_resolution: tuple[int, int] = (832, 480),
         resolution_tolerance: int = 32,
+        request: Request = _PINNED.request,
+        video_limits: Any = None,
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -99,6 +107,8 @@ class ChutesClient:
         self.retry_base_delay = retry_base_delay
         self.required_resolution = required_resolution
         self.resolution_tolerance = resolution_tolerance
+        self.request = request
+        self.video_limits = video_limits
         self._clock = clock
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._cache: dict[str, tuple[float, ChuteInfo]] = {}
@@ -186,20 +196,27 @@ class ChutesClient:
     # -- generation ---------------------------------------------------------------------------
 
     def generate_payload(self, prompt: str, image_png: bytes) -> dict[str, Any]:
-        """The seed's request body for a chute's `/generate`."""
+        """The seed's request body for a chute's `/generate`; fps, frames, resolution and fast
+        are the consensus's `[request]` (every validator asks every miner the same thing)."""
+        r = self.request
         return {
             "prompt": prompt,
             "image": base64.b64encode(image_png).decode("ascii"),
-            "fps": GENERATE_FPS,
-            "frames": GENERATE_FRAMES,
-            "resolution": "480p",
-            "fast": True,
+            "fps": r.fps,
+            "frames": r.frames,
+            "resolution": r.resolution,
+            "fast": r.fast,
         }
 
     async def generate(
         self, chute: ChuteInfo | str, prompt: str, image_png: bytes, *, timeout: float = 300.0
     ) -> MinerReply:
-        """Ask one chute for a video and classify the outcome; never raises for a bad miner."""
+        """Ask one chute for a video and classify the outcome; never raises for a bad miner.
+
+        `timeout` is the call's **total** deadline: connecting, waiting for the first byte,
+        reading the whole body and any infra retries all fit in it, so a miner that drips its
+        reply a byte at a time is cut off (`reason="timeout"`) like one that never answers.
+        """
         if isinstance(chute, ChuteInfo):
             if not chute.hot:
                 return _fail("infra", f"chute {chute.chute_id} is cold")
@@ -212,6 +229,8 @@ class ChutesClient:
         payload = self.generate_payload(prompt, image_png)
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         deadline = self._clock() + self.retry_budget
+        loop = asyncio.get_running_loop()
+        total_deadline = loop.time() + timeout
         attempts = 0
         last = ""
         async with self._semaphore:
@@ -219,17 +238,24 @@ class ChutesClient:
                 attempts += 1
                 started = time.perf_counter()
                 try:
-                    body = await self._post(url, payload, headers, timeout)
+                    async with asyncio.timeout_at(total_deadline):
+                        body = await self._post(url, payload, headers, timeout)
+                except TimeoutError:
+                    # Only hot chutes are called, so running out the clock is the miner's fault.
+                    latency = int((time.perf_counter() - started) * 1000)
+                    return _fail("miner", f"timeout: no complete reply within the {timeout:g}s deadline "
+                                 "(connect + first byte + body)", latency_ms=latency, attempts=attempts,
+                                 reason="timeout")
                 except _Retry as exc:
                     last = str(exc)
                     delay = self.retry_base_delay * (2 ** (attempts - 1)) * (0.5 + random.random())
-                    if self._clock() + delay >= deadline:
+                    if self._clock() + delay >= deadline or loop.time() + delay >= total_deadline:
                         return _fail("infra", f"{last} (gave up after {attempts} attempts)", attempts=attempts)
                     await asyncio.sleep(delay)
                     continue
                 except _MinerFault as exc:
                     latency = int((time.perf_counter() - started) * 1000)
-                    return _fail("miner", str(exc), latency_ms=latency, attempts=attempts)
+                    return _fail("miner", str(exc), latency_ms=latency, attempts=attempts, reason=exc.reason)
                 latency = int((time.perf_counter() - started) * 1000)
                 break
         return await self._validate(body, latency, attempts)
@@ -240,37 +266,44 @@ class ChutesClient:
                 if resp.status_code in _INFRA_4XX or resp.status_code >= 500:
                     raise _Retry(f"HTTP {resp.status_code} from the chute gateway")
                 if resp.status_code != 200:
-                    raise _MinerFault(f"HTTP {resp.status_code} from the miner's chute")
+                    raise _MinerFault(f"HTTP {resp.status_code} from the miner's chute",
+                                      reason=f"http_{resp.status_code}")
                 declared = resp.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > self.max_response_bytes:
-                    raise _MinerFault(f"reply of {declared} bytes exceeds the cap {self.max_response_bytes}")
+                    raise _MinerFault(f"reply of {declared} bytes exceeds the cap {self.max_response_bytes}",
+                                      reason="too_large")
+                # Refused the moment it passes the cap: an oversized reply costs at most the cap in
+                # memory, never its own size (chunks, not a growing buffer that copies as it grows).
                 chunks: list[bytes] = []
                 size = 0
                 async for chunk in resp.aiter_bytes():
                     size += len(chunk)
                     if size > self.max_response_bytes:
-                        raise _MinerFault(f"reply exceeds the cap of {self.max_response_bytes} bytes")
+                        raise _MinerFault(f"reply exceeds the cap of {self.max_response_bytes} bytes",
+                                          reason="too_large")
                     chunks.append(chunk)
                 return b"".join(chunks)
         except httpx.TimeoutException as exc:
             # Only hot chutes are called, so running out the clock is the miner's fault.
-            raise _MinerFault(f"timeout after {timeout:g}s ({type(exc).__name__})") from exc
+            raise _MinerFault(f"timeout after {timeout:g}s ({type(exc).__name__})", reason="timeout") from exc
         except httpx.TransportError as exc:
             raise _Retry(f"network error: {type(exc).__name__}: {exc}") from exc
 
     async def _validate(self, body: bytes, latency: int, attempts: int) -> MinerReply:
         from leoma import video
 
+        limits = self.video_limits or video.VideoLimits(max_bytes=self.max_response_bytes)
         try:
-            info = await asyncio.to_thread(video.probe, body)
+            info = await asyncio.to_thread(video.probe, body, limits=limits)
         except VideoError as exc:
-            return _fail("miner", str(exc), latency_ms=latency, attempts=attempts)
+            return _fail("miner", str(exc), latency_ms=latency, attempts=attempts, reason="not_a_video")
         if not video.resolution_ok(info.width, info.height, self.required_resolution, self.resolution_tolerance):
             req = "x".join(map(str, self.required_resolution))
             return MinerReply(
                 status="failed",
                 failure="miner",
                 detail=f"wrong resolution {info.width}x{info.height}, need {req} ±{self.resolution_tolerance}",
+                reason="resolution",
                 latency_ms=latency,
                 attempts=attempts,
                 sha256=hashlib.sha256(body).hexdigest(),
@@ -289,4 +322,8 @@ class ChutesClient:
 
 
 class _MinerFault(Exception):
-    """The miner's chute is at fault; not retried."""
+    """The miner's chute is at fault; not retried. `reason` is its short code."""
+
+    def __init__(self, message: str, *, reason: str = "miner_error") -> None:
+        super().__init__(message)
+        self.reason = reason

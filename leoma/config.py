@@ -10,7 +10,8 @@ names are the seed's (seed-spec §8.1) plus Leoma's own `LEOMA_*`:
     LEOMA_GEMINI_BASE_URL     Gemini endpoint (a stand-in on the devnet)
     LEOMA_HF_ENDPOINT         Hugging Face endpoint
     LEOMA_CHUTE_URL_TEMPLATE  chute generation URL, `{slug}` replaced (seed: https://{slug}.chutes.ai/generate)
-    LEOMA_CONSENSUS           path to a consensus.toml (default: the packaged one)
+    LEOMA_CONSENSUS           path to a consensus.toml (default: the one the log recorded, else
+                              the packaged one; `resolve_consensus` is the one rule for every command)
     LEOMA_DEV_KEY             a dev key URI (`//Alice`) used instead of a wallet on the devnet
 
 How a verdict or a weight is reached lives in `consensus.toml` only. Secrets are kept in the
@@ -30,7 +31,7 @@ from typing import Any
 
 from leoma.errors import ConfigError
 
-__all__ = ["Settings", "SEED_SOURCE_BUCKET", "SEED_R2_ENDPOINT"]
+__all__ = ["Settings", "SEED_SOURCE_BUCKET", "SEED_R2_ENDPOINT", "environment", "resolve_consensus"]
 
 SEED_SOURCE_BUCKET = "leoma-videos"
 SEED_R2_ENDPOINT = "https://cce499ad4f3a4703b069771d8ff4215a.r2.cloudflarestorage.com"
@@ -258,11 +259,15 @@ class Settings:
 
         return [str(p) for p in parse_peers(self.peer_validators)[1]]
 
-    def consensus(self) -> Any:
-        """The pinned consensus config (LEOMA_CONSENSUS, else the packaged default)."""
-        from leoma.consensus import DEFAULT, load_consensus
+    def consensus(self, *, from_log: bool = True) -> Any:
+        """The consensus to run under: LEOMA_CONSENSUS (flag, environment or `.env`) when set;
+        else, with `from_log`, the one the event log at LEOMA_DB recorded (so a tool pointed at
+        a devnet's log finds the devnet's consensus without being told again); else the packaged.
 
-        return load_consensus(self.consensus_path) if self.consensus_path else DEFAULT
+        `leoma serve` passes `from_log=False`: a validator runs the file it is given or the
+        packaged one, and records it; it never adopts rules from its own past.
+        """
+        return resolve_consensus(self.consensus_path, db=self.db_path if from_log else None)
 
     # -- checks and display -----------------------------------------------------------------
 
@@ -295,6 +300,34 @@ class Settings:
         out["LEOMA_OWN_BUCKET_URL"] = self.own_store_url
         out["LEOMA_SOURCE_URL"] = self.source_store_url
         return out
+
+
+def resolve_consensus(path: str | os.PathLike[str] = "", *, db: str | os.PathLike[str] | None = None,
+                      log: Any = None, prefer_peers: bool = False) -> Any:
+    """The one rule every command uses to find its consensus.
+
+    1. `path` (LEOMA_CONSENSUS) when given: that file, read strictly.
+    2. else the consensus recorded in `log` (or in the log file at `db`, when it exists): its own
+       origin's latest `consensus_recorded`, else the one every other origin last recorded
+       (`prefer_peers` swaps the two: the owner's API follows the validators it imports).
+    3. else the packaged `consensus.toml`.
+    """
+    from leoma.consensus import DEFAULT, load_consensus, log_consensus
+
+    if path:
+        return load_consensus(path)
+    if log is not None:
+        return log_consensus(log, prefer_peers=prefer_peers) or DEFAULT
+    if db is not None and Path(db).expanduser().is_file():
+        from leoma.errors import LogError
+        from leoma.log import EventLog
+
+        try:
+            with EventLog(Path(db).expanduser(), readonly=True) as opened:
+                return log_consensus(opened, prefer_peers=prefer_peers) or DEFAULT
+        except LogError:
+            return DEFAULT  # not a log this version reads: the command that needs it will say so
+    return DEFAULT
 
 
 def _bucket_name(url: str) -> str:

@@ -2,6 +2,7 @@
 
     LeomaError
     ├── ConfigError            a setting is missing or malformed (says which and what to do)
+    │   └── UnknownConsensus   a decision names a consensus digest whose content is not at hand
     ├── EventError             an event cannot be encoded, decoded or upcast
     │   └── UnknownKind        a row written by a newer version names a kind we do not know
     ├── LogError               the event log refuses an operation
@@ -31,6 +32,10 @@ class LeomaError(Exception):
 
 class ConfigError(LeomaError):
     """A setting is missing or malformed."""
+
+
+class UnknownConsensus(ConfigError):
+    """A decision was made under a consensus digest whose content neither the log nor the caller holds."""
 
 
 class EventError(LeomaError):

@@ -157,6 +157,37 @@ class TaskOpened(Body, tag="task_opened", kw_only=True):
     miners: tuple[str, ...]
 
 
+class GateMeasurements(Part, kw_only=True):
+    """What the video gates measured on one miner's video (integers only, so replay is exact).
+
+    `projections.gates.gate_reason` turns these and the consensus `[gates]` into the verdict;
+    the measuring itself is `leoma.gates.measure`.
+    """
+
+    decoded: bool = False
+    """Every frame decoded without an error."""
+    decode_error: str = ""
+    codec: str = ""
+    frames: int = 0
+    """Frames decoded."""
+    declared_frames: int = 0
+    """Frames the container says it holds (0 when it does not say)."""
+    fps_milli: int = 0
+    duration_ms: int = 0
+    width: int = 0
+    height: int = 0
+    first_frame_psnr_cdb: int = 0
+    """PSNR of the first frame against the conditioning image, in hundredths of a dB (10000 = identical)."""
+    motion_c: int = 0
+    """Mean absolute difference from "repeat the first frame", in hundredths of a gray level."""
+    max_cut_milli: int = 0
+    """Largest scene score between two consecutive frames, per mille (a hard cut scores high)."""
+    hashes: tuple[str, ...] = ()
+    """Perceptual (DCT) hashes of evenly sampled frames, 256 bits each, as hex."""
+    source_distance: int = -1
+    """Mean over the later sampled frames of the nearest source-clip frame's Hamming distance (-1: not measured)."""
+
+
 class MinerResponded(Body, tag="miner_responded", kw_only=True):
     """What one miner's chute returned for a task.
 
@@ -175,6 +206,9 @@ class MinerResponded(Body, tag="miner_responded", kw_only=True):
     width: int = 0
     height: int = 0
     frames: int = 0
+    reason: str = ""
+    """For a miner fault, its short code: `timeout`, `gate:<name>`, `returned_source_clip`, `http_<status>`..."""
+    gates: GateMeasurements | None = None
 
 
 class VerdictRecorded(Body, tag="verdict_recorded", kw_only=True):
@@ -190,6 +224,8 @@ class VerdictRecorded(Body, tag="verdict_recorded", kw_only=True):
     prompt_version: str
     reasoning: str = ""
     major_issues: tuple[str, ...] = ()
+    reason: str = ""
+    """Set when the verdict was reached without the judge: the miner fault or gate that failed it."""
 
 
 class JudgeFailed(Body, tag="judge_failed", kw_only=True):
@@ -284,6 +320,17 @@ class EpochScored(Body, tag="epoch_scored", kw_only=True):
 
     `frontier` names, for every origin, the last event the decision read; replay reads exactly
     those events, recomputes, and compares.
+
+    Version 2 keeps the stored body small at any network size: `aggregates` is left out of the
+    body and stored in `epoch_detail` events (keys `epoch/<E>/detail/<i>`, appended just before
+    it in the same transaction); `details` lists the sha256 of each detail body in order and
+    `aggregates_hash` the sha256 of the canonical JSON of the whole aggregates tuple, so the
+    detail is covered by this event's hash. A v1 body carries its aggregates inline.
+    `leoma.decisions` splits and joins the two forms; in memory a decision always has its
+    aggregates.
+
+    `keeps_epoch` is the fail-closed rule's outcome: >= 0 when this decision had no data and the
+    weights of that earlier epoch stay on chain (nothing is submitted), -1 otherwise.
     """
 
     epoch: int
@@ -299,6 +346,18 @@ class EpochScored(Body, tag="epoch_scored", kw_only=True):
     winner_uid: int = 0
     weights: tuple[WeightEntry, ...] = ()
     burn_reason: str = ""
+    keeps_epoch: int = -1
+    miners: int = 0
+    aggregates_hash: str = ""
+    details: tuple[str, ...] = ()
+
+
+class EpochDetailRecorded(Body, tag="epoch_detail", kw_only=True):
+    """Part `part` of an epoch decision's per-miner aggregates (see `EpochScored`)."""
+
+    epoch: int
+    part: int
+    aggregates: tuple[MinerAggregate, ...]
 
 
 class WeightsSubmitted(Body, tag="weights_submitted", kw_only=True):
@@ -360,6 +419,21 @@ class MinerReportReceived(Body, tag="miner_report_received", kw_only=True):
     miners: tuple[MinerChecked, ...]
 
 
+# -- the rules ------------------------------------------------------------------------------
+
+
+class ConsensusRecorded(Body, tag="consensus_recorded", kw_only=True):
+    """The consensus this log runs under: its whole canonical content, once per digest.
+
+    `content` is the canonical JSON whose sha256 is `digest` (what decisions and checkpoints are
+    stamped with); `prompts` holds the judge's prompt texts by label, pinned by sha256 inside it.
+    """
+
+    digest: str
+    content: str
+    prompts: dict[str, str] = {}
+
+
 class WeightsCommitted(Body, tag="weights_committed", kw_only=True):
     """The chain holds the epoch's weights as a timelocked commit (read back), to reveal later."""
 
@@ -402,12 +476,14 @@ Payload = Union[
     PeerSegmentImported,
     PeerSegmentRejected,
     EpochScored,
+    EpochDetailRecorded,
     WeightsSubmitted,
     WeightsConfirmed,
     WeightsRefused,
     ConflictRecorded,
     AdminActed,
     MinerReportReceived,
+    ConsensusRecorded,
     WeightsCommitted,
     WeightsRevealed,
     WeightsNotLanded,
@@ -415,7 +491,7 @@ Payload = Union[
 
 KINDS: Final[dict[str, type[Body]]] = {t.kind_name(): t for t in Payload.__args__}  # type: ignore[attr-defined]
 
-VERSIONS: Final[dict[str, int]] = {kind: 1 for kind in KINDS}
+VERSIONS: Final[dict[str, int]] = {kind: 1 for kind in KINDS} | {"epoch_scored": 2}
 """The current schema version of each kind; bump one together with an upcaster."""
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -425,6 +501,17 @@ _UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 def register_upcaster(kind: str, from_v: int, fn: Upcaster) -> None:
     """Register a pure function turning a `kind` body of version `from_v` into `from_v + 1`."""
     _UPCASTERS[(kind, from_v)] = fn
+
+
+def _epoch_scored_v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:
+    # A v1 decision holds its aggregates inline and no detail hashes: the same fields, read as
+    # they are (`leoma.decisions.join` takes inline aggregates when `details` is empty).
+    return raw
+
+
+register_upcaster("epoch_scored", 1, _epoch_scored_v1_to_v2)
+_IDENTITY: Final = frozenset({("epoch_scored", 1)})
+"""Upcasts that change no field: such bodies decode directly into the current Struct."""
 
 
 # -- the envelope --------------------------------------------------------------------------
@@ -485,7 +572,15 @@ def encode_body(body: Body) -> bytes:
     """
     if not isinstance(body, Body):
         raise EventError(f"an event body must be a leoma.events.Body, got {type(body).__name__}")
-    data = _encoder.encode(body)
+    try:
+        data = _encoder.encode(body)
+    except UnicodeEncodeError:
+        from leoma.textsafe import unsafe_field
+
+        raise EventError(
+            f"{body.kind_name()} body holds a string that is not valid UTF-8 (a lone surrogate) in "
+            f"{unsafe_field(body) or 'a field'}: check untrusted text with leoma.textsafe before recording it"
+        ) from None
     if len(data) > MAX_BODY_BYTES:
         raise EventError(
             f"{body.kind_name()} body is {len(data)} bytes, over the {MAX_BODY_BYTES}-byte limit"
@@ -509,14 +604,15 @@ def body_kind(data: bytes | str) -> str:
 
 def decode_body(data: bytes | str, v: int = 1) -> Body:
     """Decode canonical body bytes (or text) of schema version `v` into the current typed body."""
-    if v == 1:
-        # Fast path for the common case; anything unusual falls through to the careful path.
-        try:
-            body = _body_decoder.decode(data)
-            if VERSIONS[body.kind_name()] == 1:
-                return body
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            pass
+    # Fast path for the common case (the current version, or a version whose upcaster is the
+    # identity); anything unusual falls through to the careful path.
+    try:
+        body = _body_decoder.decode(data)
+        kind = body.kind_name()
+        if VERSIONS[kind] == v or (v < VERSIONS[kind] and (kind, v) in _IDENTITY):
+            return body
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        pass
     kind = body_kind(data)
     current = VERSIONS.get(kind)
     if current is None:

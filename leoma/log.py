@@ -228,6 +228,14 @@ class EventLog:
             self._origin_ids[hotkey] = oid
             self._origin_names[oid] = hotkey
 
+    def _known(self, origin: str) -> int | None:
+        """`origin`'s id, reading the origins again on a miss: another process may have added it."""
+        oid = self._origin_ids.get(origin)
+        if oid is None:
+            self._load_origins()
+            oid = self._origin_ids.get(origin)
+        return oid
+
     def _origin_id(self, hotkey: str) -> int:
         oid = self._origin_ids.get(hotkey)
         if oid is None:
@@ -252,7 +260,7 @@ class EventLog:
 
     def head(self, origin: str) -> Head:
         """The last stored event of `origin`."""
-        oid = self._origin_ids.get(origin)
+        oid = self._known(origin)
         if oid is None:
             return Head(0, ZERO_HASH)
         row = self.conn.execute(
@@ -262,16 +270,34 @@ class EventLog:
         return Head(row[0], row[1].hex()) if row else Head(0, ZERO_HASH)
 
     def frontier(self, *, until_seq: int | None = None) -> dict[str, Head]:
-        """Every origin's head (as of local position `until_seq`, inclusive), sorted by origin."""
+        """Every origin's head (as of local position `until_seq`, inclusive), sorted by origin.
+
+        One backward step of the `(origin, origin_seq)` index per origin: within an origin, local
+        positions grow with `origin_seq` (chains are appended and imported in order), so the
+        first row at or below `until_seq` from the top is that origin's head then.
+        """
+        self._load_origins()
+        out: dict[str, Head] = {}
         bound = "" if until_seq is None else " AND seq <= ?"
-        args: tuple[object, ...] = () if until_seq is None else (until_seq,)
-        rows = self.conn.execute(
-            "SELECT o.hotkey, e.origin_seq, e.hash FROM events e JOIN origins o ON o.id = e.origin_id"
-            " JOIN (SELECT origin_id, max(origin_seq) AS top FROM events WHERE 1" + bound +
-            " GROUP BY origin_id) m ON m.origin_id = e.origin_id AND m.top = e.origin_seq",
-            args,
-        ).fetchall()
-        return {hk: Head(s, h.hex()) for hk, s, h in sorted(rows)}
+        for hotkey in sorted(self._origin_ids):
+            args: tuple[object, ...] = (self._origin_ids[hotkey],) + (() if until_seq is None else (until_seq,))
+            row = self.conn.execute(
+                "SELECT origin_seq, hash FROM events WHERE origin_id = ?" + bound +
+                " ORDER BY origin_seq DESC LIMIT 1", args,
+            ).fetchone()
+            if row is not None:
+                out[hotkey] = Head(row[0], row[1].hex())
+        return out
+
+    def position(self, origin: str, origin_seq: int) -> tuple[int, str] | None:
+        """The local `seq` and hash of `origin`'s event #`origin_seq`, if stored."""
+        oid = self._origin_ids.get(origin)
+        if oid is None:
+            return None
+        row = self.conn.execute(
+            "SELECT seq, hash FROM events WHERE origin_id = ? AND origin_seq = ?", (oid, origin_seq)
+        ).fetchone()
+        return (row[0], row[1].hex()) if row else None
 
     def last_seq(self) -> int:
         """The local position of the newest row (0 when empty)."""
@@ -450,7 +476,7 @@ class EventLog:
 
     def get(self, origin: str, key: str) -> Event | None:
         """The event of `origin` stored under `key`, if any."""
-        oid = self._origin_ids.get(origin)
+        oid = self._known(origin)
         if oid is None:
             return None
         row = self.conn.execute(
@@ -459,6 +485,84 @@ class EventLog:
         if row is None:
             return None
         return next(self.events(after=row[0] - 1, limit=1)).event
+
+    def row_of(self, origin: str, key: str) -> Row | None:
+        """The light row of `origin` stored under `key`, if any (by the key index)."""
+        oid = self._origin_ids.get(origin)
+        if oid is None:
+            return None
+        found = self.conn.execute(
+            "SELECT seq, origin_seq, key, kind, v, block, body FROM events"
+            " WHERE origin_id = ? AND key_hash = ? AND key = ?", (oid, key_hash(key), key)
+        ).fetchone()
+        if found is None:
+            return None
+        seq, oseq, k, kind, v, block, body = found
+        return Row(seq, origin, oseq, k, kind, v, block, body)
+
+    def body_of(self, origin: str, key: str) -> bytes | None:
+        """The canonical body bytes of `origin`'s event under `key`, if any."""
+        oid = self._origin_ids.get(origin)
+        if oid is None:
+            return None
+        found = self.conn.execute(
+            "SELECT body FROM events WHERE origin_id = ? AND key_hash = ? AND key = ?", (oid, key_hash(key), key)
+        ).fetchone()
+        return found[0].encode() if found else None
+
+    def newest_row(self, kind: str, *, origin: str | None = None) -> Row | None:
+        """The row of `kind` (of `origin`) with the highest block, then the latest; by the kind index.
+
+        Reads the `(kind, block)` index backwards and stops at the first row of the origin, so
+        it costs the rows of that kind at the newest blocks, not the log's history.
+        """
+        args: list[object] = [kind]
+        where = "kind = ?"
+        if origin is not None:
+            oid = self._origin_ids.get(origin)
+            if oid is None:
+                return None
+            where += " AND origin_id = ?"
+            args.append(oid)
+        found = self.conn.execute(
+            "SELECT seq, origin_id, origin_seq, key, kind, v, block, body FROM events INDEXED BY events_kind_block"
+            f" WHERE {where} ORDER BY kind DESC, block DESC, seq DESC LIMIT 1", args,
+        ).fetchone()
+        if found is None:
+            return None
+        seq, oid, oseq, key, k, v, block, body = found
+        return Row(seq, self._name(oid), oseq, key, k, v, block, body)
+
+    def rows_since_key(self, origin: str, key: str, kinds: Sequence[str]) -> Iterator[Row]:
+        """`origin`'s rows of `kinds` at or after the block of its event under `key`, in local order.
+
+        For a service reading what followed one of its own events (a task's responses and
+        verdicts after its `task_opened`): the `(kind, block)` index starts at that block, so the
+        cost is what happened since, not the whole history. Nothing when `key` is not stored.
+        """
+        anchor = self.row_of(origin, key)
+        if anchor is None:
+            return iter(())
+        return self.rows(origin=origin, kinds=list(kinds), since_block=anchor.block)
+
+    def raw_rows(self, **filters: Any) -> Iterator[tuple[int, int, int, str, int, int, str]]:
+        """`(seq, origin_id, origin_seq, kind, v, block, body)` tuples straight from SQLite, for
+        the hottest folds (same filters as `rows`; `origin_names()` maps the ids)."""
+        return self._select("e.seq, e.origin_id, e.origin_seq, e.kind, e.v, e.block, e.body", **filters)
+
+    def origin_names(self) -> dict[int, str]:
+        """Local origin id -> hotkey, for `raw_rows`."""
+        self._load_origins()
+        return dict(self._origin_names)
+
+    def stamped_rows(self, **filters: Any) -> Iterator[tuple[Row, int]]:
+        """Light rows with their wall-clock stamp `at`, in local order (same filters as `rows`)."""
+        names = self._origin_names
+        for seq, oid, oseq, key, kind, v, block, body, at in self._select(
+            "e.seq, e.origin_id, e.origin_seq, e.key, e.kind, e.v, e.block, e.body, e.at", **filters
+        ):
+            name = names.get(oid) or self._name(oid)
+            yield Row(seq, name, oseq, key, kind, v, block, body), at
 
     def _select(
         self,
@@ -476,7 +580,7 @@ class EventLog:
         where = ["e.seq > ?"]
         args: list[object] = [after]
         if origin is not None:
-            oid = self._origin_ids.get(origin)
+            oid = self._known(origin)
             if oid is None:
                 return
             where.append("e.origin_id = ?")
@@ -542,7 +646,7 @@ class EventLog:
 
     def chain(self, origin: str, *, after: int = 0, limit: int | None = None) -> Iterator[Event]:
         """One origin's events in chain order, from `origin_seq > after`."""
-        oid = self._origin_ids.get(origin)
+        oid = self._known(origin)
         if oid is None:
             return
         prev = ZERO_HASH
@@ -570,10 +674,11 @@ class EventLog:
             where.append("kind = ?")
             args.append(kind)
         if origin:
-            if origin not in self._origin_ids:
+            oid = self._known(origin)
+            if oid is None:
                 return 0
             where.append("origin_id = ?")
-            args.append(self._origin_ids[origin])
+            args.append(oid)
         return self.conn.execute(f"SELECT count(*) FROM events WHERE {' AND '.join(where)}", args).fetchone()[0]
 
     def counts_by_kind(self) -> dict[str, int]:
@@ -582,6 +687,7 @@ class EventLog:
 
     def origins(self) -> list[str]:
         """Every origin with at least one event, sorted."""
+        self._load_origins()
         return sorted(self._origin_ids)
 
     # -- integrity ---------------------------------------------------------------------------

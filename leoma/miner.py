@@ -593,12 +593,27 @@ def read_log(rows: Any, hotkey: str, *, validator: str | None = None, last_tasks
     check: tuple[int, int, str, MinerChecked] | None = None
     tasks: dict[tuple[str, int], dict[str, Any]] = {}
     epochs: list[tuple[str, int, Any]] = []
+    parts: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
     for row in rows:
         if validator is not None and row.origin != validator:
+            continue
+        if row.kind == "epoch_detail":
+            # A decision's detail parts precede it in its origin's chain (leoma.decisions).
+            data = row.body.encode() if isinstance(row.body, str) else bytes(row.body)
+            epoch_of = int(row.key.split("/")[1]) if row.key.startswith("epoch/") else -1
+            parts.setdefault((row.origin, epoch_of), []).append((row.key, data))
             continue
         if row.kind == "epoch_scored":
             body = decode_body(row.body, row.v)
             if isinstance(body, EpochScored):
+                if body.details:
+                    from leoma.decisions import join
+                    from leoma.errors import LogError
+
+                    try:
+                        body = join(body, parts.pop((row.origin, body.epoch), []))
+                    except LogError:
+                        continue  # an incomplete import: the decision cannot be read yet
                 epochs.append((row.origin, row.block, body))
             continue
         if row.kind not in _TASK_KINDS and row.kind != "miner_checked":

@@ -3,37 +3,52 @@
 Layout of one origin's published log (no LIST is ever needed to read it):
 
     log/<origin>/checkpoint.json                         signed Checkpoint (the only mutable object)
-    log/<origin>/seg/<first:09d>-<last:09d>.jsonl.zst    immutable segments, zstd JSON lines
+    log/<origin>/seg/<first:09d>-<last:09d>.jsonl.zst    immutable objects, zstd JSON lines
 
-The naming rule. With `S = checkpoint.segment_size` and `N = checkpoint.size`, segment `k`
-(k = 0, 1, 2, ...) holds origin_seq `kS+1 .. (k+1)S`. When `(k+1)S <= N` that object is
-*full*; the last, unfinished segment is published as a *partial* object named by the range it
-holds, `kS+1 .. N`. Every object starts on a segment boundary; a partial is never changed, a
-later upload of the same segment writes a new, longer partial (`kS+1 .. N'`) and finally the
-full object. A reader that has imported through `X` computes the keys it needs from
-`(X, N, S)` alone (`segment_ranges`): segments `k = X // S, X // S + 1, ...` while `kS < N`,
-each ending at `min((k+1)S, N)`. Every object it fetches therefore holds events `> X`; the first
-may repeat up to `S - 1` events it already has, which must match what it stored.
+Every object is named by the origin_seq range it holds. With `S = checkpoint.segment_size` and
+`N = checkpoint.size`:
 
-Writers put segments with `If-None-Match: *`, so published bytes are never replaced: an
-`ObjectExists` whose events equal ours is a retry after a crash; different events mean someone
-rewrote the bucket and the mirror stops. The checkpoint is written after its segments, and the
-local record of what was uploaded after the checkpoint, so a crash anywhere re-does the work.
+* **Full segments** hold `kS+1 .. (k+1)S`; every one below the *sealed* size `F` exists.
+* **Layout 2** (written now): the checkpoint lists the `tail`, small objects covering
+  `F+1 .. N` (`N - F < S`), each with a level. A push writes its new events as one level-0
+  object; once `TAIL_FANOUT` older objects of one level sit side by side they are merged into
+  one of the next level, and when a segment fills up the full segment is written and the tail
+  objects it replaces are deleted. Stored bytes stay close to the log compressed once and each
+  event is rewritten about log_4(S / events per push) times, whatever the push interval (the
+  levels of Litestream). `extra` lists shortcuts a reader may use, such as the newest events of
+  a segment that was just sealed, so a reader that is up to date never downloads a full
+  segment for a few events.
+* **Layout 1** (the first one, still read): no list; the last object is the partial `kS+1..N`,
+  rewritten longer on every push.
 
-Readers verify the checkpoint's signature, refuse an unknown consensus digest, cap every
-object's size before download and its decompressed size while inflating, check ranges, origins,
-overlap, links and hashes, and stop at the first bad object. A peer's refusal is recorded as a
-`peer_segment_rejected` event with its reason; the peer's position never advances past it.
+A reader at `X` picks, among the objects holding `X+1`, the one repeating the fewest events it
+has (`next_object`), so an incremental sync costs the new objects plus the checkpoint, and an
+idle one costs the checkpoint alone (its bytes unchanged: nothing is decoded or verified again).
+
+Writers put objects with `If-None-Match: *`. An object that exists with other events is a
+rewrite of published history and stops the mirror, unless it lies past the checkpoint the
+bucket signed: those were never published (a crash before the checkpoint, then a lost disk) and
+are replaced. The checkpoint is written after its objects; what was written, what the
+checkpoint names and what is to be deleted are recorded locally around it, so a crash anywhere
+re-does the work and leaves no object behind for good.
+
+Readers bound everything a peer can sign by our own limits (`MAX_EVENTS_PER_OBJECT`,
+`MAX_INFLATED_BYTES`, `DEFAULT_MAX_SEGMENT_BYTES`, `MAX_LISTED_OBJECTS`, objects per sync),
+verify the checkpoint's signature, refuse an unknown consensus digest, check ranges, origins,
+overlap, links, hashes and entitlement, and stop at the first bad object. A refusal is recorded
+once per peer, object and reason as a `peer_segment_rejected` event; the peer's position never
+advances past it. Importing itself appends nothing: the imported events are the progress, and
+what is only local bookkeeping (the last checkpoint seen, why a peer waits) lives in the log's
+`state` table. Where an entitlement cannot be checked yet (no allowlist verified), the peer
+waits: nothing past that event is imported, and nothing is recorded for peers to copy.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-import random
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, Final, NamedTuple
 
 import msgspec
@@ -46,7 +61,6 @@ from leoma.errors import (
     EventError,
     GapError,
     LeomaError,
-    LogError,
     MirrorError,
     ObjectExists,
     ObjectNotFound,
@@ -57,8 +71,8 @@ from leoma.errors import (
 from leoma.events import (
     MAX_BODY_BYTES,
     ZERO_HASH,
+    AllowlistVerified,
     Event,
-    PeerSegmentImported,
     PeerSegmentRejected,
     TaskOpened,
     VerdictRecorded,
@@ -68,6 +82,7 @@ from leoma.events import (
 from leoma.log import EventLog
 from leoma.signing import Checkpoint, Signer, read_checkpoint, sign_checkpoint
 from leoma.storage import ObjectStore
+from projections.rotation import rightful_sampler_at
 
 __all__ = [
     "MirrorIn",
@@ -77,6 +92,10 @@ __all__ = [
     "checkpoint_key",
     "decode_segment",
     "encode_segment",
+    "fetch_checkpoint",
+    "named_objects",
+    "next_object",
+    "read_published",
     "segment_key",
     "segment_ranges",
     "uploaded_position",
@@ -85,15 +104,33 @@ __all__ = [
 
 log = logging.getLogger("leoma.mirror")
 
+# -- our own limits: whatever a peer signs, it is read within these --------------------------
+
 DEFAULT_SEGMENT_SIZE: Final = 1000
-MAX_SEGMENT_SIZE: Final = 1_000_000
+MAX_EVENTS_PER_OBJECT: Final = 10_000
+"""Most events one object may hold; a peer's signed `segment_size` above it is refused."""
+MAX_SEGMENT_SIZE: Final = MAX_EVENTS_PER_OBJECT
+MAX_INFLATED_BYTES: Final = 32 * 1024 * 1024
+"""Most bytes one object may inflate to, whatever its name or the peer's checkpoint claims."""
+DEFAULT_MAX_SEGMENT_BYTES: Final = 16 * 1024 * 1024
+"""Most compressed bytes one object may have (refused before download)."""
 MAX_CHECKPOINT_BYTES: Final = 64 * 1024
-DEFAULT_MAX_SEGMENT_BYTES: Final = 64 * 1024 * 1024
+MAX_LISTED_OBJECTS: Final = 64
+"""Most objects a checkpoint may list in `tail` and `extra` together."""
+MAX_OBJECTS_PER_SYNC: Final = 64
+"""Most objects fetched from one peer in one sync; the next sync goes on from there."""
+MAX_LEVEL: Final = 40
+TAIL_FANOUT: Final = 4
+LEGACY_LEVEL: Final = MAX_LEVEL - 1  # a layout-1 partial adopted as a tail object: never merged
+MISSING_RETRIES: Final = 2  # an object deleted by compaction mid-read: re-read the checkpoint
 # An event line is its body plus an envelope of a few hundred bytes; 4 KiB is generous.
 MAX_LINE_BYTES: Final = MAX_BODY_BYTES + 4096
-_INFLATE_STEP: Final = 1024  # compressed bytes fed per step: bounds how far one step can overshoot
+# Compressed bytes fed per step: a zstd block of 4 bytes can inflate to 128 KiB, so one step
+# overshoots the cap by at most 4 MiB, whatever the frame header says.
+_INFLATE_STEP: Final = 128
 SS58_RE: Final = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{47,48}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_OBJECT_NAME = re.compile(r"/seg/(\d{9})-(\d{9})\.jsonl\.zst$")
 
 # Reason categories recorded in peer_segment_rejected (the text after ':' gives the detail).
 BAD_SIGNATURE = "bad signature"
@@ -106,6 +143,8 @@ REWRITTEN = "rewritten segment"
 NOT_ENTITLED = "not entitled"
 BAD_HOTKEY = "invalid hotkey"
 
+Range = tuple[int, int]
+
 
 # -- naming and format ----------------------------------------------------------------------
 
@@ -116,15 +155,15 @@ def checkpoint_key(origin: str) -> str:
 
 
 def segment_key(origin: str, first: int, last: int) -> str:
-    """Key of the segment of `origin` holding origin_seq `first..last`."""
+    """Key of the object of `origin` holding origin_seq `first..last`."""
     return f"log/{origin}/seg/{first:09d}-{last:09d}.jsonl.zst"
 
 
-def segment_ranges(after: int, size: int, segment_size: int) -> list[tuple[int, int]]:
-    """The `(first, last)` ranges a reader at `after` fetches to reach `size` (see module doc)."""
+def segment_ranges(after: int, size: int, segment_size: int) -> list[Range]:
+    """Layout 1: the `(first, last)` ranges a reader at `after` fetches to reach `size`."""
     if segment_size < 1:
         raise MirrorError(f"segment_size must be >= 1, got {segment_size}")
-    ranges: list[tuple[int, int]] = []
+    ranges: list[Range] = []
     if after >= size:
         return ranges
     k = max(0, after) // segment_size
@@ -134,27 +173,81 @@ def segment_ranges(after: int, size: int, segment_size: int) -> list[tuple[int, 
     return ranges
 
 
+def sealed_size(cp: Checkpoint) -> int:
+    """How many events the full segments of `cp` hold (layout 2: where the tail starts)."""
+    if cp.layout < 2:
+        return cp.size // cp.segment_size * cp.segment_size
+    return cp.tail[0][0] - 1 if cp.tail else cp.size
+
+
+def next_object(cp: Checkpoint, after: int) -> Range:
+    """The object a reader holding events `1..after` fetches next: among those holding
+    `after + 1`, the one repeating the fewest events it has, then the one reaching furthest."""
+    if after >= cp.size:
+        raise MirrorError(f"nothing past #{after}: the checkpoint holds {cp.size} events")
+    if cp.layout < 2:
+        return segment_ranges(after, cp.size, cp.segment_size)[0]
+    s, sealed = cp.segment_size, sealed_size(cp)
+    candidates: list[Range] = []
+    if after < sealed:
+        k = after // s
+        candidates.append((k * s + 1, (k + 1) * s))
+    candidates += [(f, last) for f, last, _ in cp.tail] + [tuple(x) for x in cp.extra]  # type: ignore[misc]
+    usable = [r for r in candidates if r[0] <= after + 1 <= r[1]]
+    if not usable:
+        raise MirrorError(f"{MALFORMED}: the checkpoint lists no object holding #{after + 1}")
+    return min(usable, key=lambda r: (after + 1 - r[0], -r[1]))
+
+
+def covering(cp: Checkpoint, after: int = 0) -> list[Range]:
+    """Every object a reader at `after` fetches, in order, to reach the checkpoint's size."""
+    ranges: list[Range] = []
+    while after < cp.size:
+        r = next_object(cp, after)
+        ranges.append(r)
+        after = r[1]
+    return ranges
+
+
+def named_objects(cp: Checkpoint) -> set[Range]:
+    """The objects `cp` needs in the bucket (its full segments, tail and extras)."""
+    s = cp.segment_size
+    named = {(k * s + 1, (k + 1) * s) for k in range(sealed_size(cp) // s)}
+    if cp.layout < 2:
+        if cp.size > sealed_size(cp):
+            named.add((sealed_size(cp) + 1, cp.size))
+        return named
+    return named | {(f, last) for f, last, _ in cp.tail} | {(f, last) for f, last in cp.extra}
+
+
 def encode_segment(events: Sequence[Event]) -> bytes:
     """Events as zstd-compressed canonical JSON lines (one frame, content size in the header)."""
     raw = b"".join(encode_event(e) + b"\n" for e in events)
     return zstandard.ZstdCompressor(level=3).compress(raw)
 
 
-_lines_decoder = msgspec.json.Decoder(Event)
+_line_decoder = msgspec.json.Decoder(Event)
 
 
-def _inflate(data: bytes, cap: int) -> bytes:
-    # Fed in small steps so a decompression bomb is stopped near `cap`, whatever its header says.
+def _lines(data: bytes, cap: int) -> Iterator[bytes]:
+    """The lines of one zstd frame, inflated in small steps and never past `cap` bytes in all.
+
+    Nothing is allocated from the frame's own claims: a bomb is stopped within a step of `cap`.
+    """
     dobj = zstandard.ZstdDecompressor().decompressobj()
-    out: list[bytes] = []
     total = 0
+    pending = b""
     try:
         for pos in range(0, len(data), _INFLATE_STEP):
             chunk = dobj.decompress(data[pos:pos + _INFLATE_STEP])
             total += len(chunk)
             if total > cap:
                 raise MirrorError(f"{OVERSIZED}: inflates to more than {cap} bytes")
-            out.append(chunk)
+            if chunk:
+                *complete, pending = (pending + chunk).split(b"\n")
+                if len(pending) > MAX_LINE_BYTES:
+                    raise MirrorError(f"{MALFORMED}: a line is longer than {MAX_LINE_BYTES} bytes")
+                yield from complete
             if dobj.eof:
                 if dobj.unused_data or pos + _INFLATE_STEP < len(data):
                     raise MirrorError(f"{MALFORMED}: trailing bytes after the zstd frame")
@@ -163,54 +256,80 @@ def _inflate(data: bytes, cap: int) -> bytes:
         raise MirrorError(f"{MALFORMED}: not zstd ({exc})") from None
     if not dobj.eof:
         raise MirrorError(f"{MALFORMED}: the zstd frame is truncated")
-    return b"".join(out)
+    if pending:
+        raise MirrorError(f"{MALFORMED}: segment does not end with a complete line (truncated)")
 
 
 def decode_segment(data: bytes, *, origin: str, first: int, last: int) -> list[Event]:
-    """Decode and check the shape of one segment: origin, contiguous range `first..last`.
+    """Decode and check the shape of one object: origin, contiguous range `first..last`.
 
-    Hashes and links are not checked here (`verify_chain`, or the log's import, does that).
-    Raises `MirrorError` whose message starts with the reason category.
+    Bounded by our limits, not the object's: at most `MAX_EVENTS_PER_OBJECT` events and
+    `MAX_INFLATED_BYTES`, decoded line by line as the frame inflates. Hashes and links are not
+    checked here (`verify_chain`, or the log's import, does that). Raises `MirrorError` whose
+    message starts with the reason category.
     """
     count = last - first + 1
-    raw = _inflate(data, count * MAX_LINE_BYTES)
-    if not raw.endswith(b"\n"):
-        raise MirrorError(f"{MALFORMED}: segment does not end with a complete line (truncated)")
-    try:
-        events = _lines_decoder.decode_lines(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise MirrorError(f"{MALFORMED}: a line is not a Leoma event ({exc})") from None
-    if len(events) != count:
-        raise MirrorError(f"{MALFORMED}: holds {len(events)} events, its name says {count}")
-    for i, e in enumerate(events):
+    if not 1 <= count <= MAX_EVENTS_PER_OBJECT or first < 1:
+        raise MirrorError(f"{OVERSIZED}: #{first}-#{last} is more than {MAX_EVENTS_PER_OBJECT} events")
+    events: list[Event] = []
+    for line in _lines(data, min(count * MAX_LINE_BYTES, MAX_INFLATED_BYTES)):
+        if len(events) == count:
+            raise MirrorError(f"{MALFORMED}: holds more than the {count} events its name says")
+        try:
+            e = _line_decoder.decode(line)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise MirrorError(f"{MALFORMED}: a line is not a Leoma event ({exc})") from None
         if e.origin != origin:
             raise MirrorError(f"{MALFORMED}: event #{e.origin_seq} names origin {e.origin[:16]}, not the peer")
-        if e.origin_seq != first + i:
-            raise MirrorError(f"{MALFORMED}: expected #{first + i}, found #{e.origin_seq}")
+        if e.origin_seq != first + len(events):
+            raise MirrorError(f"{MALFORMED}: expected #{first + len(events)}, found #{e.origin_seq}")
+        events.append(e)
+    if len(events) != count:
+        raise MirrorError(f"{MALFORMED}: holds {len(events)} events, its name says {count}")
     return events
 
 
 def check_checkpoint(cp: Checkpoint) -> None:
-    """Refuse a signed but impossible checkpoint (sizes, hash shape)."""
-    if cp.size < 0 or not 1 <= cp.segment_size <= MAX_SEGMENT_SIZE:
-        raise MirrorError(f"{MALFORMED}: checkpoint size {cp.size} / segment_size {cp.segment_size} out of range")
+    """Refuse a signed but impossible checkpoint: sizes, hash shape, and a layout-2 list that
+    does not cover `sealed+1 .. size` contiguously within our limits."""
+    if cp.size < 0 or not 1 <= cp.segment_size <= MAX_EVENTS_PER_OBJECT:
+        raise MirrorError(f"{OVERSIZED}: checkpoint size {cp.size} / segment_size {cp.segment_size} "
+                          f"out of range (at most {MAX_EVENTS_PER_OBJECT} events per object)")
     if not _HEX64.match(cp.head) or (cp.size == 0 and cp.head != ZERO_HASH):
         raise MirrorError(f"{MALFORMED}: checkpoint head {cp.head[:20]!r} is not a 64-hex hash")
+    if cp.layout not in (1, 2):
+        raise MirrorError(f"{MALFORMED}: checkpoint layout {cp.layout} is not one this validator reads")
+    if cp.layout == 1:
+        if cp.tail or cp.extra:
+            raise MirrorError(f"{MALFORMED}: a layout-1 checkpoint lists objects")
+        return
+    if len(cp.tail) + len(cp.extra) > MAX_LISTED_OBJECTS:
+        raise MirrorError(f"{OVERSIZED}: the checkpoint lists more than {MAX_LISTED_OBJECTS} objects")
+    sealed = sealed_size(cp)
+    if sealed % cp.segment_size or not 0 <= cp.size - sealed < cp.segment_size:
+        raise MirrorError(f"{MALFORMED}: the tail starts at #{sealed + 1}, not after a full segment")
+    expect = sealed + 1
+    for first, last, level in cp.tail:
+        if first != expect or last < first or not 0 <= level <= MAX_LEVEL:
+            raise MirrorError(f"{MALFORMED}: tail object #{first}-#{last} (level {level}) does not continue #{expect - 1}")
+        expect = last + 1
+    if expect != cp.size + 1:
+        raise MirrorError(f"{MALFORMED}: the tail ends at #{expect - 1}, the checkpoint says {cp.size}")
+    for first, last in cp.extra:
+        if not 1 <= first <= last <= cp.size or last - first + 1 > MAX_EVENTS_PER_OBJECT:
+            raise MirrorError(f"{MALFORMED}: extra object #{first}-#{last} lies outside 1..{cp.size}")
 
 
-async def fetch_checkpoint(store: ObjectStore, origin: str) -> Checkpoint | None:
-    """`origin`'s verified checkpoint, or None when none is published.
-
-    `MirrorError` (reason first) for an oversized, unsigned or impossible one; `StorageError`
-    when the bucket could not be read.
-    """
-    key = checkpoint_key(origin)
+async def _checkpoint_bytes(store: ObjectStore, origin: str) -> bytes | None:
     try:
-        data = await store.get(key, max_bytes=MAX_CHECKPOINT_BYTES)
+        return await store.get(checkpoint_key(origin), max_bytes=MAX_CHECKPOINT_BYTES)
     except ObjectNotFound:
         return None
     except ObjectTooLarge as exc:
         raise MirrorError(f"{OVERSIZED}: {exc}") from None
+
+
+def _parse_checkpoint(data: bytes, origin: str) -> Checkpoint:
     try:
         cp = read_checkpoint(data, origin=origin)
     except SignatureError as exc:
@@ -219,20 +338,56 @@ async def fetch_checkpoint(store: ObjectStore, origin: str) -> Checkpoint | None
     return cp
 
 
-async def fetch_segment(store: ObjectStore, origin: str, first: int, last: int, max_bytes: int) -> list[Event]:
-    """Download and decode one segment; `MirrorError` for a bad or missing object."""
+async def fetch_checkpoint(store: ObjectStore, origin: str) -> Checkpoint | None:
+    """`origin`'s verified checkpoint, or None when none is published.
+
+    `MirrorError` (reason first) for an oversized, unsigned or impossible one; `StorageError`
+    when the bucket could not be read.
+    """
+    data = await _checkpoint_bytes(store, origin)
+    return None if data is None else _parse_checkpoint(data, origin)
+
+
+async def fetch_segment(store: ObjectStore, origin: str, first: int, last: int,
+                        max_bytes: int = DEFAULT_MAX_SEGMENT_BYTES) -> list[Event]:
+    """Download and decode one object; `MirrorError` for a bad or missing object."""
     return (await _fetch_sized(store, origin, first, last, max_bytes))[0]
 
 
 async def _fetch_sized(store: ObjectStore, origin: str, first: int, last: int, max_bytes: int) -> tuple[list[Event], int]:
     key = segment_key(origin, first, last)
     try:
-        data = await store.get(key, max_bytes=max_bytes)
+        data = await store.get(key, max_bytes=min(max_bytes, DEFAULT_MAX_SEGMENT_BYTES))
     except ObjectNotFound:
         raise MirrorError(f"{MISSING}: the checkpoint covers #{first}-#{last} but {key} is absent") from None
     except ObjectTooLarge as exc:
         raise MirrorError(f"{OVERSIZED}: {exc}") from None
     return decode_segment(data, origin=origin, first=first, last=last), len(data)
+
+
+async def read_published(store: ObjectStore, origin: str, upto: int | None = None) -> tuple[Checkpoint | None, list[Event]]:
+    """`origin`'s published events `1..upto` (default: all) read from `store`, either layout.
+
+    Checks the signature, every object's shape and the chain up to the signed head.
+    """
+    cp = await fetch_checkpoint(store, origin)
+    if cp is None:
+        return None, []
+    size = cp.size if upto is None else min(upto, cp.size)
+    events: list[Event] = []
+    prev = ZERO_HASH
+    for first, last in covering(cp):
+        if first > size:
+            break
+        got = await fetch_segment(store, origin, first, last)
+        try:
+            prev = verify_chain(got, prev=prev, start_seq=first)
+        except EventError as exc:
+            raise MirrorError(f"{BROKEN_CHAIN} in {segment_key(origin, first, last)}: {exc}") from None
+        events.extend(got)
+    if size == cp.size and prev != cp.head:
+        raise MirrorError(f"{BROKEN_CHAIN}: the last event's hash is not the checkpoint's head")
+    return cp, [e for e in events if e.origin_seq <= size]
 
 
 # -- out: own events to the own bucket -------------------------------------------------------
@@ -247,14 +402,29 @@ class PushReport(msgspec.Struct, frozen=True, kw_only=True):
     previous_size: int
     segments_written: int = 0
     segments_already_there: int = 0
+    objects_replaced: int = 0
+    objects_deleted: int = 0
     bytes_written: int = 0
     checkpoint_written: bool = False
 
 
 class _Uploaded(msgspec.Struct, frozen=True):
+    """The own mirror's local record: what the last checkpoint written names, and what is in
+    flight (`pending`: being written, not yet named) or left to delete (`garbage`)."""
+
     size: int
     head: str
     segment_size: int
+    layout: int = 1
+    tail: tuple[tuple[int, int, int], ...] = ()
+    extra: tuple[Range, ...] = ()
+    garbage: tuple[Range, ...] = ()
+    pending: tuple[Range, ...] = ()
+
+    def checkpoint(self, origin: str, digest: str, block: int) -> Checkpoint:
+        return Checkpoint(origin=origin, size=self.size, head=self.head, consensus_digest=digest,
+                          segment_size=self.segment_size, block=block, layout=self.layout,
+                          tail=self.tail, extra=self.extra)
 
 
 def _state_name(origin: str) -> str:
@@ -267,8 +437,23 @@ def uploaded_position(log: EventLog, origin: str) -> int:
     return msgspec.json.decode(raw, type=_Uploaded).size if raw else 0
 
 
+def _as_layout2(done: _Uploaded) -> _Uploaded:
+    """A layout-1 record as layout 2: its partial object becomes the one tail object."""
+    if done.layout >= 2:
+        return done
+    sealed = done.size // done.segment_size * done.segment_size
+    tail = ((sealed + 1, done.size, LEGACY_LEVEL),) if done.size > sealed else ()
+    return msgspec.structs.replace(done, layout=2, tail=tail, extra=())
+
+
+class _Plan(NamedTuple):
+    writes: list[Range]
+    record: _Uploaded
+    garbage: set[Range]
+
+
 class MirrorOut:
-    """Publishes the own chain of `log` to `store` as segments plus a signed checkpoint."""
+    """Publishes the own chain of `log` to `store` as objects plus a signed checkpoint."""
 
     def __init__(self, log: EventLog, store: ObjectStore, signer: Signer, consensus_digest: str,
                  segment_size: int = DEFAULT_SEGMENT_SIZE, *, max_segment_bytes: int = DEFAULT_MAX_SEGMENT_BYTES,
@@ -276,8 +461,8 @@ class MirrorOut:
         self.origin = signer.ss58_address
         if log.own != self.origin:
             raise MirrorError(f"the log's own hotkey {log.own} is not the signer's {self.origin}: open it with own=")
-        if not 1 <= segment_size <= MAX_SEGMENT_SIZE:
-            raise MirrorError(f"segment_size must be 1..{MAX_SEGMENT_SIZE}, got {segment_size}")
+        if not 1 <= segment_size <= MAX_EVENTS_PER_OBJECT:
+            raise MirrorError(f"segment_size must be 1..{MAX_EVENTS_PER_OBJECT}, got {segment_size}")
         self.log, self.store, self.signer = log, store, signer
         self.consensus_digest = consensus_digest
         self.segment_size = segment_size
@@ -289,31 +474,34 @@ class MirrorOut:
         raw = self.log.get_state(_state_name(self.origin))
         return msgspec.json.decode(raw, type=_Uploaded) if raw else None
 
+    def _record(self, done: _Uploaded) -> None:
+        self.log.set_state(_state_name(self.origin), msgspec.json.encode(done))
+
     def _local_hash(self, seq: int) -> str:
         if seq == 0:
             return ZERO_HASH
         found = next(self.log.chain(self.origin, after=seq - 1, limit=1), None)
         return found.hash if found else ""
 
-    async def _start_position(self) -> int:
+    async def _start(self) -> _Uploaded:
         """Where the bucket is, trusting the local record, else the bucket's checkpoint."""
         done = self.uploaded()
-        if done is not None:
-            self.segment_size = done.segment_size
-            return done.size
-        cp = await fetch_checkpoint(self.store, self.origin)
-        if cp is None:
-            return 0
-        self._adopt(cp)
-        head = self.log.head(self.origin)
-        if cp.size > head.origin_seq:
-            raise MirrorError(
-                f"the own bucket holds {cp.size} events, the local log only {head.origin_seq}: "
-                "run restore first (`MirrorOut.restore`) so no seq is reused"
-            )
-        if self._local_hash(cp.size) != cp.head:
-            raise MirrorError(f"the own bucket's event #{cp.size} differs from the local one: the chains forked")
-        return cp.size
+        if done is None:
+            cp = await fetch_checkpoint(self.store, self.origin)
+            if cp is None:
+                return _Uploaded(0, ZERO_HASH, self.segment_size, layout=2)
+            self._adopt(cp)
+            head = self.log.head(self.origin)
+            if cp.size > head.origin_seq:
+                raise MirrorError(
+                    f"the own bucket holds {cp.size} events, the local log only {head.origin_seq}: "
+                    "run restore first (`MirrorOut.restore`) so no seq is reused"
+                )
+            if self._local_hash(cp.size) != cp.head:
+                raise MirrorError(f"the own bucket's event #{cp.size} differs from the local one: the chains forked")
+            done = _Uploaded(cp.size, cp.head, cp.segment_size, cp.layout, cp.tail, cp.extra)
+        self.segment_size = done.segment_size
+        return _as_layout2(done)
 
     def _adopt(self, cp: Checkpoint) -> None:
         if cp.segment_size != self.segment_size:
@@ -321,7 +509,43 @@ class MirrorOut:
                         cp.segment_size, self.segment_size)
             self.segment_size = cp.segment_size
 
-    async def _put_segment(self, first: int, last: int) -> tuple[bool, int]:
+    def _plan(self, done: _Uploaded, target: int, head_hash: str) -> _Plan:
+        """The objects that take the published log from `done.size` to `target` events."""
+        s = done.segment_size
+        tail = list(done.tail)
+        sealed = tail[0][0] - 1 if tail else done.size
+        pos = done.size
+        writes: list[Range] = []
+        garbage: set[Range] = set(done.extra)  # shortcuts serve one push, then go
+        extra: list[Range] = []
+        while pos < target:
+            end = sealed + s
+            if target >= end:
+                writes.append((sealed + 1, end))
+                if pos > sealed:
+                    # Readers at `pos` fetch only the new events (one object, across the boundary
+                    # when they are few), not the whole new segment.
+                    reach = target if target - pos <= s else end
+                    writes.append((pos + 1, reach))
+                    extra.append((pos + 1, reach))
+                garbage |= {(f, last) for f, last, _ in tail}
+                tail, sealed, pos = [], end, end
+                continue
+            # Older objects merge first, so the new events are always an object of their own.
+            while len(tail) >= TAIL_FANOUT and len({lvl for _, _, lvl in tail[-TAIL_FANOUT:]}) == 1:
+                group = tail[-TAIL_FANOUT:]
+                merged = (group[0][0], group[-1][1], min(MAX_LEVEL, group[0][2] + 1))
+                writes.append(merged[:2])
+                garbage |= {(f, last) for f, last, _ in group}
+                tail[-TAIL_FANOUT:] = [merged]
+            writes.append((pos + 1, target))
+            tail.append((pos + 1, target, 0))
+            pos = target
+        record = _Uploaded(target, head_hash, s, 2, tuple(tail), tuple(dict.fromkeys(extra)))
+        return _Plan(writes, record, garbage)
+
+    async def _put_object(self, first: int, last: int, signed_size: int) -> tuple[str, int]:
+        """Write one object; returns ("new" | "there" | "replaced", bytes written)."""
         events = list(self.log.chain(self.origin, after=first - 1, limit=last - first + 1))
         if len(events) != last - first + 1:
             raise MirrorError(f"the local log lost own events #{first}-#{last}: cannot publish them")
@@ -329,48 +553,88 @@ class MirrorOut:
         key = segment_key(self.origin, first, last)
         try:
             await self.store.put(key, data, content_type="application/zstd", if_absent=True)
-            return True, len(data)
+            return "new", len(data)
         except ObjectExists:
-            theirs = await fetch_segment(self.store, self.origin, first, last, self.max_segment_bytes)
-            if [e.hash for e in theirs] != [e.hash for e in events]:
+            try:
+                theirs = await fetch_segment(self.store, self.origin, first, last, self.max_segment_bytes)
+                same = [e.hash for e in theirs] == [e.hash for e in events]
+            except MirrorError:
+                same = False
+            if same:
+                return "there", 0
+            if last <= signed_size:
                 raise MirrorError(
                     f"{REWRITTEN}: {key} already holds other events than the local log: "
                     "someone rewrote the bucket or the local chain forked; stop and investigate"
                 ) from None
-            return False, 0
+        # Past the signed checkpoint: written before a crash, never published, replaced now.
+        log.warning("mirror replaces %s: it lies past the signed checkpoint (#%d) and holds other events",
+                    key, signed_size)
+        await self.store.delete(key)
+        await self.store.put(key, data, content_type="application/zstd", if_absent=True)
+        return "replaced", len(data)
+
+    async def _collect(self, done: _Uploaded) -> int:
+        """Delete what `done` lists as garbage or left pending, unless the checkpoint names it."""
+        named = named_objects(done.checkpoint(self.origin, self.consensus_digest, 0))
+        doomed = sorted((set(done.garbage) | set(done.pending)) - named)
+        for first, last in doomed:
+            await self.store.delete(segment_key(self.origin, first, last))
+        if done.garbage or done.pending:
+            self._record(msgspec.structs.replace(done, garbage=(), pending=()))
+        return len(doomed)
 
     async def push(self) -> PushReport:
-        """Upload new own events as segments, then the signed checkpoint, then record it locally."""
-        start = await self._start_position()
+        """Upload new own events as objects, then the signed checkpoint, then record it locally."""
+        done = await self._start()
+        start = done.size
         head = self.log.head(self.origin)
         if head.origin_seq < start:
             raise MirrorError(f"the local log ({head.origin_seq} own events) is behind the bucket ({start}): run restore")
-        written = existing = nbytes = 0
-        position = start
+        written = existing = replaced = deleted = nbytes = 0
         wrote_checkpoint = False
-        ranges = segment_ranges(start, head.origin_seq, self.segment_size)
-        for i in range(0, len(ranges), self.segments_per_checkpoint):
-            batch = ranges[i:i + self.segments_per_checkpoint]
-            for first, last in batch:
-                new, size = await self._put_segment(first, last)
-                written += new
-                existing += not new
+        if head.origin_seq == start:  # nothing new: no request, unless a crash left work behind
+            deleted = await self._collect(done) if done.garbage or done.pending else 0
+        while done.size < head.origin_seq:
+            s = done.segment_size
+            sealed = done.tail[0][0] - 1 if done.tail else done.size
+            target = min(head.origin_seq, sealed + self.segments_per_checkpoint * s)
+            tip = next(self.log.chain(self.origin, after=target - 1, limit=1))
+            plan = self._plan(done, target, tip.hash)
+            in_flight = tuple(dict.fromkeys(done.pending + tuple(plan.writes)))
+            self._record(msgspec.structs.replace(done, pending=in_flight))
+            for first, last in dict.fromkeys(plan.writes):
+                outcome, size = await self._put_object(first, last, done.size)
+                written += outcome == "new"
+                existing += outcome == "there"
+                replaced += outcome == "replaced"
                 nbytes += size
-            position = batch[-1][1]
-            tip = next(self.log.chain(self.origin, after=position - 1, limit=1))
-            cp = Checkpoint(origin=self.origin, size=position, head=tip.hash,
-                            consensus_digest=self.consensus_digest, segment_size=self.segment_size, block=tip.block)
+            cp = plan.record.checkpoint(self.origin, self.consensus_digest, tip.block)
             blob = sign_checkpoint(self.signer, cp)
             await self.store.put(checkpoint_key(self.origin), blob, content_type="application/json")
             nbytes += len(blob)
             wrote_checkpoint = True
             # Only now is it published: a crash before this line re-does the work idempotently.
-            self.log.set_state(_state_name(self.origin),
-                               msgspec.json.encode(_Uploaded(position, tip.hash, self.segment_size)))
-            log.info("mirror pushed origin=%s size=%d segments=%d", self.origin[:12], position, len(batch))
-        return PushReport(origin=self.origin, size=position, head=self._local_hash(position), previous_size=start,
-                          segments_written=written, segments_already_there=existing, bytes_written=nbytes,
-                          checkpoint_written=wrote_checkpoint)
+            garbage = plan.garbage | set(done.garbage) | set(in_flight)
+            done = msgspec.structs.replace(plan.record, garbage=tuple(sorted(garbage)))
+            self._record(done)
+            deleted += await self._collect(done)
+            done = msgspec.structs.replace(done, garbage=(), pending=())
+            log.info("mirror pushed origin=%s size=%d objects=%d", self.origin[:12], target, len(plan.writes))
+        return PushReport(origin=self.origin, size=done.size, head=done.head, previous_size=start,
+                          segments_written=written, segments_already_there=existing, objects_replaced=replaced,
+                          objects_deleted=deleted, bytes_written=nbytes, checkpoint_written=wrote_checkpoint)
+
+    async def _sweep_unsigned(self, signed: int) -> int:
+        """Delete own objects past the signed checkpoint (the one LIST, when no local record says
+        what a crash may have left: a new disk). Never signed, so no reader ever took them."""
+        swept = 0
+        async for info in self.store.list(f"log/{self.origin}/seg/"):
+            found = _OBJECT_NAME.search(info.key)
+            if found and int(found.group(2)) > signed:
+                await self.store.delete(info.key)
+                swept += 1
+        return swept
 
     async def restore(self) -> int:
         """Import own events the bucket has and the local log lost; returns how many.
@@ -384,48 +648,30 @@ class MirrorOut:
         self._adopt(cp)
         head = self.log.head(self.origin)
         imported = 0
-        if cp.size > head.origin_seq:
-            for first, last in segment_ranges(head.origin_seq, cp.size, cp.segment_size):
-                events = await fetch_segment(self.store, self.origin, first, last, self.max_segment_bytes)
-                try:
-                    imported += self.log.import_events(events)
-                except (ChainBroken, GapError, ConflictError, EventError) as exc:
-                    raise MirrorError(f"the own bucket's chain disagrees with the local log: {exc}") from None
+        after = head.origin_seq
+        while after < cp.size:
+            first, last = next_object(cp, after)
+            events = await fetch_segment(self.store, self.origin, first, last, self.max_segment_bytes)
+            try:
+                imported += self.log.import_events(events)
+            except (ChainBroken, GapError, ConflictError, EventError) as exc:
+                raise MirrorError(f"the own bucket's chain disagrees with the local log: {exc}") from None
+            after = last
         if self._local_hash(cp.size) != cp.head:
             raise MirrorError(f"the own bucket's checkpoint head #{cp.size} differs from the local chain: refusing")
         done = self.uploaded()
+        if done is None:
+            swept = await self._sweep_unsigned(cp.size)
+            if swept:
+                log.warning("mirror deleted %d own objects past the signed checkpoint #%d (left by a crash)",
+                            swept, cp.size)
         if done is None or done.size < cp.size:
-            self.log.set_state(_state_name(self.origin), msgspec.json.encode(_Uploaded(cp.size, cp.head, cp.segment_size)))
+            keep = done.garbage + done.pending if done else ()
+            self._record(_Uploaded(cp.size, cp.head, cp.segment_size, cp.layout, cp.tail, cp.extra, garbage=keep))
         if imported:
             log.warning("mirror restored %d own events from the bucket (origin=%s, size=%d)",
                         imported, self.origin[:12], cp.size)
         return imported
-
-    async def run(self, stop: asyncio.Event, interval: float = 10.0, *, max_backoff: float = 300.0) -> None:
-        """Push every `interval` seconds until `stop` is set, then once more.
-
-        The loop only reads the log, so a bucket outage never blocks appending; failures back
-        off exponentially with full jitter and the next push resumes where the log says.
-        """
-        failures = 0
-        rng = random.Random()
-        while not stop.is_set():
-            delay = interval
-            try:
-                await self.push()
-                failures = 0
-            except (StorageError, MirrorError, LogError, SignatureError) as exc:
-                failures += 1
-                delay = rng.uniform(interval / 2, max(interval, min(max_backoff, interval * 2 ** failures)))
-                log.warning("mirror push failed (%d in a row): %s; retrying in %.1fs", failures, exc, delay)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            except TimeoutError:
-                pass
-        try:
-            await self.push()
-        except LeomaError as exc:
-            log.warning("mirror push on shutdown failed: %s (the next start resumes)", exc)
 
 
 # -- in: peers' events into the local log ----------------------------------------------------
@@ -439,7 +685,12 @@ class Peer(NamedTuple):
 
 
 class PeerSync(msgspec.Struct, kw_only=True):
-    """What one sync of one peer did; `rejected` names the refused object's reason."""
+    """What one sync of one peer did.
+
+    `rejected` names the refused object's reason (recorded once as an event); `waiting` says
+    why nothing past `head` was imported yet although nothing is wrong with the peer (kept
+    locally only); `error` is a bucket failure (retried, never recorded).
+    """
 
     peer: str
     checkpoint_size: int | None = None
@@ -450,6 +701,7 @@ class PeerSync(msgspec.Struct, kw_only=True):
     head: int = 0
     rejected: str = ""
     rejected_key: str = ""
+    waiting: str = ""
     error: str = ""
 
 
@@ -459,24 +711,48 @@ class _Rejection(Exception):
         self.key, self.reason = key, reason
 
 
+class _PeerState(msgspec.Struct, frozen=True, kw_only=True):
+    """Local bookkeeping of one peer: the checkpoint fully imported last, why it waits."""
+
+    checkpoint_sha: str = ""
+    size: int = 0
+    block: int = 0
+    waiting: str = ""
+
+
+def _peer_state_name(peer: str) -> str:
+    return f"mirror/in/{peer}"
+
+
 class MirrorIn:
-    """Imports peers' published logs into `log`, recording every refusal."""
+    """Imports peers' published logs into `log`, recording every refusal once.
+
+    `allowlist_origins` says whose `allowlist_verified` events decide entitlement (default: the
+    log's own; the owner's API passes the validators it trusts).
+    """
 
     def __init__(self, log: EventLog, peers: Sequence[Peer], consensus_digest: str | Collection[str],
                  max_segment_bytes: int = DEFAULT_MAX_SEGMENT_BYTES, *, consensus: Consensus = DEFAULT,
-                 max_segments_per_sync: int = 1000, concurrency: int = 4) -> None:
+                 max_segments_per_sync: int = MAX_OBJECTS_PER_SYNC, concurrency: int = 4,
+                 allowlist_origins: Callable[[], Collection[str]] | None = None) -> None:
+        import asyncio
+
         if log.own is None:
-            raise MirrorError("MirrorIn records imports and rejections as own events: open the log with own=")
+            raise MirrorError("MirrorIn records rejections as own events: open the log with own=")
         self.log = log
         self.peers = [p for p in peers if p.hotkey != log.own]
         self.digests = {consensus_digest} if isinstance(consensus_digest, str) else set(consensus_digest)
-        self.max_segment_bytes = max_segment_bytes
+        self.max_segment_bytes = min(max_segment_bytes, DEFAULT_MAX_SEGMENT_BYTES)
         self.consensus = consensus
-        self.max_segments_per_sync = max_segments_per_sync
+        self.max_segments_per_sync = max(1, min(max_segments_per_sync, MAX_OBJECTS_PER_SYNC))
+        own = log.own
+        self.allowlist_origins = allowlist_origins or (lambda: (own,))
         self._gate = asyncio.Semaphore(max(1, concurrency))
 
     async def sync(self, only: str | None = None, *, block: int | None = None) -> list[PeerSync]:
         """Sync every peer (or only `only`); one peer's failure never stops the others."""
+        import asyncio
+
         peers = [p for p in self.peers if only is None or p.hotkey == only]
         if only is not None and not peers:
             raise MirrorError(f"{only} is not among the configured peers")
@@ -496,64 +772,120 @@ class MirrorIn:
             except LeomaError as exc:  # e.g. the local log refused a write: this peer only
                 report.error = str(exc)
                 log.error("mirror pull peer=%s failed: %s", peer.hotkey[:12], exc)
-            report.head = self.log.head(peer.hotkey).origin_seq
+            report.head = self.log.head(peer.hotkey).origin_seq if SS58_RE.match(peer.hotkey) else 0
             return report
 
     def _record_rejection(self, hotkey: str, rej: _Rejection, report: PeerSync, block: int | None) -> None:
         reason = rej.reason[:1000]
-        at_seq = self.log.head(hotkey).origin_seq + 1 if SS58_RE.match(hotkey) else 0
         digest = hashlib.sha256(reason.encode()).hexdigest()[:16]
+        key = f"peer/{hotkey}/rejected/{rej.key}/{digest}"[:512]
+        if self.log.get(self.log.own or "", key) is not None:
+            return  # the same refusal again on a retry: recorded once
+        at_seq = self.log.head(hotkey).origin_seq + 1 if SS58_RE.match(hotkey) else 0
         body = PeerSegmentRejected(peer=hotkey, object_key=rej.key, reason=reason, at_seq=at_seq)
-        self.log.append(body, key=f"peer/{hotkey}/rejected/{rej.key}/{digest}"[:512],
-                        block=block if block is not None else report.checkpoint_block)
+        self.log.append(body, key=key, block=block if block is not None else report.checkpoint_block)
         log.warning("mirror rejected peer=%s object=%s: %s", hotkey[:12], rej.key, reason)
 
+    def _peer_state(self, hk: str) -> _PeerState:
+        raw = self.log.get_state(_peer_state_name(hk))
+        return msgspec.json.decode(raw, type=_PeerState) if raw else _PeerState()
+
+    def _set_peer_state(self, hk: str, state: _PeerState) -> None:
+        if state != self._peer_state(hk):
+            self.log.set_state(_peer_state_name(hk), msgspec.json.encode(state))
+
     async def sync_peer(self, peer: Peer, report: PeerSync, block: int | None = None) -> None:
-        """Fetch the checkpoint and new segments of one peer and import them (see module doc)."""
+        """Fetch the checkpoint and new objects of one peer and import them (see module doc)."""
         hk = peer.hotkey
         if not SS58_RE.match(hk):
             raise _Rejection(f"log/{hk}", f"{BAD_HOTKEY}: {hk[:60]!r} is not an SS58 address")
         ckey = checkpoint_key(hk)
         try:
-            cp = await fetch_checkpoint(peer.store, hk)
+            data = await _checkpoint_bytes(peer.store, hk)
         except MirrorError as exc:
             raise _Rejection(ckey, str(exc)) from None
         report.objects += 1
-        if cp is None:
+        if data is None:
             return
-        report.checkpoint_size, report.checkpoint_block = cp.size, cp.block
-        if cp.consensus_digest not in self.digests:
-            raise _Rejection(ckey, f"{UNKNOWN_DIGEST}: {cp.consensus_digest[:16]} is not a consensus this validator runs")
+        sha = hashlib.sha256(data).hexdigest()
+        state = self._peer_state(hk)
+        head = self.log.head(hk)
+        if sha == state.checkpoint_sha and head.origin_seq == state.size:
+            report.checkpoint_size, report.checkpoint_block = state.size, state.block  # idle: nothing new
+            return
+        retries = MISSING_RETRIES
+        while True:
+            try:
+                cp = _parse_checkpoint(data, hk)
+            except MirrorError as exc:
+                raise _Rejection(ckey, str(exc)) from None
+            report.checkpoint_size, report.checkpoint_block = cp.size, cp.block
+            if cp.consensus_digest not in self.digests:
+                raise _Rejection(ckey, f"{UNKNOWN_DIGEST}: {cp.consensus_digest[:16]} is not a consensus this validator runs")
+            try:
+                waiting = await self._import_objects(peer, cp, report)
+            except _Missing as gone:
+                # Compaction may have replaced the object since the checkpoint was read.
+                fresh = await _checkpoint_bytes(peer.store, hk)
+                report.objects += 1
+                if fresh is None or fresh == data or retries == 0:
+                    raise _Rejection(gone.key, gone.reason) from None
+                data, retries = fresh, retries - 1
+                sha = hashlib.sha256(data).hexdigest()
+                continue
+            break
+        done = self.log.head(hk).origin_seq == cp.size
+        if waiting and waiting != state.waiting:
+            log.info("mirror peer=%s waits at #%d: %s", hk[:12], self.log.head(hk).origin_seq, waiting)
+        report.waiting = waiting
+        self._set_peer_state(hk, _PeerState(checkpoint_sha=sha if done else "", size=cp.size, block=cp.block,
+                                            waiting=waiting))
+
+    async def _import_objects(self, peer: Peer, cp: Checkpoint, report: PeerSync) -> str:
+        """Import objects until the peer's checkpoint or our limit; returns why it waits ("")."""
+        hk = peer.hotkey
         head = self.log.head(hk)
         if cp.size < head.origin_seq or (cp.size == head.origin_seq and cp.head != head.hash):
-            raise _Rejection(ckey, f"{REWRITTEN}: checkpoint #{cp.size} contradicts the imported #{head.origin_seq}")
-        entitled = _Entitlement(self.log, hk, self.consensus)
-        for first, last in segment_ranges(head.origin_seq, cp.size, cp.segment_size)[:self.max_segments_per_sync]:
+            raise _Rejection(checkpoint_key(hk), f"{REWRITTEN}: checkpoint #{cp.size} contradicts the imported #{head.origin_seq}")
+        entitled = _Entitlement(self.log, hk, self.consensus, self.allowlist_origins)
+        fetched = 0
+        while head.origin_seq < cp.size and fetched < self.max_segments_per_sync:
+            first, last = next_object(cp, head.origin_seq)
             key = segment_key(hk, first, last)
             try:
                 events, size = await _fetch_sized(peer.store, hk, first, last, self.max_segment_bytes)
             except MirrorError as exc:
+                if str(exc).startswith(MISSING):
+                    raise _Missing(key, str(exc)) from None
                 raise _Rejection(key, str(exc)) from None
+            fetched += 1
             report.objects += 1
             report.bytes += size
             new = self._check_against_local(key, events, cp)
-            for e in new:
-                problem = entitled.check(e)
-                if problem:
-                    raise _Rejection(key, f"{NOT_ENTITLED}: #{e.origin_seq} {problem}")
-            try:
-                added = self.log.import_events(new)
-            except ChainBroken as exc:
-                raise _Rejection(key, f"{BROKEN_CHAIN}: {exc}") from None
-            except (GapError, ConflictError, EventError) as exc:
-                raise _Rejection(key, f"{MALFORMED}: {exc}") from None
-            report.imported += added
-            if new:
-                self.log.append(
-                    PeerSegmentImported(peer=hk, segment_key=key, first_seq=new[0].origin_seq,
-                                        last_seq=new[-1].origin_seq, head_hash=new[-1].hash),
-                    key=f"peer/{hk}/imported/{key}", block=block if block is not None else new[-1].block,
-                )
+            while new:
+                allowed, verdict = entitled.scan(new)
+                self._import(key, new[:allowed], report)
+                if verdict is None:
+                    break
+                rejected, reason = verdict
+                if rejected:
+                    raise _Rejection(key, f"{NOT_ENTITLED}: #{new[allowed].origin_seq} {reason}")
+                if any(e.kind == "allowlist_verified" for e in new[:allowed]) and entitled.reload():
+                    new = new[allowed:]  # an allowlist just imported may settle it
+                    continue
+                return f"#{new[allowed].origin_seq} {reason}"
+            head = self.log.head(hk)
+        return ""
+
+    def _import(self, key: str, events: list[Event], report: PeerSync) -> None:
+        if not events:
+            return
+        try:
+            report.imported += self.log.import_events(events)
+        except ChainBroken as exc:
+            raise _Rejection(key, f"{BROKEN_CHAIN}: {exc}") from None
+        except (GapError, ConflictError, EventError) as exc:
+            raise _Rejection(key, f"{MALFORMED}: {exc}") from None
 
     def _check_against_local(self, key: str, events: list[Event], cp: Checkpoint) -> list[Event]:
         """Events already imported must be the ones stored; the rest must continue our head."""
@@ -571,53 +903,80 @@ class MirrorIn:
         return new
 
 
+class _Missing(Exception):
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(reason)
+        self.key, self.reason = key, reason
+
+
 class _Entitlement:
     """Whether a peer was the rightful producer of the tasks and verdicts it publishes.
 
-    The allowlist is the own log's latest `allowlist_verified`; with none known yet, nothing
-    is refused on this ground. The rule itself is `projections.rotation.rightful_sampler_at`.
+    The allowlist is the newest `allowlist_verified` of the trusted origins; the rule is
+    `projections.rotation.rightful_sampler_at`. Without an allowlist nothing is decided: the
+    peer waits at its first task or verdict.
     """
 
-    def __init__(self, log: EventLog, peer: str, consensus: Consensus) -> None:
-        self.peer = peer
-        self.rule: Any = None
-        self.validators: list[str] = []
+    def __init__(self, log: EventLog, peer: str, consensus: Consensus,
+                 origins: Callable[[], Collection[str]]) -> None:
+        self.log, self.peer, self.consensus, self.origins = log, peer, consensus, origins
+        self.allow: AllowlistVerified | None = None
+        self.loaded = False
         self.opened: set[int] | None = None
-        self.log = log
-        try:
-            from projections.rotation import rightful_sampler_at
-        except ImportError:
-            return
-        latest = next(log.events(origin=log.own, kinds=["allowlist_verified"], descending=True, limit=1), None)
-        if latest is None:
-            return
-        allow = latest.event.payload()
-        self.validators = sorted(getattr(allow, "validators", ()))
-        self.interval = int(getattr(allow, "interval", 0)) or consensus.rotation.interval
-        self.grace = consensus.grace_blocks(self.interval)
-        self.rule = rightful_sampler_at
 
-    def check(self, e: Event) -> str:
-        if self.rule is None:
-            return ""
+    def reload(self) -> bool:
+        """Look for an allowlist again; True when one is known now."""
+        self.loaded = False
+        return self._allowlist() is not None
+
+    def _allowlist(self) -> AllowlistVerified | None:
+        if not self.loaded:
+            self.loaded = True
+            newest: tuple[int, int] | None = None
+            for origin in sorted(set(self.origins())):
+                found = next(self.log.events(origin=origin, kinds=["allowlist_verified"], descending=True, limit=1), None)
+                if found is None:
+                    continue
+                body = found.event.payload()
+                if isinstance(body, AllowlistVerified) and (newest is None or (found.event.block, found.seq) > newest):
+                    newest, self.allow = (found.event.block, found.seq), body
+        return self.allow
+
+    def scan(self, events: Sequence[Event]) -> tuple[int, tuple[bool, str] | None]:
+        """How many leading events pass, and for the first that does not: (refused?, why)."""
+        for i, e in enumerate(events):
+            problem = self.check(e)
+            if problem is not None:
+                return i, problem
+        return len(events), None
+
+    def check(self, e: Event) -> tuple[bool, str] | None:
+        """None when `e` may be imported; (True, why) when it is refused; (False, why) to wait."""
         body = bytes(e.body)
         if b"task_opened" not in body and b"verdict_recorded" not in body:
-            return ""  # most events: skip decoding
+            return None  # most events: skip decoding
         kind = e.kind
+        if kind not in ("task_opened", "verdict_recorded"):
+            return None
+        allow = self._allowlist()
+        if allow is None or not allow.validators:
+            return False, f"{kind} cannot be checked yet: no allowlist has been verified"
         if kind == "task_opened":
             opened = e.payload()
             assert isinstance(opened, TaskOpened)
-            rightful = self.rule(self.validators, self.interval, self.grace, opened.task_id, e.block)
+            interval = int(allow.interval) or self.consensus.rotation.interval
+            rightful = rightful_sampler_at(sorted(allow.validators), interval, self.consensus.grace_blocks(interval),
+                                           opened.task_id, e.block)
             if rightful != self.peer or opened.sampler != self.peer:
-                return (f"task_opened for task {opened.task_id} at block {e.block}: the rightful sampler was "
-                        f"{(rightful or 'nobody')[:16]}")
+                return True, (f"task_opened for task {opened.task_id} at block {e.block}: the rightful sampler was "
+                              f"{(rightful or 'nobody')[:16]}")
             self._opened().add(opened.task_id)
-        elif kind == "verdict_recorded":
-            verdict = e.payload()
-            assert isinstance(verdict, VerdictRecorded)
-            if verdict.task_id not in self._opened():
-                return f"verdict_recorded for task {verdict.task_id}, which this peer did not open"
-        return ""
+            return None
+        verdict = e.payload()
+        assert isinstance(verdict, VerdictRecorded)
+        if verdict.task_id not in self._opened():
+            return True, f"verdict_recorded for task {verdict.task_id}, which this peer did not open"
+        return None
 
     def _opened(self) -> set[int]:
         if self.opened is None:
@@ -631,11 +990,12 @@ class _Entitlement:
 
 
 async def verify_published(bucket_url: str, hotkey: str, *, max_segment_bytes: int = DEFAULT_MAX_SEGMENT_BYTES,
-                           store: ObjectStore | None = None) -> dict[str, Any]:
-    """Check `hotkey`'s published log in `bucket_url` end to end: signature, segments, chain, head.
+                           store: ObjectStore | None = None, consensus_digest: str | None = None) -> dict[str, Any]:
+    """Check `hotkey`'s published log in `bucket_url` end to end: signature, objects, chain, head.
 
-    Returns `{"ok", "message", "events", "segments", "bytes", "size", "head", "consensus_digest",
-    "consensus_known"}`; never raises for a bad log (the message says what is wrong).
+    `consensus_known` compares the checkpoint's digest with `consensus_digest` (default: the
+    packaged consensus). Returns `{"ok", "message", "events", "segments", "bytes", "size",
+    "head", "consensus_digest", "consensus_known", "layout"}`; never raises for a bad log.
     """
     from leoma.storage import open_store
 
@@ -650,10 +1010,11 @@ async def verify_published(bucket_url: str, hotkey: str, *, max_segment_bytes: i
         if cp is None:
             report["message"] = f"no checkpoint at {checkpoint_key(hotkey)} in {bucket_url}: nothing is published"
             return report
-        report.update(size=cp.size, head=cp.head, consensus_digest=cp.consensus_digest,
-                      consensus_known=cp.consensus_digest == DEFAULT.digest, segment_size=cp.segment_size)
+        report.update(size=cp.size, head=cp.head, consensus_digest=cp.consensus_digest, layout=cp.layout,
+                      consensus_known=cp.consensus_digest == (consensus_digest or DEFAULT.digest),
+                      segment_size=cp.segment_size)
         prev = ZERO_HASH
-        for first, last in segment_ranges(0, cp.size, cp.segment_size):
+        for first, last in covering(cp):
             key = segment_key(hotkey, first, last)
             events, size = await _fetch_sized(st, hotkey, first, last, max_segment_bytes)
             report["bytes"] += size
@@ -666,7 +1027,7 @@ async def verify_published(bucket_url: str, hotkey: str, *, max_segment_bytes: i
         if prev != cp.head:
             raise MirrorError(f"{BROKEN_CHAIN}: the last event's hash is not the checkpoint's head")
         report["ok"] = True
-        report["message"] = (f"ok: {cp.size} events in {report['segments']} segments verify; "
+        report["message"] = (f"ok: {cp.size} events in {report['segments']} objects verify; "
                              f"head {cp.head[:16]} is signed by {hotkey[:12]}…")
     except (MirrorError, StorageError) as exc:
         report["message"] = f"BROKEN: {exc}"

@@ -1,34 +1,35 @@
 """Re-derive recorded decisions from the events they were made from, and compare.
 
-`replay_epoch(log, recorded)` copies exactly the events up to the recorded frontier into a
-scratch log (re-verifying every hash on the way: `import_events` refuses anything that does
-not chain), runs the same pure decision (`projections.epoch.score_epoch`) and diffs the result
-field by field against the `epoch_scored` event. An empty diff means "reproduced".
+`replay_epoch(log, recorded)` reads exactly the events up to the recorded frontier, in place
+from the log (read-only is enough): for every origin the frontier names, the stored event at the
+frontier's `origin_seq` must carry the frontier's hash (the chain below it was verified when it
+was appended or imported; `leoma verify` re-walks it), and only rows at or below it are read.
+It runs the same pure decision (`projections.epoch.EpochFold`) and diffs the result field by
+field against the `epoch_scored` event and its detail. An empty diff means "reproduced".
+
+`replay_all` replays many decisions in one pass per origin, in epoch order: one fold, fed the
+rows each successive frontier adds, decides each epoch in turn and is pruned as the weight
+setter prunes it, so the cost is about one cold decision, not one per epoch.
 """
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from leoma.consensus import Consensus, load_consensus
+from leoma import decisions
+from leoma.consensus import Consensus, consensus_for
+from leoma.decisions import Recorded
 from leoma.errors import LogError
-from leoma.events import EpochScored, decode_body
+from leoma.events import EpochScored
 from leoma.log import EventLog, Row
-from projections.epoch import KINDS, score_epoch
+from projections.epoch import KINDS, EpochFold, StatePruned
 
-
-class Recorded(msgspec.Struct, frozen=True):
-    """An `epoch_scored` event as found in a log."""
-
-    origin: str
-    origin_seq: int
-    block: int
-    body: EpochScored
+__all__ = ["Recorded", "Difference", "ReplayResult", "recorded_epochs", "find_epoch", "rows_at_frontier",
+           "diff", "replay_epoch", "replay_all", "download_published"]
 
 
 class Difference(msgspec.Struct, frozen=True):
@@ -55,53 +56,80 @@ class ReplayResult(msgspec.Struct, frozen=True):
         return not self.differences
 
 
-def recorded_epochs(log: EventLog, *, origin: str | None = None) -> Iterator[Recorded]:
-    """Every `epoch_scored` event in the log (of `origin`, or of every origin)."""
-    for row in log.rows(kinds=["epoch_scored"], origin=origin):
-        body = decode_body(row.body, row.v)
-        assert isinstance(body, EpochScored)
-        yield Recorded(row.origin, row.origin_seq, row.block, body)
+def recorded_epochs(log: EventLog, *, origin: str | None = None, detail: bool = True) -> Iterator[Recorded]:
+    """Every `epoch_scored` event in the log (of `origin`, or of every origin), with its detail.
+
+    Without `detail` the aggregates of v2 decisions are not read (replay compares their hash).
+    """
+    return decisions.recorded(log, origin=origin, detail=detail)
 
 
 def find_epoch(log: EventLog, epoch: int, *, origin: str | None = None) -> Recorded:
     """The recorded decision for `epoch` (the log's own origin's unless `origin` says otherwise)."""
-    found = [r for r in recorded_epochs(log, origin=origin) if r.body.epoch == epoch]
-    if not found:
+    found = decisions.find(log, epoch, origin=origin)
+    if found is None:
         raise LogError(f"no epoch_scored event for epoch {epoch} in {log.path}" + (f" by {origin}" if origin else ""))
-    return found[-1]
+    return found
 
 
-def rows_at_frontier(log: EventLog, recorded: Recorded, scratch_dir: Path) -> list[Row]:
-    """The decision's input rows, rebuilt in a scratch log from exactly the frontier's events."""
-    scratch = EventLog(scratch_dir / f"replay-{recorded.origin[:8]}-{recorded.body.epoch}.db")
-    try:
-        for entry in recorded.body.frontier:
-            events = list(log.chain(entry.origin, limit=entry.origin_seq))
-            if len(events) < entry.origin_seq:
-                raise LogError(
-                    f"the log holds only {len(events)} events of {entry.origin[:12]}…, the decision read "
-                    f"{entry.origin_seq}: import the rest (leoma mirror pull) before replaying"
-                )
-            if events and events[-1].hash != entry.hash:
-                raise LogError(
-                    f"{entry.origin[:12]}… #{entry.origin_seq} hash differs from the frontier the decision "
-                    "recorded: this log's history is not the one that was scored"
-                )
-            scratch.import_events(events)
-        return list(scratch.rows(kinds=KINDS))
-    finally:
-        scratch.close()
+def _bounds(log: EventLog, recorded: Recorded) -> tuple[dict[str, int], int]:
+    """Each frontier origin's last `origin_seq`, and the highest local seq among them (checked)."""
+    seqs: dict[str, int] = {}
+    until = 0
+    for entry in recorded.body.frontier:
+        found = log.position(entry.origin, entry.origin_seq) if entry.origin_seq > 0 else (0, "")
+        if found is None:
+            held = log.head(entry.origin).origin_seq
+            raise LogError(
+                f"the log holds only {held} events of {entry.origin[:12]}…, the decision read "
+                f"{entry.origin_seq}: import the rest (leoma mirror pull) before replaying"
+            )
+        if entry.origin_seq > 0 and found[1] != entry.hash:
+            raise LogError(
+                f"{entry.origin[:12]}… #{entry.origin_seq} hash differs from the frontier the decision "
+                "recorded: this log's history is not the one that was scored"
+            )
+        seqs[entry.origin] = entry.origin_seq
+        until = max(until, found[0])
+    return seqs, until
+
+
+def rows_at_frontier(log: EventLog, recorded: Recorded, scratch_dir: Path | None = None) -> Iterator[Row]:
+    """The decision's input rows, read in place: exactly the frontier's events of the kinds it reads.
+
+    `scratch_dir` is accepted for compatibility and unused (nothing is copied any more).
+    """
+    seqs, until = _bounds(log, recorded)
+    if until == 0:
+        return
+    for row in log.rows(kinds=KINDS, until_seq=until):
+        if row.origin_seq <= seqs.get(row.origin, 0):
+            yield row
 
 
 def _plain(value: Any) -> Any:
     return msgspec.to_builtins(value)
 
 
-def diff(recorded: EpochScored, replayed: EpochScored) -> list[Difference]:
-    """Field-by-field differences; aggregates are compared per miner."""
+_V2_FIELDS = ("keeps_epoch", "miners", "aggregates_hash", "details")
+
+
+def diff(recorded: EpochScored, replayed: EpochScored, *, v: int = 2) -> list[Difference]:
+    """Field-by-field differences; aggregates are compared per miner.
+
+    `replayed` is compared in its stored form (with the detail hashes). A v1 decision had no
+    detail, hash or fail-closed fields: those are not compared for it.
+    """
+    if not replayed.details:
+        replayed = decisions.sealed(replayed)
+    # A decision read without its detail (`recorded.details` but no aggregates) is compared
+    # through `aggregates_hash` and `details`; the caller reloads it to name the miners.
+    lean = bool(recorded.details) and not recorded.aggregates
     out: list[Difference] = []
     for field in msgspec.structs.fields(EpochScored):
         name = field.name
+        if (v < 2 and name in _V2_FIELDS) or (lean and name == "aggregates"):
+            continue
         a, b = getattr(recorded, name), getattr(replayed, name)
         if a == b:
             continue
@@ -116,27 +144,121 @@ def diff(recorded: EpochScored, replayed: EpochScored) -> list[Difference]:
     return out
 
 
+def _result(log: EventLog, recorded: Recorded, events: int, again: EpochScored) -> ReplayResult:
+    found = diff(recorded.body, again, v=recorded.v)
+    if found and recorded.body.details and not recorded.body.aggregates:
+        full = decisions.find(log, recorded.body.epoch, origin=recorded.origin)
+        if full is not None and full.origin_seq == recorded.origin_seq:
+            found = diff(full.body, again, v=recorded.v)
+    return ReplayResult(recorded.origin, recorded.body.epoch, recorded.block, events, tuple(found))
+
+
+def _digest_differs(recorded: Recorded, consensus: Consensus) -> ReplayResult | None:
+    if consensus.digest == recorded.body.consensus_digest:
+        return None
+    return ReplayResult(recorded.origin, recorded.body.epoch, recorded.block, 0, (
+        Difference("consensus_digest", recorded.body.consensus_digest, consensus.digest),
+    ))
+
+
+def _decide(fold: EpochFold, recorded: Recorded, consensus: Consensus) -> EpochScored:
+    body = recorded.body
+    # The decision is made for the epoch's boundary block, which the envelope records.
+    return fold.decide(body.epoch, recorded.block, body.netuid, consensus, body.frontier)
+
+
 def replay_epoch(log: EventLog, recorded: Recorded, *, consensus: Consensus | None = None,
                  scratch_dir: Path | None = None) -> ReplayResult:
-    """Recompute `recorded` from its frontier's events and compare."""
+    """Recompute `recorded` from its frontier's events (read in place) and compare."""
     if consensus is None:
-        consensus = load_consensus()
-    if consensus.digest != recorded.body.consensus_digest:
-        return ReplayResult(recorded.origin, recorded.body.epoch, recorded.block, 0, (
-            Difference("consensus_digest", recorded.body.consensus_digest, consensus.digest),
-        ))
-    with tempfile.TemporaryDirectory(dir=scratch_dir) as tmp:
-        rows = rows_at_frontier(log, recorded, Path(tmp))
-    body = recorded.body
-    epoch_block = _epoch_block(recorded)
-    again = score_epoch(rows, own=recorded.origin, epoch=body.epoch, epoch_block=epoch_block,
-                        netuid=body.netuid, consensus=consensus, frontier=body.frontier)
-    return ReplayResult(recorded.origin, body.epoch, recorded.block, len(rows), tuple(diff(body, again)))
+        consensus = consensus_for(log, recorded.body.consensus_digest)
+    differs = _digest_differs(recorded, consensus)
+    if differs is not None:
+        return differs
+    fold = EpochFold(recorded.origin)
+    seqs, until = _bounds(log, recorded)
+    pending: list[tuple] = []
+    n = _feed(fold, log, seqs, 0, until, pending)
+    return _result(log, recorded, n, _decide(fold, recorded, consensus))
 
 
-def _epoch_block(recorded: Recorded) -> int:
-    # The decision is made for the epoch's boundary block, which the envelope records.
-    return recorded.block
+def _feed(fold: EpochFold, log: EventLog, seqs: dict[str, int], after: int, until: int, pending: list[tuple]) -> int:
+    """Apply the rows in `(after, until]` that the frontier `seqs` covers; keep the others in `pending`.
+
+    When every origin's head at `until` is exactly its frontier entry (a decision the weight
+    setter made: its frontier is the log's heads), every row up to `until` is covered and the
+    rows go to the fold without a per-row check.
+    """
+    if until <= after:
+        return 0
+    names = log.origin_names()
+    heads = {o: h.origin_seq for o, h in log.frontier(until_seq=until).items()}
+    counter = [0]
+
+    def counted(rows):  # type: ignore[no-untyped-def]
+        for r in rows:
+            counter[0] += 1
+            yield r
+
+    if heads == {o: s for o, s in seqs.items() if s > 0}:
+        fold.apply_raw(counted(log.raw_rows(kinds=KINDS, after=after, until_seq=until)), names)
+        return counter[0]
+    bound = {oid: seqs.get(name, 0) for oid, name in names.items()}
+
+    def covered(rows):  # type: ignore[no-untyped-def]
+        for r in rows:
+            if r[2] <= bound.get(r[1], 0):
+                counter[0] += 1
+                yield r
+            else:
+                pending.append(r)
+
+    fold.apply_raw(covered(log.raw_rows(kinds=KINDS, after=after, until_seq=until)), names)
+    return counter[0]
+
+
+def replay_all(log: EventLog, targets: Iterable[Recorded],
+               consensus_for: Callable[[Recorded], Consensus]) -> list[ReplayResult]:
+    """Replay every target: one pass over the log per origin, in epoch order (see the module docstring).
+
+    Results come back in the order of `targets`.
+    """
+    targets = list(targets)
+    results: dict[int, ReplayResult] = {}
+    by_origin: dict[str, list[int]] = {}
+    for i, r in enumerate(targets):
+        by_origin.setdefault(r.origin, []).append(i)
+    for origin, indices in sorted(by_origin.items()):
+        indices.sort(key=lambda i: (targets[i].body.epoch, targets[i].block, targets[i].origin_seq))
+        fold, scanned, seen, pending, count = EpochFold(origin), 0, {}, [], 0
+        for i in indices:
+            recorded = targets[i]
+            consensus = consensus_for(recorded)
+            differs = _digest_differs(recorded, consensus)
+            if differs is not None:
+                results[i] = differs
+                continue
+            seqs, until = _bounds(log, recorded)
+            if any(seqs.get(o, 0) < s for o, s in seen.items()) or recorded.block < fold.state.floor_block:
+                results[i] = replay_epoch(log, recorded, consensus=consensus)
+                continue
+            names = log.origin_names()
+            ready = [r for r in pending if r[2] <= seqs.get(names[r[1]], 0)]
+            pending = [r for r in pending if r[2] > seqs.get(names[r[1]], 0)]
+            fold.apply_raw(ready, names)
+            count += len(ready)
+            if until > scanned:
+                count += _feed(fold, log, seqs, scanned, until, pending)
+                scanned = until
+            seen = seqs
+            try:
+                again = _decide(fold, recorded, consensus)
+            except StatePruned:
+                results[i] = replay_epoch(log, recorded, consensus=consensus)
+                continue
+            results[i] = _result(log, recorded, count, again)
+            fold.prune(recorded.block, consensus)
+    return [results[i] for i in range(len(targets))]
 
 
 async def download_published(bucket_url: str, hotkey: str, db_path: str, *, peers: Sequence[Any] = ()) -> int:
@@ -147,7 +269,8 @@ async def download_published(bucket_url: str, hotkey: str, db_path: str, *, peer
     that origin's entry in `peers` (`leoma.peers.PeerEntry`, as `PEER_VALIDATORS` gives them). Every checkpoint signature, segment and chain is verified on the way.
     Returns how many events were imported.
     """
-    from leoma.mirror import DEFAULT_MAX_SEGMENT_BYTES, fetch_checkpoint, fetch_segment, segment_ranges
+    from leoma.errors import MirrorError
+    from leoma.mirror import read_published
     from leoma.peers import peer_store
     from leoma.storage import open_store
 
@@ -160,19 +283,15 @@ async def download_published(bucket_url: str, hotkey: str, db_path: str, *, peer
         return stores[url]
 
     async def chain_of(origin: str, url: str, upto: int | None) -> list:  # type: ignore[type-arg]
-        store = store_for(url)
-        cp = await fetch_checkpoint(store, origin)
+        try:  # either mirror layout, every object verified (leoma.mirror.read_published)
+            cp, events = await read_published(store_for(url), origin, upto)
+        except MirrorError as exc:
+            raise LogError(f"the published log of {origin[:12]}… in {url} does not verify: {exc}") from None
         if cp is None:
             raise LogError(f"no published log of {origin[:12]}… in {url}")
-        size = cp.size if upto is None else upto
-        if size > cp.size:
-            raise LogError(f"{origin[:12]}… has published {cp.size} events in {url}; the decision read {size}")
-        events = []
-        for first, last in segment_ranges(0, cp.size, cp.segment_size):
-            if first > size:
-                break
-            events.extend(await fetch_segment(store, origin, first, last, DEFAULT_MAX_SEGMENT_BYTES))
-        return [e for e in events if e.origin_seq <= size]
+        if upto is not None and upto > cp.size:
+            raise LogError(f"{origin[:12]}… has published {cp.size} events in {url}; the decision read {upto}")
+        return events
 
     log = EventLog(db_path)
     try:

@@ -16,6 +16,15 @@ Start-up order: settings are checked first (a missing one stops start-up with on
 it and why), then the own bucket's published tail is restored into the log (`MirrorOut.restore`)
 before any loop may append, so a restored machine never reuses a published seq.
 
+`leoma servers sampler` and `leoma servers validator` are this same process with a subset of
+the roles (`SAMPLER_ROLES`, `VALIDATOR_ROLES`). Deployed side by side they share one state
+directory and so one event log: SQLite serialises their appends (`BEGIN IMMEDIATE`, the head
+read inside the transaction), and each role's round takes a lock file beside the log
+(`log_lock`), so one process at a time does a role's work: publishing the own log (restore,
+push, the final flush) waits for its turn, so a checkpoint never goes backwards; a checker,
+sampler or weights round that another process is running is skipped; and one checker pass
+per interval is made, whichever process gets there first.
+
 Stop (SIGINT/SIGTERM): the loops are cancelled at their next await — an append is a synchronous
 SQLite transaction, so it is never cut in half — then the own log is pushed once more within
 `flush_timeout` seconds, and `run()` returns 0. A second signal skips the flush.
@@ -25,13 +34,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -40,8 +51,9 @@ from leoma.errors import ChainError, ConfigError, LeomaError
 from leoma.metrics import Facts, LoopFact, collect_facts, health, render_prometheus
 
 __all__ = [
-    "ROLES", "SERVE_ENV", "Loop", "ServeOptions", "Validator", "parse_addr", "serve_options", "supervise",
-    "VALIDATOR_ROLES", "required_settings", "run_until_signalled",
+    "ROLES", "SAMPLER_ROLES", "SERVE_ENV", "Loop", "ServeOptions", "Validator", "log_lock", "metrics_url_file",
+    "parse_addr", "restore_own_log", "serve_options", "supervise", "VALIDATOR_ROLES", "required_settings",
+    "run_until_signalled",
 ]
 
 log = logging.getLogger("leoma.serve")
@@ -49,6 +61,10 @@ log = logging.getLogger("leoma.serve")
 ROLES = ("checker", "sampler", "mirror-out", "mirror-in", "weights")
 VALIDATOR_ROLES = ("checker", "mirror-out", "mirror-in", "weights")
 """`leoma servers validator`: weights plus the checker they need (the seed's §12.1 fix)."""
+SAMPLER_ROLES = ("checker", "sampler", "mirror-out")
+"""`leoma servers sampler`: the sampler with the checker it needs, publishing what it records."""
+PROCESS_ROLES: dict[str, tuple[str, ...]] = {"serve": ROLES, "sampler": SAMPLER_ROLES, "validator": VALIDATOR_ROLES}
+"""Each way to run a validator process, by the name its metrics file and `leoma healthz` use."""
 
 # Settings of the process itself (not of the validator's world), read like every other setting:
 # flags, then the environment, then `.env`. Name -> (default, one line for env.validator.example).
@@ -62,6 +78,8 @@ SERVE_ENV: dict[str, tuple[str, str]] = {
     "LEOMA_WEIGHTS_OVERDUE_EPOCHS": ("3", "epochs without a decision landing on chain before /healthz is degraded"),
 }
 BLOCK_SECONDS = 12.0
+_CHECKED_AT = "serve/checker/last_pass"
+"""State entry: wall time of the last checker pass by any process of this log (never read by a projection)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +145,69 @@ def required_settings(settings: Settings, roles: tuple[str, ...]) -> None:
                          why="the allowlist and the source clips are read from it (or set R2_VIDEOS_READ_ACCESS_KEY)")
     if "mirror-out" in roles and "sampler" in roles:
         settings.require("LEOMA_OWN_BUCKET_URL", why="the own log is published there for peers and auditors")
+    # A consensus file with unknown or missing keys, or a prompt that does not match its pin,
+    # stops start-up here, naming them (the validator would otherwise decide under other rules).
+    settings.consensus(from_log=False).prompts()
+
+
+# -- processes sharing one log ------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def log_lock(db_path: str | os.PathLike[str], name: str, *, wait: bool = True,
+                   poll: float = 0.05) -> AsyncIterator[bool]:
+    """Hold the lock file `<db>.<name>.lock` that every process writing this log shares.
+
+    Yields True once held; with `wait=False` yields False at once when another process holds
+    it. Waiting polls without blocking the event loop, so a stop can still cancel it. The lock
+    is the kernel's (`flock`): a process that dies, even by SIGKILL, releases it.
+    """
+    path = Path(f"{os.fspath(db_path)}.{name}.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not wait:
+                    yield False
+                    return
+                await asyncio.sleep(poll)
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+async def restore_own_log(ctx: Any) -> int:
+    """Restore the own bucket's published tail into `ctx.log` before appending; how many events.
+
+    Every command that appends own events calls this first (as `leoma serve` does on start), so
+    a machine that lost its log's tail never reuses a seq the bucket already published. Nothing
+    to do without an own bucket. `ConfigError` when the bucket's chain and the log's disagree.
+    """
+    from leoma.errors import MirrorError
+    from leoma.mirror import MirrorOut
+
+    if ctx.own is None:
+        return 0
+    out = MirrorOut(ctx.log, ctx.own, ctx.signer, ctx.consensus.digest)
+    async with log_lock(ctx.log.path, "mirror"):
+        try:
+            restored = await out.restore()
+        except MirrorError as exc:
+            raise ConfigError(f"the own bucket and the local log disagree: {exc}") from None
+    if restored:
+        log.warning("restored %d own events from the own bucket before appending", restored)
+    return restored
+
+
+def metrics_url_file(state_dir: str | os.PathLike[str], process: str = "serve") -> Path:
+    """Where a process records the URL its `/metrics` and `/healthz` really listen on."""
+    return Path(state_dir) / ("metrics.url" if process == "serve" else f"metrics-{process}.url")
 
 
 # -- supervised loops --------------------------------------------------------------------------
@@ -235,12 +316,13 @@ class Validator:
     """The validator process: `await Validator(settings).run(stop)` until `stop` is set."""
 
     def __init__(self, settings: Settings, *, roles: tuple[str, ...] = ROLES, options: ServeOptions | None = None,
-                 **overrides: Any) -> None:
+                 process: str | None = None, **overrides: Any) -> None:
         unknown = set(roles) - set(ROLES)
         if unknown:
             raise ConfigError(f"unknown role(s) {sorted(unknown)}: choose from {', '.join(ROLES)}")
         self.settings = settings
         self.roles = tuple(r for r in ROLES if r in roles)
+        self.process = process or next((n for n, r in PROCESS_ROLES.items() if r == self.roles), "serve")
         self.options = options or ServeOptions()
         self.overrides = overrides
         self.loops: dict[str, Loop] = {}
@@ -272,21 +354,42 @@ class Validator:
     # -- rounds -------------------------------------------------------------------------------
 
     async def _check(self) -> None:
+        """One checker pass, unless a process sharing this log is making one or just made one."""
         from leoma.services.checker import check_miners
 
+        raw = self.ctx.log.get_state(_CHECKED_AT)
+        if raw and time.time() - float(raw) < self.settings.miner_validation_interval / 2:
+            log.debug("checker pass skipped: a process of this log checked %.0fs ago", time.time() - float(raw))
+            return
         await check_miners(self.ctx)
+        self.ctx.log.set_state(_CHECKED_AT, repr(time.time()).encode())
 
     async def _sample(self) -> None:
         from leoma.services.sampler import sample_turn
 
         await sample_turn(self.ctx)
 
-    async def _push(self) -> None:
-        await self._mirror_out.push()
+    async def _push(self) -> Any:
+        # One publisher at a time per log: a process sharing it must not write an older checkpoint.
+        async with log_lock(self.ctx.log.path, "mirror"):
+            return await self._mirror_out.push()
+
+    def _exclusive(self, role: str, body: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+        """`body` as a round that only one process of this log runs at a time; the others skip it."""
+
+        async def round_() -> Any:
+            async with log_lock(self.ctx.log.path, role, wait=False) as held:
+                if not held:
+                    log.debug("%s round skipped: another process of this log is running it", role)
+                    return None
+                return await body()
+
+        return round_
 
     async def _pull(self) -> None:
         block = self.chain_head
-        reports = await self._mirror_in.sync(block=block)
+        async with log_lock(self.ctx.log.path, "mirror-in"):
+            reports = await self._mirror_in.sync(block=block)
         for r in reports:
             if r.checkpoint_size is not None:
                 self.published[r.peer] = r.checkpoint_size
@@ -342,7 +445,8 @@ class Validator:
         failures = 0
         while not stop.is_set():
             try:
-                restored = await self._mirror_out.restore()
+                async with log_lock(self.ctx.log.path, "mirror"):
+                    restored = await self._mirror_out.restore()
                 if restored:
                     log.warning("restored %d own events from the own bucket before starting", restored)
                 return True
@@ -358,16 +462,18 @@ class Validator:
     def _build_loops(self) -> None:
         s, o = self.settings, self.options
         plan: list[tuple[str, Callable[[], Awaitable[Any]], float]] = []
+        # Processes sharing this log (split roles, or a stray second `serve`) take turns: a role's
+        # round runs in one of them at a time. Publishing and importing wait for their turn.
         if "checker" in self.roles:
-            plan.append(("checker", self._check, s.miner_validation_interval))
+            plan.append(("checker", self._exclusive("checker", self._check), s.miner_validation_interval))
         if "sampler" in self.roles:
-            plan.append(("sampler", self._sample, s.sampler_poll_interval))
+            plan.append(("sampler", self._exclusive("sampler", self._sample), s.sampler_poll_interval))
         if self._mirror_out is not None:
             plan.append(("mirror-out", self._push, o.mirror_interval))
         if self._mirror_in is not None:
             plan.append(("mirror-in", self._pull, o.mirror_interval))
         if "weights" in self.roles:
-            plan.append(("weights", self._weights, o.weights_interval))
+            plan.append(("weights", self._exclusive("weights", self._weights), o.weights_interval))
         plan.append(("watchdog", self._watch, min(5.0, o.block_seconds)))
         for name, body, interval in plan:
             # Back off at most 30 rounds' worth (5 minutes at most): a loop that recovers resumes soon.
@@ -392,8 +498,8 @@ class Validator:
             async with open_context(self.settings, peers=peer_stores, **overrides) as ctx:
                 self.ctx = ctx
                 digest = ctx.consensus.digest
-                log.info("validator %s starting: roles %s, consensus %s, log %s", ctx.hotkey, ",".join(self.roles),
-                         digest[:16], ctx.log.path)
+                log.info("validator %s starting (%s): roles %s, consensus %s, log %s", ctx.hotkey, self.process,
+                         ",".join(self.roles), digest[:16], ctx.log.path)
                 if ctx.own is not None and ("mirror-out" in self.roles or "sampler" in self.roles):
                     self._mirror_out = MirrorOut(ctx.log, ctx.own, ctx.signer, digest)
                     if not await self._restore(stop):
@@ -402,12 +508,21 @@ class Validator:
                     self._mirror_in = MirrorIn(ctx.log, [Peer(h, st) for h, st in ctx.peers.items()], digest,
                                                consensus=ctx.consensus)
                 await self._read_chain_params()
+                self._record_consensus()
                 return await self._run_loops(stop)
         finally:
             if own_peers:
                 for st in (peer_stores or {}).values():
                     with contextlib.suppress(Exception):
                         await st.close()
+
+    def _record_consensus(self) -> None:
+        # The log says which rules it runs under (whole content, once per digest), so anyone
+        # holding it or its mirror can explain and replay its decisions with those rules.
+        from leoma.consensus import record_consensus
+
+        self.ctx.consensus.prompts()  # a prompt file that does not match its pin stops start-up
+        record_consensus(self.ctx.log, self.ctx.consensus, block=self.chain_head or 0)
 
     async def _read_chain_params(self) -> None:
         try:
@@ -443,7 +558,7 @@ class Validator:
         """Push the own log once more, bounded by `flush_timeout`; the next start resumes otherwise."""
         if self._mirror_out is None:
             return
-        self._flush_task = asyncio.create_task(self._mirror_out.push(), name="leoma-flush")
+        self._flush_task = asyncio.create_task(self._push(), name="leoma-flush")
         try:
             report = await asyncio.wait_for(self._flush_task, self.options.flush_timeout)
             log.info("flushed the own log: %d events published", report.size)
@@ -498,7 +613,7 @@ class Validator:
         state = self.settings.state_path
         with contextlib.suppress(OSError):
             state.mkdir(parents=True, exist_ok=True)
-            (state / "metrics.url").write_text(self.metrics_url + "\n")
+            metrics_url_file(state, self.process).write_text(self.metrics_url + "\n")
         return server
 
 

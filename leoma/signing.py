@@ -68,8 +68,10 @@ def verify(ss58: str, domain: bytes, payload: bytes, signature: str) -> None:
 class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     """The head of one origin's published log.
 
-    `size` events exist (origin_seq 1..size), the last with hash `head`; segments are named by
-    the rule in `leoma.mirror` from `segment_size`, so readers need no LIST.
+    `size` events exist (origin_seq 1..size), the last with hash `head`. Layout 1 (the first
+    one) names its segments by a rule from `segment_size` alone; layout 2 also lists the small
+    objects past the last full segment (`tail`: first, last, level) and optional shortcuts
+    (`extra`: first, last). Either way readers need no LIST (see `leoma.mirror`).
     """
 
     origin: str
@@ -78,6 +80,9 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     consensus_digest: str
     segment_size: int
     block: int = 0
+    layout: int = 1
+    tail: tuple[tuple[int, int, int], ...] = ()
+    extra: tuple[tuple[int, int], ...] = ()
 
 
 class SignedCheckpoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -87,8 +92,14 @@ class SignedCheckpoint(msgspec.Struct, frozen=True, kw_only=True):
     signature: str
 
 
+class _RawSigned(msgspec.Struct, frozen=True, kw_only=True):
+    checkpoint: msgspec.Raw
+    signature: str
+
+
 _enc = msgspec.json.Encoder(order="deterministic")
-_dec = msgspec.json.Decoder(SignedCheckpoint)
+_dec = msgspec.json.Decoder(_RawSigned)
+_cp_dec = msgspec.json.Decoder(Checkpoint)
 
 
 def sign_checkpoint(signer: Signer, checkpoint: Checkpoint) -> bytes:
@@ -101,11 +112,14 @@ def sign_checkpoint(signer: Signer, checkpoint: Checkpoint) -> bytes:
 
 def read_checkpoint(data: bytes, *, origin: str) -> Checkpoint:
     """Parse and verify an uploaded checkpoint of `origin`; `SignatureError` if it is not theirs."""
+    # The signature covers the checkpoint's bytes as written, so a checkpoint written before a
+    # field was added (layout 1 has no `tail`) still verifies: nothing is re-encoded.
     try:
         signed = _dec.decode(data)
+        checkpoint = _cp_dec.decode(signed.checkpoint)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise SignatureError(f"checkpoint is malformed: {exc}") from None
-    if signed.checkpoint.origin != origin:
-        raise SignatureError(f"checkpoint names origin {signed.checkpoint.origin[:12]}…, expected {origin[:12]}…")
-    verify(origin, CHECKPOINT_DOMAIN, _enc.encode(signed.checkpoint), signed.signature)
-    return signed.checkpoint
+    if checkpoint.origin != origin:
+        raise SignatureError(f"checkpoint names origin {checkpoint.origin[:12]}…, expected {origin[:12]}…")
+    verify(origin, CHECKPOINT_DOMAIN, bytes(signed.checkpoint), signed.signature)
+    return checkpoint

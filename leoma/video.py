@@ -32,6 +32,7 @@ __all__ = [
     "first_frame_png",
     "png_to_array",
     "probe",
+    "reply_limits",
     "resolution_ok",
     "sample_frames",
     "scene_cuts",
@@ -71,6 +72,12 @@ class ClipChoice(msgspec.Struct, frozen=True, kw_only=True):
 
 
 DEFAULT_LIMITS = VideoLimits()
+
+
+def reply_limits(pinned: Any) -> VideoLimits:
+    """The refusal limits for a miner's reply, from the consensus's `[video]` section: its
+    `max_response_bytes`, `max_pixels` and `max_frames` (every validator refuses the same videos)."""
+    return VideoLimits(max_bytes=pinned.max_response_bytes, max_pixels=pinned.max_pixels, max_frames=pinned.max_frames)
 
 
 def _open(data: bytes) -> Any:

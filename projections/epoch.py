@@ -13,12 +13,22 @@ cannot influence it):
 
 Every "latest" is chosen by `(block, origin_seq)` or per-origin `origin_seq`, never by arrival
 order, so the same events in any order give the same decision.
+
+The fold also reads the own origin's earlier `epoch_scored` events (only their epoch and winner):
+the fail-closed rule (`projections.weights.kept_epoch`) is part of the decision, so replay
+reproduces a hold as well as a burn.
+
+State bounded by the window: after a decision, `prune(epoch_block)` forgets what no later
+decision can read -- every task below the window's oldest task (when the window is full) or
+below the lookback floor, and every version of an own observation superseded at that block.
+A later decision that could reach below what was forgotten (an allowlist change shrank the
+produced tasks, an earlier epoch) raises `StatePruned`; the caller then folds from scratch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -30,16 +40,24 @@ from leoma.events import (
     FrontierEntry,
     MinerAggregate,
     TaskOpened,
+    ValidatorRate,
     WeightEntry,
     decode_body,
 )
 from projections.miners import MinersState, MinersView
 from projections.ranking import Standing, rank_order
-from projections.scores import MinerScore, Verdict, eligibility, required_distinct_validators, tally
-from projections.weights import FULL_WEIGHT, payout
-from projections.window import TaskClaim, canonical_tasks, settled_window
+from projections.scores import (
+    MinerScore,
+    Tally,
+    Verdict,
+    eligibility,
+    required_distinct_validators,
+    score_of,
+)
+from projections.weights import FULL_WEIGHT, NO_METAGRAPH, NO_VERDICTS, NO_WINDOW, NO_ALLOWLIST, kept_epoch, payout
+from projections.window import TaskClaim, canonical_tasks, lookback_floor, settled_window
 
-OWN_KINDS = ("allowlist_verified", "metagraph_observed", "commitment_observed", "miner_checked")
+OWN_KINDS = ("allowlist_verified", "metagraph_observed", "commitment_observed", "miner_checked", "epoch_scored")
 SHARED_KINDS = ("task_opened", "verdict_recorded", "judge_failed")
 KINDS: tuple[str, ...] = OWN_KINDS + SHARED_KINDS
 """Every kind the decision reads: pass it to `EventLog.rows(kinds=KINDS)`."""
@@ -62,9 +80,19 @@ class _TaskLite(msgspec.Struct):
     task_id: int
 
 
+class _DecisionLite(msgspec.Struct):
+    epoch: int
+    winner: str = ""
+
+
 _verdict_lite = msgspec.json.Decoder(_VerdictLite)
 _judge_lite = msgspec.json.Decoder(_JudgeLite)
 _task_lite = msgspec.json.Decoder(_TaskLite)
+_decision_lite = msgspec.json.Decoder(_DecisionLite)
+
+
+class StatePruned(ValueError):
+    """The fold already forgot events this decision could read: fold from scratch instead."""
 
 
 class EpochState(msgspec.Struct, kw_only=True):
@@ -79,6 +107,32 @@ class EpochState(msgspec.Struct, kw_only=True):
     """`(origin, origin_seq, block, task_id)` of every `task_opened`."""
     verdicts: dict[int, list[tuple[str, str, int, int, bool | None]]] = {}
     """task_id -> `(origin, miner, origin_seq, block, passed)`; `passed` None = judge failed."""
+    paid: list[int] = []
+    """Epochs of the own earlier decisions that paid a winner (for the fail-closed rule)."""
+    floor_task: int = 0
+    """Tasks below this id were forgotten by `prune` (their claims and verdicts are dropped)."""
+    floor_block: int = 0
+    """`prune` ran for this epoch block: no decision for an earlier block can be made."""
+
+
+class _RawRow(NamedTuple):
+    seq: int
+    origin: str
+    origin_seq: int
+    key: str
+    kind: str
+    v: int
+    block: int
+    body: Any
+
+
+class _Checkpoint(msgspec.Struct, kw_only=True):
+    """`EpochFold.dump`'s layout: the state without its bulk, and the bulk by name index."""
+
+    state: EpochState
+    names: list[str] = []
+    verdicts: dict[int, list[tuple[int, int, int, int, int]]] = {}
+    claims: list[tuple[int, int, int, int]] = []
 
 
 def _burn_weights(consensus: Consensus) -> tuple[WeightEntry, ...]:
@@ -106,6 +160,7 @@ class EpochFold:
         self._names: dict[str, str] = {}
         # Transient (not checkpointed): task_id -> (entries seen, newest block, resolved verdicts).
         self._resolved: dict[int, tuple[int, int, list[Verdict]]] = {}
+        self._tallied: dict[int, tuple[int, str | None, int, list[tuple[str, bool]]]] = {}
 
     @property
     def own(self) -> str:
@@ -122,6 +177,8 @@ class EpochFold:
                 lite = (_verdict_lite if kind == "verdict_recorded" else _judge_lite).decode(row.body)
             else:
                 lite = decode_body(row.body, row.v)
+            if lite.task_id < s.floor_task:
+                return  # can never count again
             names = self._names
             # A million verdicts name a few hundred hotkeys: keep one string object per name.
             origin = names.setdefault(row.origin, row.origin)
@@ -139,13 +196,55 @@ class EpochFold:
                 body = decode_body(row.body, row.v)
                 assert isinstance(body, TaskOpened)
                 task_id = body.task_id
+            if task_id < s.floor_task:
+                return
             s.claims.append((self._names.setdefault(row.origin, row.origin), row.origin_seq, row.block, task_id))
+        elif kind == "epoch_scored":
+            if row.origin == s.own:
+                decided = _decision_lite.decode(row.body)
+                if decided.winner and decided.epoch not in s.paid:
+                    s.paid.append(decided.epoch)
+                    s.paid.sort()
         elif kind in OWN_KINDS and row.origin == s.own:
             body = decode_body(row.body, row.v)
             if isinstance(body, AllowlistVerified):
                 s.allowlists.append((row.origin_seq, row.block, body))
             else:
                 self._miners.apply_body(row.origin_seq, row.block, body)
+
+    def apply_raw(self, rows: Iterable[tuple[int, int, int, str, int, int, Any]], names: Mapping[int, str]) -> EpochFold:
+        """`apply` for `(seq, origin_id, origin_seq, kind, v, block, body)` tuples (`EventLog.raw_rows`).
+
+        The same fold; the bulk kind (current-version verdicts) is taken inline, without a `Row`
+        per event, because a cold decision reads a million of them.
+        """
+        s = self.state
+        verdicts = s.verdicts
+        floor = s.floor_task
+        interned = self._names
+        decode = _verdict_lite.decode
+        current = VERSIONS["verdict_recorded"]
+        origin_of = {oid: interned.setdefault(name, name) for oid, name in names.items()}
+        last = s.last_seq
+        for seq, oid, oseq, kind, v, block, body in rows:
+            if seq > last:
+                last = seq
+            if kind == "verdict_recorded" and v == current:
+                lite = decode(body)
+                task_id = lite.task_id
+                if task_id < floor:
+                    continue
+                miner = lite.miner
+                entry = (origin_of[oid], interned.setdefault(miner, miner), oseq, block, lite.passed)
+                found = verdicts.get(task_id)
+                if found is None:
+                    verdicts[task_id] = [entry]
+                else:
+                    found.append(entry)
+            else:
+                self.apply(_RawRow(seq, origin_of[oid], oseq, "", kind, v, block, body))
+        s.last_seq = max(s.last_seq, last)
+        return self
 
     def apply_many(self, rows: Iterable[Any]) -> EpochFold:
         """Apply every row of `rows`; returns self."""
@@ -156,14 +255,79 @@ class EpochFold:
     # -- checkpoints -------------------------------------------------------------------------
 
     def dump(self) -> bytes:
-        """The fold's state as msgpack bytes (a projection checkpoint)."""
-        return msgspec.msgpack.encode(self.state)
+        """The fold's state as msgpack bytes (a projection checkpoint).
+
+        Claims and verdicts name each hotkey by its index in one table: a window of verdicts
+        is a few hundred names and tens of thousands of small integer tuples.
+        """
+        s = self.state
+        names = sorted({e[0] for es in s.verdicts.values() for e in es} | {e[1] for es in s.verdicts.values() for e in es}
+                       | {c[0] for c in s.claims})
+        ix = {name: i for i, name in enumerate(names)}
+        code = {False: 0, True: 1, None: 2}
+        verdicts = {t: [(ix[o], ix[m], seq, b, code[p]) for (o, m, seq, b, p) in entries]
+                    for t, entries in s.verdicts.items()}
+        claims = [(ix[o], seq, b, t) for (o, seq, b, t) in s.claims]
+        rest = msgspec.structs.replace(s, verdicts={}, claims=[])
+        return msgspec.msgpack.encode(_Checkpoint(state=rest, names=names, verdicts=verdicts, claims=claims))
 
     @classmethod
     def load(cls, data: bytes) -> EpochFold:
         """A fold restored from `dump()` bytes."""
-        state = msgspec.msgpack.decode(data, type=EpochState)
-        return cls(state.own, state=state)
+        packed = msgspec.msgpack.decode(data, type=_Checkpoint)
+        names = packed.names
+        state = packed.state
+        passed = (False, True, None)
+        state.verdicts = {t: [(names[o], names[m], seq, b, passed[p]) for (o, m, seq, b, p) in entries]
+                          for t, entries in packed.verdicts.items()}
+        state.claims = [(names[o], seq, b, t) for (o, seq, b, t) in packed.claims]
+        fold = cls(state.own, state=state)
+        fold._names = {n: n for n in names}
+        return fold
+
+    def prune(self, epoch_block: int, consensus: Consensus) -> None:
+        """Forget what no decision at `epoch_block` or later can read (see the module docstring).
+
+        Call it after deciding at `epoch_block`: the window that decision used tells which
+        tasks can still count.
+        """
+        s = self.state
+        allow = self.allowlist_at(epoch_block)
+        if allow is None or allow.interval <= 0 or not allow.validators:
+            return
+        validators = tuple(sorted(set(allow.validators)))
+        w = consensus.window
+        canonical = canonical_tasks(self.claims_at(epoch_block), validators, allow.interval,
+                                    consensus.grace_blocks(allow.interval))
+        window = settled_window(canonical, epoch_block, allow.interval, w.tasks, w.settle_margin,
+                                w.max_lookback_blocks)
+        floor = lookback_floor(epoch_block, allow.interval, w.max_lookback_blocks)
+        floor = -1 if floor is None else floor
+        if window.tasks and len(window.tasks) >= w.tasks:
+            floor = max(floor, window.tasks[0])
+        if floor > s.floor_task:
+            s.floor_task = floor
+            # In place: the owner's API shares these two between the validators' folds.
+            s.claims[:] = [c for c in s.claims if c[3] >= floor]
+            for task_id in [t for t in s.verdicts if t < floor]:
+                del s.verdicts[task_id]
+            for task_id in [t for t in self._resolved if t < floor]:
+                del self._resolved[task_id]
+            for task_id in [t for t in self._tallied if t < floor]:
+                del self._tallied[task_id]
+        self.prune_observations(epoch_block)
+        epoch = epoch_block // max(1, consensus.epoch.length)
+        older = [e for e in s.paid if e < epoch]
+        s.paid = ([older[-1]] if older else []) + [e for e in s.paid if e >= epoch]
+
+    def prune_observations(self, epoch_block: int) -> None:
+        """Forget own observations (allowlists, metagraphs, commitments, checks) superseded at
+        `epoch_block`; decisions for earlier blocks are refused from now on (`StatePruned`)."""
+        s = self.state
+        s.floor_block = max(s.floor_block, epoch_block)
+        in_force = max((a for a in s.allowlists if a[1] <= epoch_block), key=lambda a: a[:2], default=None)
+        s.allowlists = [a for a in s.allowlists if a[1] > epoch_block or a is in_force]
+        self._miners.prune(epoch_block)
 
     # -- the decision ------------------------------------------------------------------------
 
@@ -207,6 +371,57 @@ class EpochFold:
             out.extend(resolved)
         return out
 
+    def window_tally(self, window: Sequence[int], samplers: Mapping[int, str], epoch_block: int) -> Tally:
+        """`tally(window_verdicts(...))` in one pass, without the report of ignored verdicts.
+
+        Per window task only its canonical sampler's entries count; of those, the latest
+        (`origin_seq`) word on each miner at or before the block, a judge failure dropping it.
+        A task's resolution is cached while its entries and sampler do not change.
+        """
+        counts: dict[str, dict[str, list[int]]] = {}
+        tasks_of: dict[str, int] = {}
+        existing: list[int] = []
+        for task_id in sorted(window):
+            sampler = samplers.get(task_id)
+            entries = self.state.verdicts.get(task_id, ())
+            cached = self._tallied.get(task_id)
+            if cached is not None and cached[0] == len(entries) and cached[1] == sampler and cached[2] <= epoch_block:
+                resolved = cached[3]
+            else:
+                latest: dict[str, tuple[int, bool | None]] = {}
+                newest = -1
+                for origin, miner, seq, block, passed in entries:
+                    if block > epoch_block or origin != sampler:
+                        continue
+                    if block > newest:
+                        newest = block
+                    held = latest.get(miner)
+                    if held is None or seq > held[0]:
+                        latest[miner] = (seq, passed)
+                resolved = [(miner, p) for miner, (_seq, p) in latest.items() if p is not None]
+                if all(e[3] <= epoch_block for e in entries):
+                    self._tallied[task_id] = (len(entries), sampler, newest, resolved)
+            if not resolved or sampler is None:
+                continue
+            existing.append(task_id)
+            for miner, p in resolved:
+                by = counts.get(miner)
+                if by is None:
+                    by = counts[miner] = {}
+                c = by.get(sampler)
+                if c is None:
+                    by[sampler] = [1, int(p)]
+                else:
+                    c[0] += 1
+                    c[1] += p
+                tasks_of[miner] = tasks_of.get(miner, 0) + 1
+        scores: dict[str, MinerScore] = {}
+        for miner in sorted(counts):
+            by = counts[miner]
+            rates = tuple(ValidatorRate(validator=v, passed=by[v][1], evaluated=by[v][0]) for v in sorted(by))
+            scores[miner] = score_of(miner, rates, tasks_of[miner], len(existing))
+        return Tally(scores=scores, existing_tasks=tuple(existing))
+
     def decide(
         self,
         epoch: int,
@@ -216,18 +431,22 @@ class EpochFold:
         frontier: Iterable[FrontierEntry] | Mapping[str, Any] = (),
     ) -> EpochScored:
         """The decision for `epoch` from every applied event recorded at or before `epoch_block`."""
+        if epoch_block < self.state.floor_block:
+            raise StatePruned(f"this fold was pruned at block {self.state.floor_block}: it cannot decide "
+                              f"block {epoch_block}")
         base: dict[str, Any] = dict(
             epoch=epoch, netuid=netuid, consensus_digest=consensus.digest, frontier=_frontier(frontier),
         )
         burn_uid = consensus.ranking.burn_uid
 
         def burned(reason: str, **more: Any) -> EpochScored:
+            keeps = kept_epoch(epoch, reason, self.state.paid, consensus.epoch.burn_after_epochs_without_data)
             return EpochScored(**base, **more, winner_uid=burn_uid, weights=_burn_weights(consensus),
-                               burn_reason=reason)
+                               burn_reason=reason, keeps_epoch=keeps)
 
         allow = self.allowlist_at(epoch_block)
         if allow is None or allow.interval <= 0 or not allow.validators:
-            return burned("no allowlist")
+            return burned(NO_ALLOWLIST)
         validators = tuple(sorted(set(allow.validators)))
         interval = allow.interval
         base.update(validators=validators, interval=interval)
@@ -235,15 +454,20 @@ class EpochFold:
                                     consensus.grace_blocks(interval))
         w = consensus.window
         window = settled_window(canonical, epoch_block, interval, w.tasks, w.settle_margin, w.max_lookback_blocks)
+        if self.state.floor_task > 0 and len(window.tasks) < w.tasks:
+            floor = lookback_floor(epoch_block, interval, w.max_lookback_blocks)
+            if floor is None or floor < self.state.floor_task:
+                raise StatePruned(f"the window of block {epoch_block} could reach below task "
+                                  f"{self.state.floor_task}, which this fold forgot")
         if not window.tasks:
-            return burned("no settled window")
+            return burned(NO_WINDOW)
         base.update(window=window.tasks, active=window.active)
-        counted = tally(self.window_verdicts(window.tasks, epoch_block), window.tasks, window.samplers)
+        counted = self.window_tally(window.tasks, window.samplers, epoch_block)
         if counted.verdicts == 0:
-            return burned("no verdicts")
+            return burned(NO_VERDICTS)
         miners = self._miners.snapshot(epoch_block, netuid=netuid)
         if not miners.has_metagraph:
-            return burned("no metagraph")
+            return burned(NO_METAGRAPH)
 
         min_distinct = required_distinct_validators(len(window.active), consensus.min_distinct_ratio)
         rows: dict[str, tuple[MinerScore | None, bool, str]] = {}

@@ -217,6 +217,28 @@ class MinersView:
             has_metagraph=meta is not None,
         )
 
+    def prune(self, until_block: int) -> None:
+        """Forget every version superseded at `until_block`: views at that block or later are unchanged.
+
+        Of the versions recorded at or before the block, only the one a snapshot would pick
+        (the highest `origin_seq`, per netuid where the netuid filters) is kept, with every later one.
+        """
+        s = self.state
+
+        def keep(items: list, group: Any = lambda item: None) -> list:
+            best: dict[Any, Any] = {}
+            for item in items:
+                if item[1] <= until_block:
+                    g = group(item)
+                    if g not in best or item[0] > best[g][0]:
+                        best[g] = item
+            kept = {id(item) for item in best.values()}
+            return [item for item in items if item[1] > until_block or id(item) in kept]
+
+        s.metagraphs = keep(s.metagraphs, lambda m: m[2].netuid)
+        s.commitments = {h: keep(c, lambda x: x[3]) for h, c in s.commitments.items()}
+        s.checks = {h: keep(c) for h, c in s.checks.items()}
+
     # Conveniences over the newest snapshot, for services that want "now".
 
     def latest_checks(self) -> dict[str, MinerChecked]:

@@ -61,3 +61,32 @@ def payout(
         return Payout(winner=hotkey, winner_uid=uid, weights=(WeightEntry(uid=uid, weight=FULL_WEIGHT),),
                       skipped=tuple(skipped))
     return burn(burn_uid, "no payable miner", skipped)
+
+
+# -- fail closed: holding good weights through epochs without data -----------------------------
+
+NO_ALLOWLIST = "no allowlist"
+NO_WINDOW = "no settled window"
+NO_VERDICTS = "no verdicts"
+NO_METAGRAPH = "no metagraph"
+NO_ELIGIBLE = "no eligible miner"
+NO_PAYABLE = "no payable miner"
+NO_DATA: frozenset[str] = frozenset({NO_ALLOWLIST, NO_WINDOW, NO_VERDICTS, NO_METAGRAPH})
+"""Burn reasons that mean "nothing to decide on" (as opposed to "nobody deserves it")."""
+
+
+def kept_epoch(epoch: int, burn_reason: str, paid_epochs: Sequence[int], grace: int) -> int:
+    """The earlier epoch whose weights stay on chain instead of this decision's, or -1.
+
+    A decision that burns only for lack of data (`NO_DATA`) does not overwrite the weights of
+    the newest earlier epoch that paid a winner, as long as at most `grace` epochs separate
+    them (`epoch.burn_after_epochs_without_data`); past that, or with data, the decision goes
+    out as it is. `paid_epochs` are the validator's own earlier decisions that paid a winner.
+    """
+    if burn_reason not in NO_DATA:
+        return -1
+    earlier = [e for e in paid_epochs if e < epoch]
+    if not earlier:
+        return -1
+    good = max(earlier)
+    return good if epoch - good <= grace else -1

@@ -198,3 +198,84 @@ async def test_check_miners_command_prints_every_miner(vworld: ValidatorWorld) -
     assert rows["faithful"]["valid"] and rows["cold"]["invalid_reason"] == "chute_not_running"
     table = await asyncio.to_thread(CliRunner().invoke, cli, ["check-miners"], env=env)
     assert table.exit_code == 0 and "duplicate_model:earliest_uid=" in table.output
+
+
+# -- untrusted text (issue 18) ---------------------------------------------------------------
+
+SURROGATE_COMMITMENT = '{"model_name": "user/leoma-\\ud800abc", "model_revision": "r", "chute_id": "c"}'
+
+
+async def test_a_lone_surrogate_commitment_is_invalid_and_the_pass_is_recorded(vworld: ValidatorWorld) -> None:
+    assert SURROGATE_COMMITMENT.isascii()  # what the chain holds: pure ASCII, valid JSON
+    await vworld.commit("static", SURROGATE_COMMITMENT)
+    async with vworld.context(vworld.validators[0]) as ctx:
+        results = by_name(vworld, await check_miners(ctx))
+        assert results["static"].invalid_reason == "invalid_text:model_name"
+        assert "\\ud800" in results["static"].model_name  # shown escaped
+        assert results["faithful"].valid and results["noisy"].valid
+        recorded = {vworld.name_of(decode_body(r.body).hotkey) for r in ctx.log.rows(kinds=["miner_checked"])}
+        assert {"static", "faithful", "noisy", "cold"} <= recorded
+
+
+def test_commitment_strings_never_stop_the_pass(tmp_path) -> None:
+    """Any commitment text (any JSON, any unicode escape): that miner is invalid with a reason,
+    the others are checked and everything is recorded."""
+    import asyncio
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from leoma.chain import Chain
+    from leoma.signing import keypair_from_uri
+    from tests.validator_fixtures import NETUID, build_validator_world, wallet
+
+    loop = asyncio.new_event_loop()
+    vw = loop.run_until_complete(build_validator_world(tmp_path, behaviours=("faithful", "static")))
+    counter = iter(range(10**6))
+    anything = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=40)
+    value = st.one_of(anything, st.integers(), st.none(), st.lists(anything, max_size=2))
+    commitment = st.one_of(
+        st.text(max_size=200),  # raw text a chain may carry (valid UTF-8)
+        st.fixed_dictionaries({"model_name": value, "model_revision": value, "chute_id": value},
+                              optional={"extra": value}).map(json.dumps),  # escapes: pure ASCII
+        st.builds(lambda s, t: json.dumps({"model_name": s, "model_revision": t, "chute_id": "x"}, ensure_ascii=False),
+                  st.text(max_size=30), st.text(max_size=30)),
+    )
+
+    async def scenario(text: str) -> None:
+        kp = keypair_from_uri(f"//hypothesis-{next(counter)}")
+        vw.sim.register(kp.ss58_address)
+        async with Chain(vw.network) as chain:
+            reveal = await chain.set_timelocked_commitment(wallet(kp), NETUID, text)
+        vw.sim.advance_to(reveal)
+        async with vw.context(vw.validators[0]) as ctx:
+            results = {r.hotkey: r for r in await check_miners(ctx)}
+            mine = results[kp.ss58_address]
+            assert not mine.valid and mine.invalid_reason
+            parsed = {}
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                pass
+            if isinstance(parsed, dict):
+                bad = [k for k in ("model_name", "model_revision", "chute_id")
+                       if isinstance(parsed.get(k), str) and any(0xD800 <= ord(c) <= 0xDFFF for c in parsed[k])]
+                if bad:
+                    assert mine.invalid_reason == f"invalid_text:{bad[0]}"
+            assert results[vw.hotkey("faithful")].valid and results[vw.hotkey("static")].valid
+            latest = {}
+            for row in ctx.log.rows(kinds=["miner_checked"]):
+                body = decode_body(row.body)
+                latest[body.hotkey] = body
+            assert latest[kp.ss58_address].invalid_reason == mine.invalid_reason
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(commitment)
+    def run(text: str) -> None:
+        loop.run_until_complete(scenario(text))
+
+    try:
+        run()
+    finally:
+        loop.run_until_complete(vw.stop())
+        loop.close()

@@ -26,6 +26,8 @@ def world():
     for behaviour in ("faithful", "static", "noisy", "wrong_resolution", "slow", "flaky", "cold", "garbage", "reject"):
         w.add_miner(behaviour, name=behaviour)
     w.add_miner("copycat", name="copycat", copies="faithful")
+    w.add_miner("slowloris", name="slowloris")
+    w.drip_seconds = 0.05
     w.start_thread()
     yield w
     w.stop_thread()
@@ -149,6 +151,21 @@ async def test_timeout_of_a_hot_chute_is_the_miners(world, frame_png):
         reply = await c.generate(world.miners["slow"].slug, PROMPT, frame_png, timeout=0.5)
     assert (reply.status, reply.failure) == ("failed", "miner")
     assert "timeout" in reply.detail
+
+
+async def test_a_dripping_reply_hits_the_total_deadline(world, frame_png):
+    """A byte every 50 ms never trips a per-read timeout; the total deadline cuts it off."""
+    async with client(world) as c:
+        reply = await c.generate(world.miners["slowloris"].slug, PROMPT, frame_png, timeout=1.0)
+    assert (reply.status, reply.failure, reply.reason) == ("failed", "miner", "timeout")
+    assert "deadline" in reply.detail
+
+
+async def test_a_streamed_reply_is_capped_while_it_streams(world, frame_png):
+    """No content-length to refuse up front: the cap is applied as the bytes arrive."""
+    async with client(world, max_response_bytes=8) as c:
+        reply = await c.generate(world.miners["slowloris"].slug, PROMPT, frame_png, timeout=30)
+    assert (reply.failure, reply.reason) == ("miner", "too_large") and "cap" in reply.detail
 
 
 async def test_oversize_reply_is_the_miners(world, frame_png):

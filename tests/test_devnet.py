@@ -176,6 +176,29 @@ def test_consensus_toml_round_trips_and_every_validator_used_it(run: Run) -> Non
         assert {d.consensus_digest for d in run.net.decisions(node).values()} == {digest}
 
 
+def test_logs_record_their_consensus_and_tools_find_it_untold(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    from leoma.config import resolve_consensus
+    from leoma.consensus import recorded_consensuses
+    from leoma_cmd.scoring_cmds import register
+
+    net = run.net
+    digest = devnet_consensus(net.config).digest
+    for node in net.validators:
+        with _log(net, node.name) as log:
+            assert list(recorded_consensuses(log, origin=node.hotkey)) == [digest]  # once, though restarted
+        assert resolve_consensus("", db=net.db_path(node)).digest == digest  # a tool pointed at the log
+    assert resolve_consensus("", db=net.api_dir / "api.db").digest == digest  # `leoma api` untold
+    monkeypatch.delenv("LEOMA_CONSENSUS", raising=False)
+    group = click.Group("leoma")
+    register(group)
+    first = net.validators[0]
+    replayed = CliRunner().invoke(group, ["replay", "--all", "--db", str(net.db_path(first))], env={})
+    assert replayed.exit_code == 0 and "DIFFERS" not in replayed.output, replayed.output
+    winner = net.state.miners["faithful"]
+    explained = CliRunner().invoke(group, ["explain", winner, "--db", str(net.db_path(first))], env={})
+    assert explained.exit_code == 0 and "rank 1" in explained.output, explained.output
+
+
 def test_resume_continues_the_same_devnet(run: Run, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(run.net.root, copy)
@@ -185,3 +208,38 @@ def test_resume_continues_the_same_devnet(run: Run, tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="--resume"):
         Devnet.create(copy)
+
+
+HOSTILE_REASONS = {
+    "one_frame": "gate:frame_count", "frozen": "gate:frozen", "static": "gate:frozen", "corrupt_tail": "gate:decode",
+    "slowloris": "timeout", "source_clip": "returned_source_clip",
+}
+
+
+def test_every_hostile_miner_is_refused_with_its_reason(run: Run) -> None:
+    """Issue 18: each hostile miner of the default devnet is refused with its reason by every
+    validator that sampled it, and the faithful miner is still judged in those same tasks."""
+    net = run.net
+    miners = net.state.miners
+    faithful_uid = net.state.uids["faithful"]
+    expected = {**HOSTILE_REASONS, "proxy_of_faithful": f"copied_output:{faithful_uid}"}
+    seen: set[tuple[str, str]] = set()
+    for node in net.validators:
+        with _log(net, node.name) as log:
+            verdicts = [decode_body(r.body) for r in log.rows(kinds=["verdict_recorded"], origin=node.hotkey)]  # type: ignore[attr-defined]
+            checks = [decode_body(r.body) for r in log.rows(kinds=["miner_checked"], origin=node.hotkey)]  # type: ignore[attr-defined]
+        by_task: dict[int, dict[str, Any]] = {}
+        for v in verdicts:
+            by_task.setdefault(v.task_id, {})[v.miner] = v
+        assert by_task, node.name
+        for task, got in by_task.items():
+            for name, reason in expected.items():
+                if miners[name] in got:
+                    # on 2 busy cores any miner may also run out of time: that is a timeout, never a pass
+                    v = got[miners[name]]
+                    assert v.reason in (reason, "timeout") and not v.passed, (node.name, task, name, v.reason)
+                    seen.add((name, v.reason))
+        assert any(miners["faithful"] in got and got[miners["faithful"]].reason == "" for got in by_task.values())
+        surrogate = [c for c in checks if c.hotkey == miners["lone_surrogate"]]
+        assert surrogate and all(c.invalid_reason == "invalid_text:model_name" for c in surrogate), node.name
+    assert {(n, r) for n, r in expected.items()} <= seen  # every refusal reason was seen at least once

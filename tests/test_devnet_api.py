@@ -4,12 +4,21 @@ A small devnet (two validators, a faithful and a static miner) runs until both v
 decided an epoch with a winner and their weights landed on the simulated chain. Then headless
 Chromium renders the devnet's dashboard, whose winner must be the hotkey the chain's weights
 point at, and every read route of the seed answers 200 with the seed's fields, from the
-events the API imported from the validators' directory buckets.
+events the API imported from the validators' directory buckets. A recent task's page shows its
+first frame and plays the miners' videos, served by the API from those buckets with HTTP
+ranges; the miner page charts its verdicts. Last, the dashboard outlives the devnet: kept up by
+`stop(keep_api=True)`, and served again by `leoma dashboard --dir`. Screenshots are written to
+the tests' tmp dirs (the paths are printed; `-s` shows them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +28,10 @@ import pytest
 
 from leoma.devnet.network import Devnet, DevnetConfig
 from leoma.signing import keypair_from_uri
+from leoma.storage import validate_key
+from tests.browser import Browser
 from tests.test_api import CARD, MINER, SAMPLE, fields
-from tests.test_dashboard import CHROMIUM, chromium
+from tests.test_dashboard import assert_picture, keep, raw_get
 
 pytestmark = pytest.mark.slow
 
@@ -83,16 +94,66 @@ def test_devnet_prints_the_dashboard_url_in_its_summary(devnet: Devnet) -> None:
 
 
 def test_dashboard_shows_the_winner_set_on_chain(devnet: Devnet, decided: str, tmp_path: Path) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("headless Chromium is not installed (/usr/bin/chromium): apt-get install -y chromium")
     assert decided == devnet.state.miners["faithful"]  # the validators agreed on the right miner
-    done = chromium(tmp_path, devnet.api_url, "--dump-dom")
-    dom = done.stdout
-    assert 'id="winner"' in dom, done.stderr[-2000:]
-    winner_span = dom.split('id="winner"', 1)[1].split("</span>", 1)[0]
-    assert decided in winner_span, winner_span
-    assert f'data-hotkey="{decided}"' in dom  # and it heads a leaderboard row
-    assert dom.count('class="val-row"') == len(devnet.validators)
+    with Browser(tmp_path) as b:
+        b.goto(devnet.api_url)
+        b.wait_for("document.querySelectorAll('.lb-row').length > 0")
+        assert decided in b.eval("document.getElementById('winner').textContent")
+        assert b.eval("document.querySelector('.lb-row').dataset.hotkey") == decided  # it heads the leaderboard
+        assert b.eval("document.querySelectorAll('.val-row').length") == len(devnet.validators)
+        b.wait_for("document.querySelectorAll('#agreement-strip rect.cell').length > 0")
+        statuses = b.eval("[...document.querySelectorAll('#agreement-strip rect.cell')].map(r => r.dataset.status)")
+        assert "differed" not in statuses, statuses
+        b.wait_for("[...document.querySelectorAll('#tasks img')].some(i => i.naturalWidth > 0)")
+        assert_picture(keep(b.screenshot(tmp_path / "devnet-dashboard.png")))
+
+
+def _task_with_videos(url: str) -> dict[str, Any]:
+    for t in httpx.get(url + "tasks/recent?limit=20", timeout=30).json():
+        view = httpx.get(url + f"tasks/{t['task_id']}/view", timeout=30).json()
+        judged = [m for m in view["miners"] if m["video_url"] and m["verdicts"] and m["verdicts"][0]["reasoning"]]
+        if view["first_frame_url"] and sum(1 for m in view["miners"] if m["video_url"]) >= 2 and judged:
+            return view
+    raise AssertionError("no recent task with a first frame, two miner videos and a verdict")
+
+
+def test_task_page_shows_the_frame_and_plays_the_miners_videos(devnet: Devnet, decided: str, tmp_path: Path) -> None:
+    view = _task_with_videos(devnet.api_url)
+    task_id, sampler = view["task_id"], view["sampler_hotkey"]
+    assert view["first_frame_url"].startswith(devnet.api_url + "media/")  # not a file:// URL
+    video = next(m for m in view["miners"] if m["video_url"] and m["verdicts"] and m["verdicts"][0]["reasoning"])
+    with Browser(tmp_path) as b:
+        b.goto(devnet.api_url + f"task/{task_id}")
+        assert b.wait_for("document.getElementById('first-frame')?.naturalWidth") > 0
+        sel = f"document.querySelector('video.miner-video[data-hotkey=\"{video['miner_hotkey']}\"]')"
+        assert b.wait_for(f"{sel}?.readyState >= 1 && {sel}.duration") > 0
+        assert b.eval("document.querySelectorAll('#aspect-chart circle.pt').length") > 0
+        text = b.eval("document.getElementById('stage').textContent")
+        assert ("PASSED" in text or "FAILED" in text) and video["verdicts"][0]["reasoning"] in text
+        assert_picture(keep(b.screenshot(tmp_path / "devnet-task.png")))
+    # the bytes a player asks for, from the sampler's bucket
+    key = video["video_url"].split(f"/media/{sampler}/", 1)[1]
+    on_disk = (devnet.bucket_path(next(n for n in devnet.validators if n.hotkey == sampler)) / validate_key(key)).read_bytes()
+    part = httpx.get(video["video_url"], headers={"Range": "bytes=32-4127"}, timeout=30)
+    assert part.status_code == 206 and part.content == on_disk[32:4128]
+    assert part.headers["content-range"] == f"bytes 32-4127/{len(on_disk)}"
+    base = devnet.api_url.rstrip("/")
+    for refused in (f"{task_id}/metadata.json", f"{task_id}/evaluation_results/{sampler}.json",
+                    f"{task_id}/generated_videos/../original_clip.mp4", "../../devnet.json"):
+        assert raw_get(base, f"/media/{sampler}/{refused}")[0] == 404, refused
+
+
+def test_miner_page_charts_its_verdicts_per_validator(devnet: Devnet, decided: str, tmp_path: Path) -> None:
+    history = httpx.get(devnet.api_url + f"miners/{decided}/history", timeout=30).json()
+    expected = sum(len(s["points"]) for s in history["validators"])
+    assert expected > 0
+    with Browser(tmp_path) as b:
+        b.goto(devnet.api_url + f"miner/{decided}")
+        b.wait_for("document.querySelectorAll('#history-chart circle.pt').length > 0")
+        assert b.eval("document.querySelectorAll('#history-chart circle.pt').length") >= expected
+        colours = b.eval("new Set([...document.querySelectorAll('#history-chart circle.pt')].map(c => c.dataset.validator)).size")
+        assert colours == len(history["validators"])
+        assert_picture(keep(b.screenshot(tmp_path / "devnet-miner.png")))
 
 
 def signed_get(url: str, path: str, uri: str) -> Any:
@@ -188,3 +249,45 @@ def test_every_seed_read_route_answers_with_the_seeds_fields(devnet: Devnet, dec
     assert get("/blacklist") == [] and get("/blacklist/miners") == []
     history = get("/admin/history")
     assert {h["target"] for h in history} >= {n.hotkey for n in devnet.validators}  # the owner registered them
+
+
+def test_the_dashboard_outlives_the_devnet(devnet: Devnet, decided: str) -> None:
+    """Last in this file: it stops the devnet. The API stays up, then `leoma dashboard` serves it again."""
+    url = devnet.api_url
+    devnet.stop(keep_api=True)
+    assert devnet.procs == {} and devnet.world is None
+    assert httpx.get(url + "scores/rank", timeout=30).json()["winner"] == decided
+    devnet.stop_api()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(url + "health", timeout=5)
+    leoma = Path(sys.executable).with_name("leoma")
+    proc = subprocess.Popen([str(leoma), "dashboard", "--dir", str(devnet.root)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or ()], daemon=True)
+    reader.start()
+    try:
+        first = lines.get(timeout=120)
+        assert first.startswith("dashboard: http://127.0.0.1:"), first
+        again = first.split()[1]
+        assert httpx.get(again + "scores/rank", timeout=30).json()["winner"] == decided
+        view = _task_with_videos(again)
+        assert httpx.get(view["first_frame_url"], timeout=30).status_code == 200
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert proc.wait(60) == 0
+        rest = []
+        while True:
+            try:
+                rest.append(lines.get(timeout=5))
+            except queue.Empty:
+                break
+        assert "dashboard stopped.\n" in rest, rest
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(again + "health", timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(10)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -163,17 +163,17 @@ def test_missing_upcaster_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_fixture_of_every_v1_event_still_decodes_and_verifies() -> None:
-    """Stored bytes are never rewritten: the v1 fixture must keep decoding and verifying."""
-    lines = (FIXTURES / "events_v1.jsonl").read_bytes().splitlines()
+    """Stored bytes are never rewritten: every version's fixture must keep decoding and verifying."""
     seen = set()
-    prev = ev.ZERO_HASH
-    for line in lines:
-        event = ev.decode_event(line)
-        assert event.prev == prev
-        ev.verify_event(event)
-        event.payload()
-        seen.add(event.kind)
-        prev = event.hash
+    for fixture in sorted(FIXTURES.glob("events_v*.jsonl")):
+        prev = ev.ZERO_HASH
+        for line in fixture.read_bytes().splitlines():
+            event = ev.decode_event(line)
+            assert event.prev == prev
+            ev.verify_event(event)
+            event.payload()
+            seen.add(event.kind)
+            prev = event.hash
     assert seen == set(ev.KINDS), f"add an example of {sorted(set(ev.KINDS) - seen)} to the fixture"
 
 

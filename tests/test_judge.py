@@ -16,15 +16,36 @@ ASPECTS6 = dict(zip(judge.ASPECTS, (88, 84, 82, 85, 87, 80)))
 
 # -- pure normalisation: every vector of seed-spec §5.6 ----------------------------------------
 
+# The pass rule is the weighted aspects (consensus `judge.aspect_weights`), never the model's own
+# overall score: the seed's vectors keep their verdicts, the overall is the weighted one.
+
 def test_vector_pass():
     v = normalise_verdict({"overall_score": 86, "confidence": 89, "aspect_scores": ASPECTS6})
-    assert (v.passed, v.overall_score, v.confidence) == (True, 86, 89)
+    assert (v.passed, v.overall_score, v.model_overall_score, v.confidence) == (True, 85, 86, 89)
 
 
 def test_vector_critical_floor_fails():
     v = normalise_verdict({"overall_score": 78, "confidence": 89,
                            "aspect_scores": {**ASPECTS6, "first_frame_fidelity": 42}})
-    assert (v.passed, v.overall_score, v.critical_floor) == (False, 78, 42)
+    # 85 - 0.25 * (88 - 42) = 73.5 exactly, half to even -> 74
+    assert (v.passed, v.overall_score, v.critical_floor) == (False, 74, 42)
+
+
+def test_the_models_overall_score_never_decides():
+    weak = {a: 60 for a in judge.ASPECTS}
+    v = normalise_verdict({"overall_score": 100, "confidence": 100, "aspect_scores": weak})
+    assert (v.passed, v.overall_score, v.model_overall_score) == (False, 60, 100)
+    strong = {a: 90 for a in judge.ASPECTS}
+    assert normalise_verdict({"overall_score": 0, "aspect_scores": strong}).passed
+
+
+def test_the_aspect_weights_decide():
+    scores = dict(zip(judge.ASPECTS, (100, 100, 0, 100, 0, 0)))  # 0.25+0.25+0.2 = 70
+    assert not normalise_verdict({"aspect_scores": scores}).passed
+    heavy = {"first_frame_fidelity": "3/10", "prompt_adherence": "3/10", "motion_quality": "0",
+             "temporal_consistency": "1/5", "visual_quality": "1/10", "camera_composition": "1/10"}
+    assert normalise_verdict({"aspect_scores": scores}, weights=heavy).overall_score == 80
+    assert normalise_verdict({"aspect_scores": scores}, weights=heavy).passed
 
 
 def test_vector_not_json_is_a_parse_error():
@@ -36,7 +57,8 @@ def test_vector_not_json_is_a_parse_error():
 def test_vector_string_overall_rounds_half_to_even():
     v = normalise_verdict({"overall_score": "74.5", "aspect_scores": {
         "first_frame_fidelity": 50, "prompt_adherence": 99, "temporal_consistency": 50.4}})
-    assert (v.overall_score, v.passed) == (74, False)
+    # missing aspects count 0: 12.5 + 24.75 + 10 = 47.25 -> 47
+    assert (v.model_overall_score, v.overall_score, v.passed) == (74, 47, False)
     assert v.aspect_scores["temporal_consistency"] == 50
 
 
@@ -47,13 +69,14 @@ def test_vector_weighted_sum_when_no_overall():
 
 def test_vector_half_rounds_up_to_even_fifty():
     v = normalise_verdict({"overall_score": 75, "aspect_scores": {
-        "first_frame_fidelity": 49.5, "prompt_adherence": 90, "temporal_consistency": 90}})
-    assert (v.aspect_scores["first_frame_fidelity"], v.passed) == (50, True)
+        "first_frame_fidelity": 49.5, "prompt_adherence": 90, "temporal_consistency": 90,
+        "motion_quality": 80, "visual_quality": 80, "camera_composition": 80}})
+    assert (v.aspect_scores["first_frame_fidelity"], v.overall_score, v.passed) == (50, 77, True)
 
 
 def test_vector_no_aspects_floor_zero():
     v = normalise_verdict({"overall_score": 90, "confidence": 80})
-    assert (v.overall_score, v.critical_floor, v.passed) == (90, 0, False)
+    assert (v.overall_score, v.critical_floor, v.passed) == (0, 0, False)
     assert judge.missing_fields({"overall_score": 90, "confidence": 80}) == [
         f"aspect_scores.{a}" for a in judge.ASPECTS]
 
@@ -76,7 +99,8 @@ def test_weighted_sum_is_exact():
 def test_thresholds_and_weights_are_parameters():
     obj = {"overall_score": 70, "aspect_scores": {a: 60 for a in judge.ASPECTS}}
     assert not normalise_verdict(obj).passed
-    assert normalise_verdict(obj, pass_threshold=70, critical_threshold=60).passed
+    assert not normalise_verdict(obj, pass_threshold=70, critical_threshold=60).passed  # weighted is 60
+    assert normalise_verdict(obj, pass_threshold=60, critical_threshold=60).passed
 
 
 def test_fenced_json_and_lists():

@@ -43,3 +43,13 @@ def test_cli_imports_no_heavy_library() -> None:
 def test_consensus_file_is_shipped_with_the_package() -> None:
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "consensus.toml" in data["leoma"]
+
+
+def test_judge_prompts_are_shipped_with_the_package() -> None:
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    patterns = data["leoma"]
+    prompts = sorted(p.relative_to(ROOT / "leoma").as_posix() for p in (ROOT / "leoma" / "prompts").rglob("*.txt"))
+    assert prompts, "the judge's prompts live in leoma/prompts/"
+    import fnmatch
+
+    assert all(any(fnmatch.fnmatch(p, pat) for pat in patterns) for p in prompts), prompts

@@ -19,10 +19,11 @@ import pytest
 from click.testing import CliRunner
 
 from leoma.devnet.simchain import SimChain
+from leoma.events import ChainHeadObserved
 from leoma.log import EventLog
 from leoma.metrics import Facts, LoopFact, health, render_prometheus
 from leoma.mirror import fetch_checkpoint, uploaded_position
-from leoma.serve import Loop, parse_addr, serve_options, supervise
+from leoma.serve import Loop, log_lock, metrics_url_file, parse_addr, serve_options, supervise
 from leoma.signing import keypair_from_uri
 from leoma.storage import DirectoryStore
 from leoma_cmd.serve_cmds import register
@@ -84,17 +85,19 @@ def test_serve_options_and_addresses() -> None:
 SEED_VARS = ("GEMINI_API_KEY", "LEOMA_OWN_BUCKET_URL", "R2_OWN_BUCKET", "LEOMA_SOURCE_URL", "R2_VIDEOS_READ_ACCESS_KEY")
 
 
+@pytest.mark.parametrize("command", [["serve"], ["servers", "sampler"]])
 @pytest.mark.parametrize(("present", "missing"), [
     ({}, "GEMINI_API_KEY"),
     ({"GEMINI_API_KEY": "k"}, "LEOMA_OWN_BUCKET_URL"),
     ({"GEMINI_API_KEY": "k", "LEOMA_OWN_BUCKET_URL": "file:///tmp/x"}, "LEOMA_SOURCE_URL"),
 ])
 def test_missing_setting_stops_start_up_with_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            present: dict[str, str], missing: str) -> None:
+                                                            present: dict[str, str], missing: str,
+                                                            command: list[str]) -> None:
     monkeypatch.chdir(tmp_path)  # no stray .env
     for var in SEED_VARS:
         monkeypatch.delenv(var, raising=False)
-    result = CliRunner().invoke(cli(), ["serve", "--dev-key", "//Alice", "--state-dir", str(tmp_path)], env=present)
+    result = CliRunner().invoke(cli(), [*command, "--dev-key", "//Alice", "--state-dir", str(tmp_path)], env=present)
     assert result.exit_code == 1
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1, result.output
@@ -148,7 +151,7 @@ class Proc:
         return self.root / "state" / "events.db"
 
     def url(self) -> str:
-        path = self.root / "state" / "metrics.url"
+        path = metrics_url_file(self.root / "state", "validator")
         return path.read_text().strip() if path.is_file() else ""
 
 
@@ -240,3 +243,170 @@ def test_sigterm_exits_zero_having_flushed_then_status_reads_the_log(validator_p
     assert out["chain_head"] > 0 and out["last_scored_epoch"] is not None and out["mirror_lag"] == 0
     table = CliRunner().invoke(cli(), ["status", "--db", str(p.db), "--no-chain"])
     assert table.exit_code == 0 and "own events" in table.output and p.hotkey in table.output
+
+
+def test_healthz_asks_the_process_where_it_really_listens(validator_proc: Proc) -> None:
+    state = str(validator_proc.root / "state")
+    ok = CliRunner().invoke(cli(), ["healthz", "--process", "validator", "--state-dir", state])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output) == {"ok": True, "problems": []}
+    # The sampler of this state directory is not running: unhealthy, not an error.
+    missing = CliRunner().invoke(cli(), ["healthz", "--process", "sampler", "--state-dir", state],
+                                 env={"LEOMA_METRICS_ADDR": "127.0.0.1:9"})
+    assert missing.exit_code == 1 and "unreachable" in missing.output
+
+
+# -- processes sharing one log ---------------------------------------------------------------
+
+_HOLD = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+async def test_a_role_lock_excludes_another_process_until_it_dies(tmp_path: Path) -> None:
+    db = tmp_path / "events.db"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, f"{db}.sampler.lock"], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        async with log_lock(db, "sampler", wait=False) as held:
+            assert held is False
+        async with log_lock(db, "checker", wait=False) as other:
+            assert other is True  # another role's lock is free
+
+        async def wait_for_it() -> bool:
+            async with log_lock(db, "sampler") as got:
+                return got
+
+        waiter = asyncio.create_task(wait_for_it())
+        await asyncio.sleep(0.3)
+        assert not waiter.done()  # waiting for its turn, without blocking this loop
+        os.kill(holder.pid, signal.SIGKILL)  # kill -9: the kernel releases the lock
+        assert await asyncio.wait_for(waiter, 30) is True
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+_APPENDER = """
+import os, sys, time
+from leoma.events import ChainHeadObserved
+from leoma.log import Draft, EventLog
+from leoma.signing import keypair_from_uri
+db, name, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+own = keypair_from_uri("//Alice").ss58_address
+with EventLog(db, own=own) as log:
+    while not os.path.exists(go):  # start together
+        time.sleep(0.01)
+    for i in range(n):
+        if i % 3 == 2:  # group commits too
+            log.append_many([Draft(f"{name}/{i}/{j}", i, ChainHeadObserved(block_hash=f"{name}-{i}-{j}")) for j in range(2)])
+        else:
+            log.append(ChainHeadObserved(block_hash=f"{name}-{i}"), key=f"{name}/{i}", block=i)
+        time.sleep(0.005)  # a service does other work between appends; SQLite's busy wait would otherwise starve the rest
+"""
+
+
+def test_a_log_sees_origins_another_process_added_after_it_opened(tmp_path: Path) -> None:
+    """The split weight setter opened the log before the split sampler's first append (a real race)."""
+    db = tmp_path / "events.db"
+    alice = keypair_from_uri("//Alice").ss58_address
+    with EventLog(db, own=alice) as early:
+        assert early.head(alice).origin_seq == 0 and early.origins() == []
+        go = tmp_path / "go"
+        go.touch()
+        subprocess.run([sys.executable, "-c", _APPENDER, str(db), "sampler", "3", str(go)], check=True, timeout=60)
+        assert early.head(alice).origin_seq == 4 and early.origins() == [alice]
+        assert early.get(alice, "sampler/0") is not None and early.count(origin=alice) == 4
+        assert [e.origin_seq for e in early.chain(alice)] == [1, 2, 3, 4]
+        assert len(list(early.rows(origin=alice))) == 4
+        early.append(ChainHeadObserved(block_hash="0xff"), key="validator/0", block=9)  # continues the chain
+        assert early.head(alice).origin_seq == 5 and early.verify().ok
+
+
+def test_processes_appending_to_one_log_keep_its_chain_intact(tmp_path: Path) -> None:
+    """A split validator's sampler and weight setter write one log: the chain stays one chain."""
+    db = tmp_path / "events.db"
+    alice = keypair_from_uri("//Alice").ss58_address
+    EventLog(db, own=alice).close()  # created once, as the first process to start would
+    n, names, go = 90, ("sampler", "validator", "checker"), tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _APPENDER, str(db), name, str(n), str(go)]) for name in names]
+    time.sleep(1.0)  # let them open the log; then they all append at once
+    go.touch()
+    assert [p.wait(120) for p in procs] == [0, 0, 0]
+    per_process = n + n // 3  # every third round appends two events
+    with EventLog(db, readonly=True) as log:
+        report = log.verify()
+        assert report.ok, report.first
+        chain = list(log.chain(alice))
+    assert [e.origin_seq for e in chain] == list(range(1, 3 * per_process + 1))
+    assert all(b.prev == a.hash for a, b in zip(chain, chain[1:]))
+    keys = [e.key for e in chain]
+    assert len(set(keys)) == len(keys) == 3 * per_process
+    for name in names:  # each process's own order survives
+        mine = [k for k in keys if k.startswith(name + "/")]
+        assert [int(k.split("/")[1]) for k in mine] == sorted(int(k.split("/")[1]) for k in mine)
+
+
+def _published_then_lost(tmp_path: Path) -> tuple[Path, list[str]]:
+    """An own bucket holding 5 published events of //Alice whose local log is gone."""
+    from leoma.consensus import DEFAULT
+    from leoma.mirror import MirrorOut
+
+    alice = keypair_from_uri("//Alice")
+    bucket = tmp_path / "bucket"
+    with EventLog(tmp_path / "lost.db", own=alice.ss58_address) as lost:
+        for i in range(5):
+            lost.append(ChainHeadObserved(block_hash=f"0x{i:02x}"), key=f"head/{i}", block=i)
+        published = [e.hash for e in lost.chain(alice.ss58_address)]
+        asyncio.run(MirrorOut(lost, DirectoryStore(bucket), alice, DEFAULT.digest).push())
+    return bucket, published
+
+
+def test_mirror_pull_restores_the_published_tail_before_it_records_anything(tmp_path: Path) -> None:
+    from leoma_cmd.mirror_cmds import register as register_mirror_cmds
+
+    bucket, published = _published_then_lost(tmp_path)
+    group = click.Group("leoma")
+    register_mirror_cmds(group)
+    fresh = tmp_path / "fresh.db"  # the log came back from a backup older than the bucket: empty here
+    EventLog(fresh, own=keypair_from_uri("//Alice").ss58_address).close()
+    result = CliRunner().invoke(group, ["mirror", "pull", "--db", str(fresh), "--dev-key", "//Alice", "--peers", "[]",
+                                        "--bucket", f"file://{bucket}", "--json"])
+    assert result.exit_code == 0, result.output
+    with EventLog(fresh, readonly=True) as log:
+        assert [e.hash for e in log.chain(keypair_from_uri("//Alice").ss58_address)] == published
+
+
+def test_check_miners_restores_the_published_tail_before_it_appends(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine that lost its log must not reuse a seq the bucket already published (a fork)."""
+    from leoma_cmd.validator_cmds import register as register_validator_cmds
+
+    alice = keypair_from_uri("//Alice")
+    owner = keypair_from_uri("//Owner").ss58_address
+    sim = SimChain.create(tmp_path / "chain.jsonl", owner=owner, clock="manual", tempo=20)
+    sim.register(owner)
+    sim.register(alice.ss58_address, stake=10**12, validator_permit=True)
+    bucket, published = _published_then_lost(tmp_path)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for var in [v for v in os.environ if v.startswith(("LEOMA_", "R2_", "PEER_", "GEMINI", "API_URL"))]:
+        monkeypatch.delenv(var)
+    group = click.Group("leoma")
+    register_validator_cmds(group)
+    fresh = tmp_path / "fresh.db"  # the machine's disk was lost: an empty log
+    result = CliRunner().invoke(group, ["check-miners", "--json", "--network", f"sim:{tmp_path / 'chain.jsonl'}",
+                                        "--dev-key", "//Alice", "--db", str(fresh)],
+                                env={"LEOMA_OWN_BUCKET_URL": f"file://{bucket}", "LEOMA_STATE_DIR": str(tmp_path),
+                                     "CHUTES_API_URL": "http://127.0.0.1:9"})
+    assert result.exit_code == 0, result.output
+    with EventLog(fresh, readonly=True) as log:
+        assert log.verify().ok
+        chain = list(log.chain(alice.ss58_address))
+    assert [e.hash for e in chain[:5]] == published  # the bucket's events first, with their hashes
+    assert [e.kind for e in chain[5:]][:1] == ["metagraph_observed"] and chain[5].origin_seq == 6

@@ -187,3 +187,26 @@ def test_replay_from_a_public_mirror_alone(world, tmp_path: Path) -> None:  # ty
     assert "epoch 10" in result.output and "reproduced" in result.output
     wrong = CliRunner().invoke(cli, ["replay", "--all", "--from-bucket", url, "--hotkey", miners[0]])
     assert wrong.exit_code == 1 and "no published log" in wrong.output
+
+
+async def test_replay_reproduces_a_hold_and_a_burn(world) -> None:  # type: ignore[no-untyped-def]
+    """The fail-closed rule is part of the decision (`keeps_epoch`): replay re-derives it."""
+    import msgspec
+
+    from leoma.consensus import Epoch
+
+    sim, log, alice, *_ = world
+    assert (await _step(sim, log, alice, 10 * LENGTH + 5)).confirmed
+    sim.set_param("weights_rate_limit", 1)
+    far = 10 * LENGTH + DEFAULT.window.max_lookback_blocks + 2 * LENGTH
+    patient = msgspec.structs.replace(DEFAULT, epoch=Epoch(length=LENGTH, burn_after_epochs_without_data=10_000))
+    sim.advance_to(far)
+    async with Chain(f"sim:{sim.path}") as chain:
+        kept = await weight_setter.step(log_=log, chain=chain, wallet=alice, netuid=NETUID, consensus=patient)
+    burned = await _step(sim, log, alice, far + LENGTH)
+    held, gone = find_epoch(log, kept.epoch), find_epoch(log, burned.epoch)
+    assert held.body.keeps_epoch == 10 and gone.body.keeps_epoch == -1 and burned.submitted
+    assert replay_epoch(log, held, consensus=patient).reproduced
+    assert replay_epoch(log, gone).reproduced
+    forged = msgspec.structs.replace(held, body=msgspec.structs.replace(held.body, keeps_epoch=-1))
+    assert [d.field for d in replay_epoch(log, forged, consensus=patient).differences] == ["keeps_epoch"]

@@ -9,6 +9,10 @@ blacklist changes (so the admin history is auditable) and `miner_report_received
 validators' miner reports. Samples POSTed by validators are checked and acknowledged, and the
 validator's mirror (which holds the same verdicts, signed into its hash chain) is imported at
 once: the log never holds a second, unchained copy of a verdict.
+
+Beyond the seed's routes the dashboard has its own pages (`/task/T`, `/miner/SS58`) and reads
+(`/tasks/T/view`, `/miners/SS58/history`, `/epochs/agreement`, built by `pages`), and
+`/media/<validator>/<key>` streams directory-bucket objects with HTTP ranges (`media`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from leoma import __version__
-from leoma.api import views
+from leoma.api import media, pages, views
 from leoma.api.auth import AuthError, Verifier, is_ss58
 from leoma.api.settings import ApiSettings
 from leoma.api.state import (
@@ -42,6 +46,7 @@ from leoma.api.state import (
 from leoma.consensus import Consensus
 from leoma.events import AdminActed, MinerChecked, MinerReportReceived
 from leoma.log import Draft, EventLog
+from leoma.storage import DirectoryStore
 
 __all__ = ["ApiService", "create_app", "STATIC_DIR"]
 
@@ -154,6 +159,8 @@ class ApiService:
         self.verifier = Verifier(settings.admins, self.allowed, expiry=settings.signature_expiry, clock=clock)
         self.feeder = feeder
         self.started = clock()
+        self.extras = pages.TaskExtras(self.log)
+        self._named: dict[tuple[str, int], tuple[int, frozenset[str]]] = {}
 
     def allowed(self) -> frozenset[str]:
         """Validators that may sign reports (the registry and every verified allowlist)."""
@@ -168,10 +175,41 @@ class ApiService:
         self.state.refresh()
         return self.state
 
-    async def presign(self, sampler: str, key: str) -> str | None:
+    async def presign(self, sampler: str, key: str, base: str = "") -> str | None:
+        """A URL a browser can load for `key` of the sampler's bucket (None if there is none).
+
+        Directory buckets are served by the API itself (`/media/...`, relative to `base`), and
+        only for keys the task's events name; S3/R2 objects get a presigned URL.
+        """
         if self.feeder is None:
             return None
+        store = self.feeder.stores.get(sampler)
+        if isinstance(store, DirectoryStore):
+            # Only objects the API would serve get a URL: never a link that is dead on arrival.
+            if media.media_file(self.state, store, sampler, key, self.named_keys) is None:
+                return None
+            return media.media_url(base, sampler, key)
         return await self.feeder.presign(sampler, key)
+
+    def named_keys(self, validator: str, task_id: int) -> frozenset[str]:
+        """`media.named_keys`, remembered until the log grows (a task page asks once per miner)."""
+        held = self._named.get((validator, task_id))
+        if held is not None and held[0] == self.state.last_seq:
+            return held[1]
+        if len(self._named) > 4096:
+            self._named.clear()
+        keys = media.named_keys(self.state, validator, task_id)
+        self._named[(validator, task_id)] = (self.state.last_seq, keys)
+        return keys
+
+    def media_for(self, request: Request) -> Callable[[str, str], Any]:
+        """`presign` with the API's root URL as seen by this request."""
+        base = str(request.base_url)
+
+        async def sign(sampler: str, key: str) -> str | None:
+            return await self.presign(sampler, key, base)
+
+        return sign
 
     def nudge(self, validator: str) -> None:
         """Import a validator's mirror soon (after it reported new samples)."""
@@ -328,13 +366,14 @@ async def tasks_recent(request: Request) -> Response:
     limit = int_query(request, "limit", 10, 1, 100)
     state = service.refresh()
     out = []
+    sign = service.media_for(request)
     for task_id in views.recent_tasks(state, limit):
-        detail = await views.task_detail(state, task_id, service.presign)
+        detail = await views.task_detail(state, task_id, sign)
         if detail is None:
             continue
         rec = views.task_record(state, task_id)
         for m in detail["miners"]:
-            m["generated_video_url"] = (await service.presign(rec.origin, views.generated_video_key(task_id, m["miner_hotkey"]))
+            m["generated_video_url"] = (await sign(rec.origin, views.generated_video_key(task_id, m["miner_hotkey"]))
                                         if rec is not None else None)
         out.append(detail)
     return json_response(out)
@@ -342,7 +381,7 @@ async def tasks_recent(request: Request) -> Response:
 
 async def task_detail(request: Request) -> Response:
     service = svc(request)
-    detail = await views.task_detail(service.refresh(), request.path_params["task_id"], service.presign)
+    detail = await views.task_detail(service.refresh(), request.path_params["task_id"], service.media_for(request))
     if detail is None:
         raise HttpError(404, "Task not found")
     return json_response(detail)
@@ -351,7 +390,8 @@ async def task_detail(request: Request) -> Response:
 async def task_miner_detail(request: Request) -> Response:
     service = svc(request)
     hotkey = hotkey_param(request)
-    detail = await views.task_miner_detail(service.refresh(), request.path_params["task_id"], hotkey, service.presign)
+    detail = await views.task_miner_detail(service.refresh(), request.path_params["task_id"], hotkey,
+                                           service.media_for(request))
     if detail is None:
         raise HttpError(404, "No evaluations for this task/miner")
     return json_response(detail)
@@ -646,11 +686,71 @@ async def dashboard(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "dashboard.html", media_type="text/html")
 
 
+async def task_html(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "task.html", media_type="text/html")
+
+
+async def miner_html(request: Request) -> Response:
+    hotkey_param(request)
+    return FileResponse(STATIC_DIR / "miner.html", media_type="text/html")
+
+
+# -- the dashboard's own reads: task page, miner history, agreement, media -------------------
+
+
+async def task_view(request: Request) -> Response:
+    service = svc(request)
+    state = service.refresh()
+    service.extras.refresh()
+    found = await pages.task_page(state, service.extras, request.path_params["task_id"], service.media_for(request))
+    if found is None:
+        raise HttpError(404, "Task not found")
+    rows = _consensus(service)
+    for m in found["miners"]:
+        row = rows.get(m["miner_hotkey"])
+        m["uid"], m["model_name"] = (row.uid, row.model_name or None) if row is not None else (None, None)
+    return json_response(found)
+
+
+async def miner_history(request: Request) -> Response:
+    service = svc(request)
+    hotkey = hotkey_param(request)
+    state = service.refresh()
+    found = pages.miner_history(state, hotkey, state.decision(), int_query(request, "limit", pages.HISTORY_TASKS, 1, 5000))
+    row = _consensus(service).get(hotkey)
+    found["miner"] = views.miner_response(row) if row is not None else None
+    return json_response(found)
+
+
+async def epochs_agreement(request: Request) -> Response:
+    limit = int_query(request, "limit", 60, 1, 1000)
+    return json_response(pages.agreement_strip(svc(request).refresh(), limit))
+
+
+async def media_object(request: Request) -> Response:
+    """A directory bucket's object, with HTTP ranges, if the task's events name it (else 404)."""
+    service = svc(request)
+    validator, key = request.path_params["validator"], request.path_params["key"]
+    store = service.feeder.stores.get(validator) if service.feeder is not None else None
+    if not isinstance(store, DirectoryStore):
+        raise HttpError(404, "No directory bucket for this validator (S3/R2 objects are served by presigned URLs)")
+    path = media.media_file(service.refresh(), store, validator, key, service.named_keys)
+    if path is None:
+        raise HttpError(404, "Not an object of a task this validator opened")
+    return FileResponse(path, media_type=media.content_type(key), headers={"Cache-Control": "public, max-age=3600"})
+
+
 # -- the app -------------------------------------------------------------------------------
 
 ROUTES = [
     Route("/", dashboard),
     Route("/dashboard", dashboard),
+    Route("/task/{task_id:int}", task_html),
+    Route("/miner/{hotkey}", miner_html),
+    Route("/media/{validator}/{key:path}", media_object),
+    Route("/epochs/agreement", epochs_agreement),
+    Route("/miners/{hotkey}/history", miner_history),
+    Route("/tasks/{task_id:int}/view", task_view),
     Route("/health", health),
     Route("/overview", overview),
     Route("/miners/list", miners_list),

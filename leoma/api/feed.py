@@ -2,7 +2,8 @@
 
 `Feeder(log, entries, consensus)` holds one store per `PEER_VALIDATORS` entry. `sync()` imports
 the peers that are currently allowed (the owner's registry plus every verified allowlist the
-log holds) and remembers each peer's last `PeerSync` for the dashboard's lag column. The same
+log holds) and remembers each peer's last `PeerSync` for the dashboard's lag column. Importing
+appends nothing to the API's log but the peers' events (and a refusal, once per object). The same
 stores presign task media (seed-spec §4.5).
 """
 
@@ -43,7 +44,10 @@ class Feeder:
         peers = [Peer(h, s) for h, s in sorted(self.stores.items()) if h in allowed and (only is None or h == only)]
         if not peers:
             return []
-        reports = await MirrorIn(self.log, peers, self.consensus.digest, consensus=self.consensus).sync()
+        # The same bounded import as a validator's; entitlement is judged by the allowlists the
+        # trusted validators verified (the API verifies none itself), and waits without one.
+        reports = await MirrorIn(self.log, peers, self.consensus.digest, consensus=self.consensus,
+                                 allowlist_origins=lambda: allowed).sync()
         for r in reports:
             self.last[r.peer] = r
         self.last_sync = time.time()

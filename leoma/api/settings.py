@@ -14,6 +14,11 @@
     LEOMA_API_REFERENCE          the validator whose view the leaderboard adopts (default: auto)
     LEOMA_API_SYNC_SECONDS       how often the validators' mirrors are imported (60)
     LEOMA_ENV / ENVIRONMENT      `production` keeps tracebacks out of logs
+    LEOMA_CONSENSUS              a consensus.toml (default: the one the validators the API imports
+                                 recorded, else the one its log recorded, else the packaged one)
+
+They are read like every Leoma setting (`leoma.config.environment`): the environment, over a
+`.env` file in the current directory.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from leoma.errors import ConfigError
 
@@ -68,11 +74,15 @@ class ApiSettings:
     sync_seconds: int = 60
     production: bool = False
     state_dir: str = "~/.leoma"
+    consensus_path: str = ""
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ApiSettings:
-        """Settings from the environment; keyword `overrides` (field names) win."""
-        env = os.environ if env is None else env
+        """Settings from the environment (over `.env`); keyword `overrides` (field names) win."""
+        if env is None:
+            from leoma.config import environment
+
+            env = environment()
         origins = tuple(o.strip() for o in (env.get("CORS_ORIGINS") or "").split(",") if o.strip())
         mode = (env.get("LEOMA_ENV") or env.get("ENVIRONMENT") or "").strip().lower()
         values: dict[str, object] = dict(
@@ -92,6 +102,7 @@ class ApiSettings:
             sync_seconds=_int(env, "LEOMA_API_SYNC_SECONDS", 60, 1),
             production=mode == "production",
             state_dir=(env.get("LEOMA_STATE_DIR") or "~/.leoma").strip(),
+            consensus_path=(env.get("LEOMA_CONSENSUS") or "").strip(),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -100,6 +111,12 @@ class ApiSettings:
     def db_path(self) -> Path:
         """The API's event log file."""
         return Path(self.db).expanduser() if self.db else Path(self.state_dir).expanduser() / "api.db"
+
+    def consensus(self, log: Any) -> Any:
+        """The consensus the API computes with (`leoma.config.resolve_consensus`, validators first)."""
+        from leoma.config import resolve_consensus
+
+        return resolve_consensus(self.consensus_path, log=log, prefer_peers=True)
 
     @property
     def stale_seconds(self) -> int:

@@ -12,11 +12,20 @@ truth; this is a cache of a pure fold and can be dropped and rebuilt at any time
 
 Only `admin_acted` and `miner_report_received` of the API's own origin count: a validator's
 mirror cannot smuggle in an admin action.
+
+Memory is bounded by what is served, not by history: full task records (prompts, responses,
+verdicts) are kept for the newest `keep_tasks` task ids; each validator keeps its newest
+decision whole and a short history (`keep_decisions`, stripped to what the lead chart reads);
+the shared task claims and verdicts, and each validator's miner observations, are pruned below
+what the oldest validator's next decision can read (the lookback floor of its newest recorded
+epoch). A decision arrives as `epoch_detail` parts followed by its small `epoch_scored`
+(`leoma.decisions`); the parts are held only until the decision they belong to is joined.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from fractions import Fraction
 from typing import Any
 
 import msgspec
@@ -34,9 +43,17 @@ from leoma.events import (
     VerdictRecorded,
     decode_body,
 )
+from leoma.decisions import join
+from leoma.errors import LogError
 from leoma.log import EventLog, Row
-from projections.epoch import OWN_KINDS, SHARED_KINDS, EpochFold, EpochState
+from projections.epoch import OWN_KINDS, SHARED_KINDS, EpochFold, EpochState, StatePruned
 from projections.miners import MinersState
+from projections.window import lookback_floor
+
+KEEP_TASKS = 256
+"""Task ids the API keeps in full (2.5 windows of the default 100 tasks)."""
+KEEP_DECISIONS = 100
+"""Decisions per validator kept for the lead history (the chart's default length)."""
 
 __all__ = ["ApiState", "Decision", "OriginInfo", "TaskRecord", "ValidatorEntry", "BlacklistEntry"]
 
@@ -103,10 +120,43 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     reproduced: bool | None = None
 
 
+class SampleLog:
+    """Every verdict as `(at, seq, origin, task_id, miner)`: the retained ones, and how many ever."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[int, int, str, int, str]] = []
+        self.total = 0
+
+    def append(self, item: tuple[int, int, str, int, str]) -> None:
+        self._items.append(item)
+        self.total += 1
+
+    def retain_from(self, task_floor: int) -> None:
+        """Forget samples of tasks below `task_floor` (they stay counted in `len`)."""
+        self._items = [s for s in self._items if s[3] >= task_floor]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return self.total
+
+
+def _lead_only(d: EpochScored) -> EpochScored:
+    """A decision stripped to what the lead history reads: the winner and the best other eligible."""
+    eligible = sorted((a for a in d.aggregates if a.eligible), key=lambda a: -Fraction(a.avg_rate))
+    win = next((a for a in d.aggregates if a.hotkey == d.winner), None)
+    other = next((a for a in eligible if a.hotkey != d.winner), None)
+    kept = tuple(msgspec.structs.replace(a, rates=()) for a in (win, other) if a is not None)
+    return msgspec.structs.replace(d, aggregates=kept, frontier=(), validators=(), active=(),
+                                   window=(d.window[0], d.window[-1]) if d.window else ())
+
+
 class ApiState:
     """The incremental fold of the API's log (see the module docstring)."""
 
-    def __init__(self, log: EventLog, *, own: str, consensus: Consensus, reference: str = "") -> None:
+    def __init__(self, log: EventLog, *, own: str, consensus: Consensus, reference: str = "",
+                 keep_tasks: int = KEEP_TASKS, keep_decisions: int = KEEP_DECISIONS) -> None:
         self.log = log
         self.own = own
         self.consensus = consensus
@@ -123,8 +173,15 @@ class ApiState:
         self.metagraph: tuple[int, int, MetagraphObserved] | None = None
         self.tasks: dict[int, dict[str, TaskRecord]] = {}
         self.decisions: dict[str, list[tuple[int, int, int, EpochScored]]] = {}
-        self.samples: list[tuple[int, int, str, int, str]] = []
-        """(at, local seq, origin, task_id, miner) of every verdict, in log order."""
+        """Each validator's newest decisions (stripped to the lead history's needs), oldest first."""
+        self._latest: dict[str, tuple[int, int, int, EpochScored]] = {}
+        self._parts: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
+        self.samples = SampleLog()
+        """(at, local seq, origin, task_id, miner) of every retained verdict, in log order."""
+        self.keep_tasks = keep_tasks
+        self.keep_decisions = keep_decisions
+        self.task_floor = 0
+        """Task ids below this left the API's memory (the log still holds them)."""
         self._shared = EpochState(own="")
         self._shared_fold = EpochFold("", state=self._shared)
         self._folds: dict[str, EpochFold] = {}
@@ -136,15 +193,40 @@ class ApiState:
     def refresh(self) -> int:
         """Apply the rows appended since the last call; returns how many."""
         n = 0
-        for stored in self.log.events(after=self.last_seq):
-            self.apply(stored.seq, stored.event.at, Row(
-                stored.seq, stored.event.origin, stored.event.origin_seq, stored.event.key, stored.event.kind,
-                stored.event.v, stored.event.block, bytes(stored.event.body).decode(),
-            ))
+        for row, at in self.log.stamped_rows(after=self.last_seq):
+            self.apply(row.seq, at, row)
             n += 1
+            if n % 50_000 == 0:
+                self._bound()
         if n:
+            self._bound()
             self._decision_cache.clear()
         return n
+
+    def _bound(self) -> None:
+        """Drop what is no longer served or decidable (see the module docstring)."""
+        if len(self.tasks) > self.keep_tasks:
+            floor = sorted(self.tasks)[-self.keep_tasks]
+            for task_id in [t for t in self.tasks if t < floor]:
+                del self.tasks[task_id]
+            self.task_floor = max(self.task_floor, floor)
+            self.samples.retain_from(self.task_floor)
+        # The shared claims and verdicts: below the lookback floor of the oldest validator's
+        # newest decision, no decision this API makes can read them.
+        blocks = [self._latest[o][0] for o in self._folds if o in self._latest]
+        if not blocks:
+            return
+        block = min(blocks)
+        interval = max((a[2].interval for a in self.allowlists.values()), default=0)
+        floor = lookback_floor(block, interval, self.consensus.window.max_lookback_blocks) if interval > 0 else None
+        if floor is not None and floor > self._shared.floor_task:
+            self._shared.floor_task = floor
+            self._shared.claims[:] = [c for c in self._shared.claims if c[3] >= floor]
+            for task_id in [t for t in self._shared.verdicts if t < floor]:
+                del self._shared.verdicts[task_id]
+        for fold in self._folds.values():
+            fold.state.floor_task = max(fold.state.floor_task, self._shared.floor_task)
+            fold.prune_observations(block)
 
     def _fold_for(self, origin: str) -> EpochFold:
         fold = self._folds.get(origin)
@@ -175,9 +257,16 @@ class ApiState:
             self._shared_fold.apply(row)
         elif kind in OWN_KINDS:
             self._fold_for(row.origin).apply(row)
+        if kind == "epoch_detail":
+            epoch_of = int(row.key.split("/")[1]) if row.key.startswith("epoch/") else -1
+            data = row.body.encode() if isinstance(row.body, str) else bytes(row.body)
+            self._parts.setdefault((row.origin, epoch_of), []).append((row.key, data))
+            return
         if kind not in ("task_opened", "miner_responded", "verdict_recorded", "miner_checked",
                         "allowlist_verified", "metagraph_observed", "epoch_scored"):
             return
+        if kind in ("task_opened", "miner_responded", "verdict_recorded") and self._task_id(row) < self.task_floor:
+            return  # an old task's late event: past what the API serves
         body = decode_body(row.body, row.v)
         if isinstance(body, TaskOpened):
             rec = self._task(body.task_id, row.origin)
@@ -202,7 +291,25 @@ class ApiState:
             if self.metagraph is None or (row.block, row.origin_seq) > self.metagraph[:2]:
                 self.metagraph = (row.block, row.origin_seq, body)
         elif isinstance(body, EpochScored):
-            self.decisions.setdefault(row.origin, []).append((row.block, row.origin_seq, at, body))
+            parts = self._parts.pop((row.origin, body.epoch), [])
+            if body.details:
+                try:
+                    body = join(body, parts)
+                except LogError:
+                    return  # parts missing: not a decision the API can show
+            item = (row.block, row.origin_seq, at, body)
+            held = self._latest.get(row.origin)
+            if held is None or (body.epoch, row.origin_seq) > (held[3].epoch, held[1]):
+                self._latest[row.origin] = item
+            history = self.decisions.setdefault(row.origin, [])
+            history.append((row.block, row.origin_seq, at, _lead_only(body)))
+            if len(history) > self.keep_decisions:
+                history.sort(key=lambda d: (d[3].epoch, d[1]))
+                del history[: len(history) - self.keep_decisions]
+
+    @staticmethod
+    def _task_id(row: Row) -> int:
+        return _task_only.decode(row.body).task_id
 
     def _task(self, task_id: int, origin: str) -> TaskRecord:
         by_origin = self.tasks.setdefault(task_id, {})
@@ -273,11 +380,8 @@ class ApiState:
         return candidates[0] if candidates else ""
 
     def latest_decision(self, origin: str) -> tuple[int, int, int, EpochScored] | None:
-        """A validator's newest `epoch_scored` (highest epoch, then latest in its chain)."""
-        items = self.decisions.get(origin)
-        if not items:
-            return None
-        return max(items, key=lambda d: (d[3].epoch, d[1]))
+        """A validator's newest `epoch_scored` (highest epoch, then latest in its chain), whole."""
+        return self._latest.get(origin)
 
     def head_block(self) -> int:
         """The newest chain block any validator has recorded an event at."""
@@ -306,7 +410,10 @@ class ApiState:
             netuid = max(metas, key=lambda m: (m[1], m[0]))[2].netuid if metas else 0
         epoch_block = epoch * length
         fold = self._folds[ref]
-        decided = fold.decide(epoch, epoch_block, netuid, self.consensus)
+        try:
+            decided = fold.decide(epoch, epoch_block, netuid, self.consensus)
+        except StatePruned:
+            decided = self._decide_from_log(ref, epoch, epoch_block, netuid)
         reproduced = None
         if recorded is not None:
             reproduced = (decided.winner, decided.weights, decided.window) == (
@@ -314,12 +421,29 @@ class ApiState:
         return Decision(reference=ref, epoch=epoch, epoch_block=epoch_block, decision=decided,
                         recorded=recorded, reproduced=reproduced)
 
+    def _decide_from_log(self, ref: str, epoch: int, epoch_block: int, netuid: int) -> EpochScored:
+        """The rare decision the pruned fold cannot make: folded afresh from the log, then dropped."""
+        from projections.epoch import KINDS
+
+        fold = EpochFold(ref)
+        for row in self.log.rows(kinds=KINDS, until_seq=self.last_seq):
+            if row.origin != self.own:
+                fold.apply(row)
+        return fold.decide(epoch, epoch_block, netuid, self.consensus)
+
     def verdict_rows(self, origins: Iterable[str] | None = None) -> list[tuple[int, int, str, int, str]]:
         """Every recorded verdict as (at, seq, origin, task, miner), newest first."""
         wanted = None if origins is None else set(origins)
         rows = [s for s in self.samples if wanted is None or s[2] in wanted]
         rows.sort(key=lambda s: (-s[0], -s[1]))
         return rows
+
+
+class _TaskOnly(msgspec.Struct):
+    task_id: int = -1
+
+
+_task_only = msgspec.json.Decoder(_TaskOnly)
 
 
 def _neg(text: str) -> tuple[int, ...]:

@@ -34,6 +34,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,7 +48,10 @@ from leoma.errors import ConfigError
 
 __all__ = ["DEFAULT_MINERS", "Devnet", "DevnetConfig", "Progress", "consensus_toml", "devnet_consensus"]
 
-DEFAULT_MINERS = ("faithful", "static", "noisy", "wrong_resolution", "slow", "copycat")
+DEFAULT_MINERS = ("faithful", "static", "noisy", "wrong_resolution", "slow", "copycat",
+                  # hostile miners: each refused with its reason (issue 18)
+                  "one_frame", "frozen", "corrupt_tail", "slowloris", "proxy_of_faithful", "source_clip",
+                  "lone_surrogate")
 OWNER_URI = "//Owner"
 _API_MAIN = ("import click\nfrom leoma_cmd.api_cmds import register\n"
              "group = click.Group('leoma')\nregister(group)\ngroup()\n")
@@ -93,6 +97,12 @@ class Progress(msgspec.Struct, frozen=True, kw_only=True):
     mirror_lag: int
     scored: dict[str, int]
     """Validator name -> epochs it decided with a winner."""
+    judged: int = 0
+    """Tasks with at least one verdict (`tasks` counts the closed ones, judged or not)."""
+    decided: dict[str, int] = {}
+    """Validator name -> the newest epoch it decided (-1: none yet)."""
+    target: int = -1
+    """The epoch `Devnet.wait` waits for every validator to decide (-1: not known yet)."""
 
 
 def devnet_consensus(config: DevnetConfig) -> Consensus:
@@ -327,6 +337,7 @@ class Devnet:
         for name, hotkey in self.state.miners.items():
             behaviour = self.state.behaviours.get(name, name)
             world.add_miner(behaviour, name=name, hotkey=hotkey, copies="faithful" if behaviour == "copycat" else "")
+        world.bucket_roots = (self.root,)  # where a source_clip miner finds the validators' public clips
         return world
 
     def add_miner(self, name: str, hotkey: str, *, coldkey: str | None = None, behaviour: str = "faithful") -> Any:
@@ -494,8 +505,12 @@ class Devnet:
                                   uid=-1 if uid is None else uid, stake_rao=10**11)
                 log.append(body, key=f"admin/{VALIDATOR_ADD}/{node.hotkey}/devnet", block=chain.block)
 
-    def start_api(self, *, timeout: float = 60.0) -> str:
-        """Start the owner's API (`leoma api`, a process logging to api/api.log); its URL once it answers."""
+    def start_api(self, *, timeout: float = 60.0, port: int = 0) -> str:
+        """Start the owner's API (`leoma api`, a process logging to api/api.log); its URL once it answers.
+
+        `port` 0 picks a free one. Works on a finished devnet too (`leoma dashboard --dir`):
+        the API reads the validators' buckets, which outlive their processes.
+        """
         if self.api is not None and self.api.poll() is None:
             return self.api_url
         import socket
@@ -503,10 +518,11 @@ class Devnet:
         import httpx
 
         self.register_validators_with_api()
-        # A free port for the child to bind (the API's log line and the dashboard need a fixed URL).
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
+        if not port:
+            # A free port for the child to bind (the API's log line and the dashboard need a fixed URL).
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LEOMA_", "R2_", "PEER_", "API_"))}
         env.update(self.api_env(port))
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -545,10 +561,15 @@ class Devnet:
             proc.kill()
             return proc.wait()
 
-    def stop(self) -> dict[str, int | None]:
-        """Stop every validator, then the API and the world; each validator's exit status."""
+    def stop(self, *, keep_api: bool = False) -> dict[str, int | None]:
+        """Stop every validator, then the API and the world; each validator's exit status.
+
+        With `keep_api` the owner's API (the dashboard) stays up over the finished devnet: it
+        keeps serving what it imported from the validators' buckets until `stop_api()`.
+        """
         codes = {name: self.stop_node(name) for name in list(self.procs) + list(self._inproc)}
-        self.stop_api()
+        if not keep_api:
+            self.stop_api()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._thread is not None:
@@ -567,6 +588,29 @@ class Devnet:
             yield self
         finally:
             self.stop()
+
+    def serve_api_until_interrupted(self, *, poll: float = 0.5) -> int | None:
+        """Block while the owner's API runs; Ctrl-C (or SIGTERM) stops it. Its exit status.
+
+        Only for a person at a terminal: `leoma devnet` calls it when stdin is a TTY (or with
+        `--serve`), never from tests or CI, so nothing non-interactive can wait here forever.
+        """
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def terminate(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, terminate)
+        try:
+            while self.api is not None and self.api.poll() is None:
+                time.sleep(poll)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, previous)
+        return self.stop_api()
 
     def dead(self) -> dict[str, int]:
         """Validator processes that exited on their own, with their status."""
@@ -599,20 +643,28 @@ class Devnet:
         order = self.state.allowlist
         turn_hotkey = order[(head // cfg.interval) % len(order)]
         tasks = verdicts = lag = 0
+        judged: set[int] = set()
         scored: dict[str, int] = {}
+        decided: dict[str, int] = {}
         for node in self.validators:
             log = self._open(node)
             if log is None:
-                scored[node.name] = 0
+                scored[node.name], decided[node.name] = 0, -1
                 continue
             with log:
                 tasks += log.count(kind="task_closed", origin=node.hotkey)
                 verdicts += log.count(kind="verdict_recorded", origin=node.hotkey)
+                for row in log.rows(kinds=["verdict_recorded"], origin=node.hotkey):
+                    part = row.key.split("/")  # verdict/<task>/<miner>
+                    if len(part) > 1 and part[1].isdigit():
+                        judged.add(int(part[1]))
                 lag = max(lag, log.head(node.hotkey).origin_seq - uploaded_position(log, node.hotkey))
-            scored[node.name] = sum(1 for d in self.decisions(node).values() if d.winner)
+            mine = self.decisions(node)
+            scored[node.name] = sum(1 for d in mine.values() if d.winner)
+            decided[node.name] = max(mine, default=-1)
         turn = next(n.name for n in self.nodes if n.hotkey == turn_hotkey)
         return Progress(block=head, epoch=head // cfg.epoch_length, turn=turn, tasks=tasks, verdicts=verdicts,
-                        mirror_lag=lag, scored=scored)
+                        mirror_lag=lag, scored=scored, judged=len(judged), decided=decided)
 
     def target_epoch(self, epochs: int) -> int:
         """The epoch by whose decision `epochs` epochs with a full window have been scored."""
@@ -648,7 +700,7 @@ class Devnet:
                 return False
             if target is None and all(self.db_path(n).is_file() for n in self.validators):
                 target = self.target_epoch(epochs)
-            snap = self.progress()
+            snap = msgspec.structs.replace(self.progress(), target=-1 if target is None else target)
             if progress is not None:
                 progress(snap)
             if target is not None and all(target in self.decisions(n) for n in self.validators):

@@ -41,7 +41,22 @@ BEHAVIOURS = (
     "copycat",
     "garbage",
     "reject",
+    # Hostile miners (issue 18): each must be refused with its reason.
+    "one_frame",
+    "frozen",
+    "corrupt_tail",
+    "slowloris",
+    "proxy_of_faithful",
+    "source_clip",
+    "lone_surrogate",
+    "oversize",
 )
+HOSTILE = ("one_frame", "frozen", "corrupt_tail", "slowloris", "proxy_of_faithful", "source_clip", "lone_surrogate")
+"""The hostile behaviours: `proxy_of_faithful` calls another miner's chute (`copies=`, default
+"faithful") and returns its bytes; `source_clip` finds the task's `original_clip.mp4` in the
+validators' public buckets (`World.bucket_roots`) and serves it; `lone_surrogate` commits a
+model name holding an escaped lone surrogate; `slowloris` drips its reply a byte at a time;
+`oversize` streams `World.oversize_bytes` of junk without a content-length (benchmarks)."""
 
 
 class ReferenceMiner(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,6 +70,8 @@ class ReferenceMiner(msgspec.Struct, frozen=True, kw_only=True):
     revision: str
     lfs_shas: tuple[str, ...]
     hotkey: str = ""
+    copies: str = ""
+    """The miner whose chute a `proxy_of_faithful` calls (or whose weights a `copycat` serves)."""
 
 
 def _hex(*parts: str, n: int = 64) -> str:
@@ -92,8 +109,16 @@ class World:
         # Queued judge misbehaviour: "garbage", "blocked", "missing", "http500" — one per call.
         self.judge_faults: list[str] = []
         self.last_judge_parts: list[str] = []
+        self.last_judge_request: dict[str, Any] = {}
+        """The JSON body of the last `generateContent` (what the judge was asked, and how)."""
+        self.judge_replies: list[dict[str, Any]] = []
+        """Queued replies the judge gives instead of measuring (one per call): exact scores for tests."""
         self.judge_busy_seconds = 0.0  # time the stand-in spent measuring (benchmarks subtract it)
         self.judge_weights: dict[str, str] = dict(DEFAULT_WEIGHTS)
+        self.bucket_roots: tuple[Any, ...] = ()
+        """Directories holding validators' buckets, where a `source_clip` miner looks for the task's clip."""
+        self.drip_seconds = 0.2
+        self.oversize_bytes = 500_000_000
         self.url = ""
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -109,6 +134,8 @@ class World:
         if name in self.miners:
             raise ValueError(f"a miner named {name!r} already exists")
         source = name
+        if behaviour == "proxy_of_faithful":
+            copies = copies or "faithful"
         if behaviour == "copycat":
             if copies not in self.miners:
                 raise ValueError("a copycat needs `copies=` naming an existing miner")
@@ -119,6 +146,9 @@ class World:
             else (_hex(source, "transformer"), _hex(source, "vae"))
         )
         repo = f"devnet/leoma-{name}{('-' + hotkey.lower()) if hotkey else ''}"
+        if behaviour == "lone_surrogate":
+            # json.dumps escapes it as \\ud800: the commitment is pure ASCII and valid JSON.
+            repo = f"devnet/leoma-\ud800{name}{('-' + hotkey.lower()) if hotkey else ''}"
         miner = ReferenceMiner(
             name=name,
             behaviour=behaviour,
@@ -128,6 +158,7 @@ class World:
             revision=_hex(name, "revision", n=40),
             lfs_shas=shas,
             hotkey=hotkey,
+            copies=copies if behaviour in ("copycat", "proxy_of_faithful") else "",
         )
         self.miners[name] = miner
         return miner
@@ -199,6 +230,18 @@ class World:
             return _json({"detail": "input rejected by the model"}, 422)
         if m.behaviour == "garbage":
             return Response(b"this is not a video " * 64, media_type="video/mp4")
+        if m.behaviour == "slowloris":
+            return self._slowloris(request)
+        if m.behaviour == "oversize":
+            return self._oversize()
+        if m.behaviour == "proxy_of_faithful":
+            return await self._proxy(m, body, request)
+        if m.behaviour == "source_clip":
+            clip = await asyncio.to_thread(self._find_source_clip, image)
+            if clip is None:
+                return _json({"detail": "no clip found"}, 404)
+            video = await asyncio.to_thread(self._serve_clip, clip)
+            return Response(video, media_type="video/mp4")
         if m.behaviour == "slow":
             # Sleep in steps so a client that gave up frees the handler (and shutdown stays quick).
             deadline = time.monotonic() + self.slow_seconds
@@ -208,6 +251,62 @@ class World:
                 await asyncio.sleep(0.05)
         video = await asyncio.to_thread(self._render, m, prompt, image, n)
         return Response(video, media_type="video/mp4")
+
+    def _slowloris(self, request: Any) -> Any:
+        from starlette.responses import StreamingResponse
+
+        async def drip() -> Any:
+            # One byte at a time, for as long as the client keeps listening (at most 10 minutes).
+            for _ in range(int(600 / self.drip_seconds)):
+                if await request.is_disconnected():
+                    return
+                yield b"\x00"
+                await asyncio.sleep(self.drip_seconds)
+
+        return StreamingResponse(drip(), media_type="video/mp4")
+
+    def _oversize(self) -> Any:
+        from starlette.responses import StreamingResponse
+
+        chunk = b"\x00" * (1 << 20)
+
+        async def junk() -> Any:
+            left = self.oversize_bytes
+            while left > 0:
+                yield chunk[: min(left, len(chunk))]
+                left -= len(chunk)
+
+        return StreamingResponse(junk(), media_type="video/mp4")
+
+    async def _proxy(self, m: ReferenceMiner, body: dict[str, Any], request: Any) -> Any:
+        import httpx
+        from starlette.responses import Response
+
+        target = self.miners.get(m.copies)
+        if target is None:
+            return _json({"detail": f"no miner {m.copies!r} to proxy"}, 502)
+        headers = {k: v for k, v in request.headers.items() if k == "authorization"}
+        async with httpx.AsyncClient(timeout=60.0) as client:
+            resp = await client.post(self.generate_url_template.format(slug=target.slug), json=body, headers=headers)
+        return Response(resp.content, status_code=resp.status_code, media_type="video/mp4")
+
+    def _find_source_clip(self, image_png: bytes) -> bytes | None:
+        from pathlib import Path
+
+        for root in self.bucket_roots:
+            for frame in sorted(Path(root).rglob("first_frame.png")):
+                try:
+                    if frame.read_bytes() == image_png and (frame.parent / "original_clip.mp4").exists():
+                        return (frame.parent / "original_clip.mp4").read_bytes()
+                except OSError:
+                    continue
+        return None
+
+    def _serve_clip(self, clip: bytes) -> bytes:
+        from leoma.video import decode_frames, encode_mp4
+
+        frames = decode_frames(clip, size=(832, 480))[: self.frames]
+        return encode_mp4(frames, self.fps, preset="ultrafast")
 
     def _render(self, m: ReferenceMiner, prompt: str, image_png: bytes, n: int) -> bytes:
         return render_reference_video(m.behaviour, prompt, image_png, frames=self.frames, fps=self.fps,
@@ -241,6 +340,7 @@ class World:
         if action != "generateContent":
             return _json({"error": {"code": 404, "message": f"no action {action}", "status": "NOT_FOUND"}}, 404)
         body = await request.json()
+        self.last_judge_request = {"model": model, **body}
         fault = self.judge_faults.pop(0) if self.judge_faults else ""
         if fault == "http500":
             return _json({"error": {"code": 500, "message": "internal", "status": "INTERNAL"}}, 500)
@@ -260,6 +360,8 @@ class World:
                     self.last_judge_parts.append(mime)
         if fault == "garbage":
             text = "I am sorry, I cannot grade this video."
+        elif self.judge_replies:
+            text = json.dumps(self.judge_replies.pop(0))
         else:
             started = time.perf_counter()
             text = await asyncio.to_thread(self._judge, texts, blobs, fault == "missing")
@@ -421,5 +523,40 @@ def render_reference_video(behaviour: str, prompt: str, image_png: bytes, *, fra
         ]
     if behaviour == "wrong_resolution":
         out = [np.ascontiguousarray(f[:, 96:736]) for f in out]
+    if behaviour == "one_frame":
+        out = out[:1]
+    if behaviour == "frozen":
+        # "Repeat the first frame", flickering by one gray level so no two neighbouring frames are equal.
+        lifted = np.clip(img.astype(np.int16) + 1, 0, 255).astype(np.uint8)
+        out = [img if i % 2 == 0 else lifted for i in range(frames)]
+    if behaviour == "corrupt_tail":
+        return _corrupt_tail(out, fps, seed)
     return encode_mp4(out, fps, preset="ultrafast")
+
+
+def _corrupt_tail(frames: list[Any], fps: int, seed: int) -> bytes:
+    """An mp4 whose index is at the front and whose last 40% of bytes are garbage: it opens and
+    its first frame decodes (so a resolution probe accepts it), the rest does not."""
+    import os
+    import tempfile
+
+    import av
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "video.mp4")
+        with av.open(path, mode="w", format="mp4", options={"movflags": "faststart"}) as out:
+            stream = out.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = 832, 480, "yuv420p"
+            stream.options = {"preset": "ultrafast", "crf": "23"}
+            for arr in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                    out.mux(packet)
+            for packet in stream.encode():
+                out.mux(packet)
+        with open(path, "rb") as f:
+            data = bytearray(f.read())
+    cut = int(len(data) * 0.6)
+    data[cut:] = np.random.default_rng(seed).integers(0, 256, len(data) - cut, dtype=np.uint8).tobytes()
+    return bytes(data)
 

@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 
 from leoma.allowlist import COMMITMENT_PREFIX
-from leoma.errors import AdapterError, ConflictError, LeomaError
+from leoma.errors import AdapterError, ConflictError, EventError, LeomaError
 from leoma.events import (
     AllowlistRejected,
     AllowlistVerified,
@@ -33,11 +33,13 @@ from leoma.events import (
     CommitmentObserved,
     MetagraphObserved,
     MinerChecked,
+    check_key,
     decode_body,
     encode_body,
 )
 from leoma.log import Draft
 from leoma.services.context import ServiceContext
+from leoma.textsafe import invalid_text_reason, safe_text, text_problem, unsafe_field
 from projections.miners import commit_count_problem, commitment_problem, duplicates, parse_commitment
 
 __all__ = ["check_miners", "check_one", "fetch_blacklist", "observe_allowlist", "latest_own"]
@@ -97,14 +99,25 @@ async def check_one(
     checks.append(CheckOutcome(name="commit_count", ok=problem is None, detail=f"{len(entries)} commitments"))
     if problem:
         return done(problem)
+    bad = text_problem(latest.text, free_text=True)
+    if bad:
+        checks.append(CheckOutcome(name="text", ok=False, detail=f"commitment {bad}"))
+        return done(invalid_text_reason("commitment"))
     parsed = parse_commitment(latest.text)
+    for key in _COMMITTED_FIELDS:
+        bad = text_problem(parsed.get(key), max_chars=_MAX_FIELD_CHARS) if isinstance(parsed.get(key), str) else ""
+        if bad:
+            # Shown escaped, so people see what was committed; the miner is invalid, the pass goes on.
+            base[key] = safe_text(parsed[key], max_chars=_MAX_FIELD_CHARS)
+            checks.append(CheckOutcome(name="text", ok=False, detail=f"{key} {bad}"))
+            return done(invalid_text_reason(key))
     problem = commitment_problem(parsed, hotkey)
     checks.append(CheckOutcome(name="fields", ok=problem is None, detail=problem or ""))
     if problem:
         # Keep whatever string fields there are, so people can see what was committed.
-        for key in ("model_name", "model_revision", "chute_id"):
+        for key in _COMMITTED_FIELDS:
             if isinstance(parsed.get(key), str):
-                base[key] = parsed[key]
+                base[key] = parsed[key][:_MAX_FIELD_CHARS]
         return done(problem)
     model, revision, chute_id = (str(parsed[k]).strip() for k in ("model_name", "model_revision", "chute_id"))
     base.update(model_name=model, model_revision=revision, chute_id=chute_id)
@@ -112,6 +125,11 @@ async def check_one(
     checks.append(CheckOutcome(name="chute_fetched", ok=info is not None))
     if info is None:
         return done("chute_fetch_failed")
+    for key, value in (("chute_slug", info.slug), ("chute_revision", info.revision)):
+        bad = text_problem(value, max_chars=_MAX_FIELD_CHARS)
+        if bad:  # the Chutes API is outside too
+            checks.append(CheckOutcome(name="text", ok=False, detail=f"{key} {bad}"))
+            return done(invalid_text_reason(key))
     base.update(chute_slug=info.slug, chute_hot=bool(info.hot))
     checks.append(CheckOutcome(name="chute_hot", ok=bool(info.hot)))
     if not info.hot:
@@ -126,23 +144,54 @@ async def check_one(
         checks.append(CheckOutcome(name="hf_hash", ok=False, detail=str(exc)[:300]))
         return done("hf_model_fetch_failed")
     checks.append(CheckOutcome(name="hf_hash", ok=True))
-    base["model_hash"] = model_hash
-    checks.append(CheckOutcome(name="hf_revision", ok=sha == revision, detail=sha))
+    base["model_hash"] = safe_text(model_hash, max_chars=_MAX_FIELD_CHARS)
+    checks.append(CheckOutcome(name="hf_revision", ok=sha == revision, detail=safe_text(sha, max_chars=_MAX_FIELD_CHARS)))
     if sha != revision:
-        return done(f"revision_mismatch:hf={sha}")
+        return done(f"revision_mismatch:hf={safe_text(sha, max_chars=_MAX_FIELD_CHARS)}")
     return done()
+
+
+_COMMITTED_FIELDS = ("model_name", "model_revision", "chute_id")
+_MAX_FIELD_CHARS = 512
+
+
+def _unrecordable(result: MinerChecked, field: str) -> MinerChecked:
+    """A result holding a string the encoder refuses, as an invalid miner whose reason names the field."""
+    top = field.split(".", 1)[0].split("[", 1)[0]
+    return MinerChecked(
+        hotkey=result.hotkey, uid=result.uid, commit_block=result.commit_block, valid=False,
+        invalid_reason=invalid_text_reason(top),
+        checks=tuple(CheckOutcome(name=safe_text(c.name, max_chars=64), ok=c.ok, detail=safe_text(c.detail, max_chars=300))
+                     for c in result.checks) + (CheckOutcome(name="text", ok=False, detail=f"{field} is not encodable"),),
+    )
 
 
 async def _guarded(ctx: ServiceContext, sem: asyncio.Semaphore, uid: int, hotkey: str, entries: tuple[Any, ...],
                    blacklist: frozenset[str]) -> MinerChecked:
     async with sem:
         try:
-            return await check_one(ctx, uid, hotkey, entries, blacklist)
+            result = await check_one(ctx, uid, hotkey, entries, blacklist)
         except Exception as exc:  # one miner's surprise must not stop the pass
             log.exception("checking miner uid=%s %s failed", uid, hotkey[:12])
             return MinerChecked(hotkey=hotkey, uid=uid, valid=False,
                                 invalid_reason=f"check_error:{type(exc).__name__}",
-                                checks=(CheckOutcome(name="error", ok=False, detail=str(exc)[:300]),))
+                                checks=(CheckOutcome(name="error", ok=False, detail=safe_text(exc, max_chars=300)),))
+    field = unsafe_field(result)
+    return _unrecordable(result, field) if field else result
+
+
+def _recordable(drafts: list[Draft]) -> list[Draft]:
+    """The drafts that can be encoded; any other is logged and left out, so the batch still lands."""
+    out = []
+    for d in drafts:
+        try:
+            check_key(d.key)
+            encode_body(d.body)
+        except EventError as exc:
+            log.error("event %s left out of the checker pass: %s", safe_text(d.key, max_chars=120), exc)
+            continue
+        out.append(d)
+    return out
 
 
 def _same_result(a: MinerChecked, b: MinerChecked) -> bool:
@@ -208,8 +257,9 @@ async def check_miners(ctx: ServiceContext) -> list[MinerChecked]:
         history = commits.get(hotkey)
         if history is None:
             continue
+        # Recorded as observed, made encodable; whether it is usable is the check's business.
         body = CommitmentObserved(netuid=ctx.netuid, hotkey=hotkey, commit_block=history.commit_block,
-                                  commit_count=history.count, data=history.latest.text[:4096])
+                                  commit_count=history.count, data=safe_text(history.latest.text, max_chars=4096))
         if seen_commitments.get(hotkey) != body:
             drafts.append(Draft(f"commitment/{hotkey}/{history.commit_block}", block, body))
 
@@ -238,6 +288,7 @@ async def check_miners(ctx: ServiceContext) -> list[MinerChecked]:
         beat = f"checked/{r.hotkey}/epoch/{epoch}"
         if ctx.log.get(ctx.hotkey, beat) is None:
             drafts.append(Draft(beat, block, msgspec.structs.replace(r, heartbeat=True)))
+    drafts = _recordable(drafts)
     if drafts:
         result = ctx.log.append_many(drafts)
         for c in result.conflicts:  # only possible if the chain rewrote history under one key

@@ -19,7 +19,7 @@ from leoma.errors import ConfigError
 from leoma.log import EventLog
 from leoma.storage import ObjectStore, open_store
 
-__all__ = ["ServiceContext", "load_signer", "open_context"]
+__all__ = ["ServiceContext", "chutes_client", "load_signer", "open_context"]
 
 log = logging.getLogger("leoma.services")
 
@@ -65,6 +65,21 @@ def load_signer(settings: Settings) -> Any:
     return load_wallet(settings.wallet_name, settings.hotkey_name, settings.wallet_path or None).hotkey
 
 
+def chutes_client(settings: Settings, consensus: Consensus, **options: Any) -> Any:
+    """The Chutes client as a validator builds it: endpoints from `settings`; the request body,
+    resolution rule and reply limits from `consensus` (`options` reach `ChutesClient`, e.g. a transport)."""
+    from leoma.chutes import ChutesClient
+    from leoma.video import reply_limits
+
+    v = consensus.video
+    return ChutesClient(
+        settings.chutes_api_url, settings.chutes_api_key, settings.chute_url_template,
+        max_concurrency=settings.max_concurrent_miners, max_response_bytes=v.max_response_bytes,
+        required_resolution=(v.required_width, v.required_height), resolution_tolerance=v.resolution_tolerance,
+        request=consensus.request, video_limits=reply_limits(v), **options,
+    )
+
+
 @asynccontextmanager
 async def open_context(settings: Settings, *, need_judge: bool = False, **overrides: Any) -> AsyncIterator[ServiceContext]:
     """Build a `ServiceContext` from `settings`; keyword `overrides` replace any collaborator.
@@ -74,11 +89,10 @@ async def open_context(settings: Settings, *, need_judge: bool = False, **overri
     import httpx
 
     from leoma.chain import Chain
-    from leoma.chutes import ChutesClient
     from leoma.hub import HubClient
     from leoma.judge import Judge, JudgeSettings
 
-    consensus: Consensus = overrides.pop("consensus", None) or settings.consensus()
+    consensus: Consensus = overrides.pop("consensus", None) or settings.consensus(from_log=False)
     signer = overrides.pop("signer", None) or load_signer(settings)
     built: list[Any] = []
 
@@ -108,12 +122,7 @@ async def open_context(settings: Settings, *, need_judge: bool = False, **overri
                 built.append(peers[hotkey])
             except ConfigError as exc:
                 log.warning("peer %s bucket cannot be opened: %s", hotkey[:12], exc)
-    v = consensus.video
-    chutes = make("chutes", lambda: ChutesClient(
-        settings.chutes_api_url, settings.chutes_api_key, settings.chute_url_template,
-        max_concurrency=settings.max_concurrent_miners, max_response_bytes=v.max_response_bytes,
-        required_resolution=(v.required_width, v.required_height), resolution_tolerance=v.resolution_tolerance,
-    ))
+    chutes = make("chutes", lambda: chutes_client(settings, consensus))
     hub = make("hub", lambda: HubClient(settings.hf_endpoint or None, settings.hf_token or None))
 
     def judge_factory() -> Any:
@@ -121,12 +130,8 @@ async def open_context(settings: Settings, *, need_judge: bool = False, **overri
             if need_judge:
                 settings.require("GEMINI_API_KEY")
             return None
-        j = consensus.judge
-        return Judge(settings.gemini_api_key, base_url=settings.gemini_base_url or None, settings=JudgeSettings(
-            describe_model=j.description_model, evaluate_model=j.evaluation_model, weights=dict(j.aspect_weights),
-            pass_threshold=j.pass_threshold, critical_threshold=j.critical_threshold, video_fps=j.evaluation_fps,
-            media_resolution=j.media_resolution, describe_attempts=j.attempts, evaluate_attempts=j.attempts,
-        ))
+        return Judge(settings.gemini_api_key, base_url=settings.gemini_base_url or None,
+                     settings=JudgeSettings.from_consensus(consensus))
 
     judge = make("judge", judge_factory)
     http = make("http", lambda: httpx.AsyncClient(timeout=30.0) if settings.api_url else None)

@@ -21,10 +21,11 @@ import datetime
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
-from leoma import seedformat, video
+from leoma import gates, seedformat, video
 from leoma.consensus import fraction
 from leoma.errors import AdapterError, ObjectExists, StorageError, VideoError
 from leoma.events import (
@@ -38,6 +39,8 @@ from leoma.events import (
     decode_body,
 )
 from leoma.services.context import ServiceContext
+from leoma.textsafe import safe_text
+from projections.gates import CopyCandidate, copies, gate_reason
 from projections.miners import MinersView
 from projections.rotation import failover_step_at, rightful_sampler_at
 
@@ -47,7 +50,6 @@ __all__ = [
     "evaluation_entries",
     "open_tasks",
     "sample_turn",
-    "serve_sampler",
     "task_events",
 ]
 
@@ -74,9 +76,11 @@ def task_events(ctx: ServiceContext, task_id: int) -> dict[str, dict[str, Any]]:
     """Own `responses`, `verdicts` and `judgefails` of one task, each by miner hotkey."""
     out: dict[str, dict[str, Any]] = {"responses": {}, "verdicts": {}, "judgefails": {}}
     slot = {"miner_responded": "responses", "verdict_recorded": "verdicts", "judge_failed": "judgefails"}
-    for row, body in _own(ctx, list(slot)):
-        if body.task_id == task_id:
-            out[slot[row.kind]][body.miner] = body
+    # Only what followed the task's opening, through the kind index: not the whole own history.
+    for row in ctx.log.rows_since_key(ctx.hotkey, f"task/{task_id}/opened", list(slot)):
+        body = decode_body(row.body, row.v)
+        if body.task_id == task_id:  # type: ignore[attr-defined]
+            out[slot[row.kind]][body.miner] = body  # type: ignore[attr-defined]
     return out
 
 
@@ -199,7 +203,7 @@ async def _open_task(ctx: ServiceContext, task_id: int, interval: int, step: int
     key, choice, data = picked
     clip = await asyncio.to_thread(video.cut_clip, data, choice.start, choice.seconds)
     frame = await asyncio.to_thread(video.first_frame_png, clip)
-    prompt = await ctx.judge.describe(clip)  # AdapterError: nothing recorded, retried next poll
+    prompt = safe_text(await ctx.judge.describe(clip), max_chars=4000)  # AdapterError: nothing recorded, retried next poll
     opened = TaskOpened(
         task_id=task_id, interval=interval, sampler=ctx.hotkey, failover_step=step, block_hash=task_hash,
         source_key=key, clip_start_ms=round(choice.start * 1000), clip_ms=round(choice.seconds * 1000),
@@ -219,7 +223,18 @@ def _latest_checks(ctx: ServiceContext) -> dict[str, MinerChecked]:
     return view.latest_checks()
 
 
-async def _call_miners(ctx: ServiceContext, opened: TaskOpened, frame: bytes, block: int) -> None:
+def reply_deadline_block(opened_block: int, end: int, share: str) -> int:
+    """The block by which miners must have answered: `share` of the turn left when the task opened.
+
+    What remains after it is the judge's time, so a slow miner can cost only itself.
+    """
+    left = max(0, end - opened_block)
+    return opened_block + max(1, math.ceil(left * fraction(share)))
+
+
+async def _call_miners(ctx: ServiceContext, opened: TaskOpened, frame: bytes, block: int,
+                       deadline_block: int | None = None) -> None:
+    """Call every miner that has not answered; whoever has not answered by `deadline_block` is a `timeout`."""
     T = opened.task_id
     done = task_events(ctx, T)["responses"]
     pending = [m for m in opened.miners if m not in done]
@@ -227,6 +242,7 @@ async def _call_miners(ctx: ServiceContext, opened: TaskOpened, frame: bytes, bl
         return
     checks = _latest_checks(ctx)
     sem = asyncio.Semaphore(ctx.settings.max_concurrent_miners)
+    source = await _source_hashes(ctx, opened)
 
     async def one(miner: str) -> None:
         async with sem:
@@ -237,31 +253,105 @@ async def _call_miners(ctx: ServiceContext, opened: TaskOpened, frame: bytes, bl
                                             detail="chute not available (no chute info)")
             else:
                 reply = await ctx.chutes.generate(info, opened.prompt, frame, timeout=ctx.settings.request_timeout)
-                reply_body = await _record_reply(ctx, T, miner, reply)
+                reply_body = await _record_reply(ctx, T, miner, reply, frame, source)
             ctx.log.append(reply_body, key=f"response/{T}/{miner}", block=block)
-            log.info("task=%s miner=%s %s %s %s", T, miner[:12], reply_body.status, reply_body.failure_class,
-                     reply_body.detail[:120])
+            log.info("task=%s miner=%s %s %s %s %s", T, miner[:12], reply_body.status, reply_body.failure_class,
+                     reply_body.reason, reply_body.detail[:120])
 
-    await asyncio.gather(*(one(m) for m in pending))
+    tasks = {m: asyncio.create_task(one(m)) for m in pending}
+    poll = max(0.05, min(1.0, ctx.settings.sampler_poll_interval))
+    try:
+        while True:
+            _, running = await asyncio.wait(tasks.values(), timeout=poll)
+            if not running:
+                break
+            if deadline_block is not None and (await ctx.chain.head())[0] >= deadline_block:
+                break
+    finally:
+        late = [m for m, t in tasks.items() if not t.done()]
+        for m in late:
+            tasks[m].cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+    for m, t in tasks.items():
+        if not t.cancelled() and t.exception() is not None:
+            raise t.exception()  # type: ignore[misc]
+    answered = task_events(ctx, T)["responses"]
+    for m in late:
+        if m in answered:
+            continue
+        body = MinerResponded(task_id=T, miner=m, status="failed", failure_class="miner", reason="timeout",
+                              detail=f"no complete reply by the turn's reply deadline (block {deadline_block})")
+        ctx.log.append(body, key=f"response/{T}/{m}", block=block)
+        log.info("task=%s miner=%s timeout at the reply deadline", T, m[:12])
 
 
-async def _record_reply(ctx: ServiceContext, T: int, miner: str, reply: Any) -> MinerResponded:
+async def _source_hashes(ctx: ServiceContext, opened: TaskOpened) -> tuple[int, ...]:
+    cache = ctx.state.setdefault("source_hashes", {})
+    if opened.task_id not in cache:
+        clip, _ = await _task_media(ctx, opened)
+        try:
+            cache[opened.task_id] = await asyncio.to_thread(gates.clip_hashes, clip)
+        except Exception as exc:  # our own clip: never the miners' fault; the source check is skipped
+            log.warning("task=%s source clip hashes failed: %s", opened.task_id, exc)
+            cache[opened.task_id] = ()
+    return cache[opened.task_id]  # type: ignore[no-any-return]
+
+
+async def _record_reply(ctx: ServiceContext, T: int, miner: str, reply: Any, frame: bytes = b"",
+                        source: tuple[int, ...] = ()) -> MinerResponded:
     if reply.status != "ok":
         return MinerResponded(task_id=T, miner=miner, status="failed", failure_class=reply.failure or "miner",
-                              detail=reply.detail[:500], latency_ms=reply.latency_ms, sha256=reply.sha256,
-                              width=reply.width, height=reply.height)
+                              detail=safe_text(reply.detail, max_chars=500), latency_ms=reply.latency_ms,
+                              sha256=reply.sha256, width=reply.width, height=reply.height,
+                              reason=getattr(reply, "reason", "") if (reply.failure or "miner") == "miner" else "")
+    g = ctx.consensus.gates
+    measured = await asyncio.to_thread(gates.measure, reply.video, frame, hash_frames=g.hash_frames,
+                                       max_frames=ctx.consensus.video.max_frames, source=source)
+    reason = gate_reason(measured, ctx.consensus)
+    common: dict[str, Any] = {"task_id": T, "miner": miner, "latency_ms": reply.latency_ms, "sha256": reply.sha256,
+                              "width": reply.width, "height": reply.height, "frames": measured.frames,
+                              "gates": measured}
+    if reason:
+        # Refused before the judge: no judge call, no stored video; the verdict says which gate.
+        return MinerResponded(**common, status="failed", failure_class="miner", reason=reason,
+                              detail=_gate_detail(reason, measured))
     key = seedformat.generated_video_key(T, miner)
     try:
-        info = await asyncio.to_thread(video.probe, reply.video)
         await ctx.own.put(key, reply.video, content_type="video/mp4")  # type: ignore[union-attr]
     except StorageError as exc:
         # Our bucket failed, not the miner: recorded as infra so the miner is neither blamed nor re-called.
         return MinerResponded(task_id=T, miner=miner, status="failed", failure_class="infra",
-                              detail=f"could not store the video: {exc}"[:500], latency_ms=reply.latency_ms,
-                              sha256=reply.sha256, width=reply.width, height=reply.height)
-    ctx.state.setdefault("videos", {})[(T, miner)] = reply.video
-    return MinerResponded(task_id=T, miner=miner, status="accepted", latency_ms=reply.latency_ms, object_key=key,
-                          sha256=reply.sha256, width=reply.width, height=reply.height, frames=info.frame_count)
+                              detail=safe_text(f"could not store the video: {exc}", max_chars=500),
+                              latency_ms=reply.latency_ms, sha256=reply.sha256, width=reply.width, height=reply.height)
+    _keep_video(ctx, T, miner, reply.video)
+    return MinerResponded(**common, status="accepted", object_key=key)
+
+
+VIDEO_CACHE_BYTES = 64_000_000
+"""Accepted videos kept in memory for the judge, at most; the rest are read back from the bucket,
+so 64 miners' videos never sit in memory at once."""
+
+
+def _keep_video(ctx: ServiceContext, T: int, miner: str, data: bytes) -> None:
+    cache = ctx.state.setdefault("videos", {})
+    if sum(len(v) for v in cache.values()) + len(data) <= VIDEO_CACHE_BYTES:
+        cache[(T, miner)] = data
+
+
+def _gate_detail(reason: str, m: Any) -> str:
+    detail = {
+        "gate:decode": f"does not decode completely: {m.decode_error}",
+        "gate:codec": f"codec {m.codec!r}",
+        "gate:frame_count": f"{m.frames} frames",
+        "gate:fps": f"{m.fps_milli / 1000:g} fps",
+        "gate:duration": f"{m.duration_ms} ms",
+        "gate:resolution": f"{m.width}x{m.height}",
+        "gate:first_frame": f"first frame {m.first_frame_psnr_cdb / 100:.2f} dB from the conditioning image",
+        "gate:frozen": f"differs from a frozen first frame by only {m.motion_c / 100:.2f} gray levels",
+        "gate:hard_cut": f"hard cut (scene score {m.max_cut_milli / 1000:.3f})",
+        "returned_source_clip": f"later frames {m.source_distance} bits from the source clip",
+    }.get(reason, reason)
+    return safe_text(f"{reason}: {detail}", max_chars=500)
 
 
 async def _write_metadata(ctx: ServiceContext, opened: TaskOpened, at: int) -> None:
@@ -293,31 +383,70 @@ async def _write_metadata(ctx: ServiceContext, opened: TaskOpened, at: int) -> N
     await ctx.own.put(key, json.dumps(meta, indent=2).encode(), content_type="application/json")
 
 
+GATES_JUDGE = "leoma-gates"
+"""The `judge_model` of a verdict reached without the judge (a miner fault, a gate, a copy)."""
+
+
+def _fail_verdict(ctx: ServiceContext, T: int, miner: str, reason: str, detail: str, block: int) -> None:
+    body = VerdictRecorded(task_id=T, miner=miner, passed=False, overall=0, judge_model=GATES_JUDGE,
+                           prompt_version=ctx.consensus.gates.version, reason=reason,
+                           reasoning=safe_text(detail if detail.startswith(reason) else f"{reason}: {detail}",
+                                               max_chars=2000))
+    ctx.log.append(body, key=f"verdict/{T}/{miner}", block=block)
+    log.info("task=%s miner=%s failed without a judge call: %s", T, miner[:12], reason)
+
+
+def _copy_verdicts(ctx: ServiceContext, T: int, events: dict[str, dict[str, Any]], block: int) -> set[str]:
+    """Fail the later committer of two near-identical outputs; returns the miners failed so."""
+    checks = _latest_checks(ctx)
+    candidates = [
+        CopyCandidate(miner=m, uid=checks[m].uid if m in checks else -1,
+                      commit_block=checks[m].commit_block if m in checks else 1 << 62, hashes=r.gates.hashes)
+        for m, r in sorted(events["responses"].items())
+        if r.status == "accepted" and r.gates is not None and r.gates.hashes
+    ]
+    found = copies(candidates, ctx.consensus.gates.copy_max_bits)
+    for miner, (uid, distance) in sorted(found.items()):
+        if miner not in events["verdicts"] and miner not in events["judgefails"]:
+            _fail_verdict(ctx, T, miner, f"copied_output:{uid}",
+                          f"output within {distance} bits of uid {uid}'s, an earlier committer", block)
+    return set(found)
+
+
 async def _evaluate(ctx: ServiceContext, opened: TaskOpened, frame: bytes, block: int) -> None:
     T = opened.task_id
     events = task_events(ctx, T)
+    # Miner faults (a gate, a timeout, an error of its chute) fail the verdict without a judge call.
+    for m, r in sorted(events["responses"].items()):
+        if r.status == "failed" and r.failure_class == "miner" and m not in events["verdicts"]:
+            _fail_verdict(ctx, T, m, r.reason or "miner_error", r.detail, block)
+    copied = _copy_verdicts(ctx, T, events, block)
     todo = [m for m, r in sorted(events["responses"].items())
-            if r.status == "accepted" and m not in events["verdicts"] and m not in events["judgefails"]]
+            if r.status == "accepted" and m not in events["verdicts"] and m not in events["judgefails"]
+            and m not in copied]
     j = ctx.consensus.judge
     sem = asyncio.Semaphore(4)
 
     async def one(miner: str) -> None:
         async with sem:
-            clip = ctx.state.get("videos", {}).get((T, miner))
+            clip = ctx.state.get("videos", {}).pop((T, miner), None)
             if clip is None:
                 clip = await ctx.own.get(events["responses"][miner].object_key)  # type: ignore[union-attr]
             result = await ctx.judge.evaluate(frame, opened.prompt, clip)
             if hasattr(result, "passed"):
                 body: Any = VerdictRecorded(
                     task_id=T, miner=miner, passed=result.passed, overall=result.overall_score,
-                    confidence=result.confidence, aspects=dict(result.aspect_scores), judge_model=j.evaluation_model,
-                    prompt_version=result.prompt_version, reasoning=result.reasoning[:2000],
-                    major_issues=tuple(s[:300] for s in result.major_issues),
+                    confidence=result.confidence, aspects={safe_text(k, max_chars=64): v
+                                                           for k, v in dict(result.aspect_scores).items()},
+                    judge_model=j.evaluation_model, prompt_version=safe_text(result.prompt_version, max_chars=64),
+                    reasoning=safe_text(result.reasoning, max_chars=2000),
+                    major_issues=tuple(safe_text(s, max_chars=300) for s in result.major_issues),
                 )
                 ctx.log.append(body, key=f"verdict/{T}/{miner}", block=block)
             else:
                 body = JudgeFailed(task_id=T, miner=miner, judge_model=j.evaluation_model,
-                                   prompt_version=result.prompt_version, attempts=result.attempts, reason=result.reason)
+                                   prompt_version=safe_text(result.prompt_version, max_chars=64),
+                                   attempts=result.attempts, reason=safe_text(result.reason, max_chars=500))
                 ctx.log.append(body, key=f"judgefail/{T}/{miner}", block=block)
                 log.warning("task=%s miner=%s judge failed: %s", T, miner[:12], result.reason[:200])
 
@@ -390,12 +519,17 @@ async def _run_task(ctx: ServiceContext, opened: TaskOpened, block: int) -> Task
     await _put_once(ctx, seedformat.original_clip_key(T), clip, "video/mp4")
     await _put_once(ctx, seedformat.first_frame_key(T), frame, "image/png")
     turn_over = block >= end
+    called = False
     if not turn_over:
-        await _call_miners(ctx, opened, frame, block)
+        opened_block = stored.block if stored is not None else block
+        deadline = reply_deadline_block(opened_block, end, ctx.consensus.gates.reply_deadline_share)
+        await _call_miners(ctx, opened, frame, block, deadline)
+        called = True
         block = (await ctx.chain.head())[0]
-        turn_over = block >= end
     await _write_metadata(ctx, opened, opened_at)
-    if not turn_over:
+    if called:
+        # Whoever answered by the reply deadline is judged, even when judging runs past the turn:
+        # one slow miner never costs the others their verdicts.
         await _evaluate(ctx, opened, frame, block)
     key, digest, entries, signature = await _publish(ctx, opened)
     if entries:
@@ -406,7 +540,7 @@ async def _run_task(ctx: ServiceContext, opened: TaskOpened, block: int) -> Task
         reason=TURN_OVER if turn_over else ("" if entries else "no verdicts"),
     )
     event = ctx.log.append(closed, key=f"task/{T}/closed", block=block)
-    for cache in ("media", "sources"):
+    for cache in ("media", "sources", "source_hashes"):
         ctx.state.get(cache, {}).pop(T, None)
     for k in [k for k in ctx.state.get("videos", {}) if k[0] == T]:
         del ctx.state["videos"][k]
@@ -477,32 +611,3 @@ async def sample_turn(ctx: ServiceContext) -> TaskClosed | None:
     if opened is None:
         return None
     return await _run_task(ctx, opened, block)
-
-
-async def serve_sampler(ctx: ServiceContext, *, stop: asyncio.Event | None = None) -> None:
-    """Run the checker every MINER_VALIDATION_INTERVAL and a sampler turn every SAMPLER_POLL_INTERVAL.
-
-    Unlike the seed's split mode (§12.1) the sampler runs the checker it needs itself. An error
-    in one round is logged and the loop goes on; `stop` ends it.
-    """
-    from leoma.errors import LeomaError
-    from leoma.services.checker import check_miners
-
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    next_check = 0.0
-    while not stop.is_set():
-        if loop.time() >= next_check:
-            try:
-                await check_miners(ctx)
-            except LeomaError as exc:
-                log.error("checker pass failed: %s", exc)
-            next_check = loop.time() + ctx.settings.miner_validation_interval
-        try:
-            await sample_turn(ctx)
-        except LeomaError as exc:
-            log.error("sampler turn failed (retried next poll): %s", exc)
-        try:
-            await asyncio.wait_for(stop.wait(), ctx.settings.sampler_poll_interval)
-        except TimeoutError:
-            pass

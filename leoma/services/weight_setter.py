@@ -17,7 +17,14 @@ only when a poll happens to land on a boundary block (the seed's §12.2):
 
 Fail closed: a decision that burns only because there is no data (no allowlist, no window, no
 verdicts) does not overwrite the last good weights until `burn_after_epochs_without_data`
-epochs have passed without data.
+epochs have passed without data. That rule is part of the decision
+(`projections.weights.kept_epoch`, recorded as `keeps_epoch`), so replay reproduces it; here
+it is only carried out.
+
+The fold resumes from its checkpoint and is pruned after each decision, so a warm step reads
+the rows appended since the last one and a checkpoint whose size is bounded by the window.
+The decision is appended as `leoma.decisions.drafts`: its detail parts, then the small
+`epoch_scored` event, in one transaction.
 
 No scoring logic lives here: the decision is `projections.epoch.EpochFold.decide`.
 """
@@ -31,6 +38,7 @@ from typing import Any
 
 import msgspec
 
+from leoma import decisions
 from leoma.consensus import Consensus
 from leoma.errors import ChainError, ChainRefused
 from leoma.events import (
@@ -42,15 +50,17 @@ from leoma.events import (
     WeightsRefused,
     WeightsRevealed,
     WeightsSubmitted,
-    decode_body,
 )
 from leoma.log import EventLog
-from projections.epoch import KINDS, EpochFold
+from projections.epoch import KINDS, EpochFold, StatePruned
+from projections.weights import NO_DATA
 
 log = logging.getLogger("leoma.weights")
 
-NO_DATA = frozenset({"no allowlist", "no settled window", "no verdicts", "no metagraph"})
-CHECKPOINT = "projection/epoch_fold"
+__all__ = ["NO_DATA", "CHECKPOINT", "StepResult", "fold_to", "decide_epoch", "step", "confirm"]
+
+CHECKPOINT = "projection/epoch_fold/v2"
+"""v2: the fold reads the own decisions (fail-closed rule) and is pruned to the window."""
 
 
 class StepResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,41 +80,44 @@ class StepResult(msgspec.Struct, frozen=True, kw_only=True):
     """Why a submission is not confirmed yet and is read back next step (e.g. awaiting its reveal)."""
 
 
-def fold_to(log_: EventLog, own: str, until_seq: int) -> EpochFold:
-    """The epoch fold up to local position `until_seq`, resumed from its checkpoint."""
-    saved = log_.get_state(CHECKPOINT)
-    fold = EpochFold.load(saved) if saved else EpochFold(own)
+def fold_to(log_: EventLog, own: str, until_seq: int, *, fresh: bool = False) -> EpochFold:
+    """The epoch fold up to local position `until_seq`, resumed from its checkpoint (unless `fresh`)."""
+    saved = None if fresh else log_.get_state(CHECKPOINT)
+    try:
+        fold = EpochFold.load(saved) if saved else EpochFold(own)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        fold = EpochFold(own)  # a checkpoint of another layout: it is only a cache, fold afresh
     if fold.own != own or fold.state.last_seq > until_seq:
         fold = EpochFold(own)
-    fold.apply_many(log_.rows(kinds=KINDS, after=fold.state.last_seq, until_seq=until_seq))
+    fold.apply_raw(log_.raw_rows(kinds=KINDS, after=fold.state.last_seq, until_seq=until_seq), log_.origin_names())
     fold.state.last_seq = until_seq
-    log_.set_state(CHECKPOINT, fold.dump())
     return fold
 
 
 def decide_epoch(log_: EventLog, *, own: str, epoch: int, epoch_block: int, netuid: int,
                  consensus: Consensus) -> EpochScored:
-    """Fold the log as it is now and decide `epoch` (pure apart from reading the log)."""
+    """Fold the log as it is now and decide `epoch` (pure apart from reading the log).
+
+    The fold is pruned after the decision and stored as the checkpoint the next step resumes.
+    """
     last = log_.last_seq()
     frontier = [FrontierEntry(origin=o, origin_seq=h.origin_seq, hash=h.hash)
                 for o, h in log_.frontier(until_seq=last).items()]
     fold = fold_to(log_, own, last)
-    return fold.decide(epoch, epoch_block, netuid, consensus, frontier)
+    try:
+        decision = fold.decide(epoch, epoch_block, netuid, consensus, frontier)
+    except StatePruned as exc:
+        log.info("epoch %s: %s; folding from scratch", epoch, exc, extra={"epoch": epoch})
+        fold = fold_to(log_, own, last, fresh=True)
+        decision = fold.decide(epoch, epoch_block, netuid, consensus, frontier)
+    fold.prune(epoch_block, consensus)
+    log_.set_state(CHECKPOINT, fold.dump())
+    return decision
 
 
 def _own(log_: EventLog, key: str) -> Any:
     event = log_.get(log_.own or "", key)
     return event.payload() if event is not None else None
-
-
-def _last_good(log_: EventLog, before_epoch: int) -> EpochScored | None:
-    best = None
-    for row in log_.rows(kinds=["epoch_scored"], origin=log_.own):
-        body = decode_body(row.body, row.v)
-        assert isinstance(body, EpochScored)
-        if body.epoch < before_epoch and body.winner and (best is None or body.epoch > best.epoch):
-            best = body
-    return best
 
 
 async def step(
@@ -122,8 +135,8 @@ async def step(
     length = consensus.epoch.length
     epoch = head // length
     epoch_block = epoch * length
-    key = f"epoch/{epoch}/scored"
-    decision = _own(log_, key)
+    found = decisions.find(log_, epoch, origin=own)
+    decision = found.body if found is not None else None
     scored = False
     if decision is None:
         if sync_peers is not None:
@@ -132,7 +145,8 @@ async def step(
             except Exception as exc:  # peers are best effort: decide on what we have
                 log.warning("peer sync before epoch %s failed: %s", epoch, exc, extra={"epoch": epoch})
         decision = decide_epoch(log_, own=own, epoch=epoch, epoch_block=epoch_block, netuid=netuid, consensus=consensus)
-        log_.append(decision, key=key, block=epoch_block)
+        log_.append_many(decisions.drafts(decision, block=epoch_block))
+        decision = decisions.sealed(decision)
         scored = True
         log.info("epoch %s scored: winner %s (uid %s)%s", epoch, decision.winner[:12] or "-", decision.winner_uid,
                  f", burn: {decision.burn_reason}" if decision.burn_reason else "",
@@ -141,14 +155,12 @@ async def step(
     if _own(log_, f"weights/{epoch}/confirmed") is not None:
         return StepResult(epoch=epoch, block=head, scored=scored, confirmed=True, decision=decision)
 
-    if decision.burn_reason in NO_DATA:
-        good = _last_good(log_, epoch)
+    if decision.keeps_epoch >= 0:
         grace = consensus.epoch.burn_after_epochs_without_data
-        if good is not None and epoch - good.epoch <= grace:
-            reason = (f"withheld: {decision.burn_reason}; keeping epoch {good.epoch}'s weights "
-                      f"(burn after {grace} epochs without data)")
-            _refuse(log_, epoch, epoch_block, reason)
-            return StepResult(epoch=epoch, block=head, scored=scored, withheld=reason, decision=decision)
+        reason = (f"withheld: {decision.burn_reason}; keeping epoch {decision.keeps_epoch}'s weights "
+                  f"(burn after {grace} epochs without data)")
+        _refuse(log_, epoch, epoch_block, reason)
+        return StepResult(epoch=epoch, block=head, scored=scored, withheld=reason, decision=decision)
 
     landed = await land(log_, chain, wallet, netuid, decision, head=head, epoch_block=epoch_block)
     return StepResult(epoch=epoch, block=head, scored=scored, decision=decision, **landed)
@@ -338,10 +350,12 @@ def _hotkey(wallet: Any) -> str:
 
 def _refuse(log_: EventLog, epoch: int, block: int, reason: str) -> None:
     """Record why the epoch's weights are not on chain; the same reason twice in a row once."""
-    refusals = [decode_body(r.body, r.v) for r in log_.rows(kinds=["weights_refused"], origin=log_.own)]
-    mine = [b for b in refusals if b.epoch == epoch]  # type: ignore[attr-defined]
+    # This epoch's refusals, by key (`weights/<epoch>/refused/<n>`): never the whole history.
+    mine: list[Any] = []
+    while (found := _own(log_, f"weights/{epoch}/refused/{len(mine) + 1}")) is not None:
+        mine.append(found)
     reason = reason[:500]
-    if mine and mine[-1].reason == reason:  # type: ignore[attr-defined]
+    if mine and mine[-1].reason == reason:
         return
     log_.append(WeightsRefused(epoch=epoch, reason=reason), key=f"weights/{epoch}/refused/{len(mine) + 1}", block=block)
     log.warning("weights for epoch %s not set: %s", epoch, reason, extra={"epoch": epoch, "block": block})

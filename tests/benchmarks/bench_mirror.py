@@ -9,7 +9,8 @@ alice appends `--new` events and publishes; bob's incremental sync is measured t
 counting wrapper (store calls and bytes) and a pass-through proxy (HTTP requests).
 
 Targets: store requests <= new segments + 2; bytes <= 1.2 x the new segments; import rate
->= 1/2 of the local append rate.
+>= 1/2 of the local append rate. The steady trickle a validator lives in (many small pushes) is
+measured by `bench_mirror_steady.py`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from leoma import events as ev  # noqa: E402
 from leoma.consensus import DEFAULT  # noqa: E402
 from leoma.log import Draft, EventLog  # noqa: E402
-from leoma.mirror import MirrorIn, MirrorOut, Peer, segment_key, segment_ranges  # noqa: E402
+from leoma.mirror import MirrorIn, MirrorOut, Peer, covering, fetch_checkpoint, segment_key  # noqa: E402
 from leoma.signing import keypair_from_uri  # noqa: E402
 from leoma.storage import S3Store  # noqa: E402
 from tests.storage_fixtures import ACCESS_KEY, REGION, SECRET_KEY, FaultProxy, start_moto  # noqa: E402
@@ -102,8 +103,9 @@ async def run(args: argparse.Namespace) -> None:
 
         alice.append_many(drafts(args.events, args.new))
         await out.push()
-        new_keys = [segment_key(alice_key.ss58_address, a, b)
-                    for a, b in segment_ranges(args.events, args.events + args.new, args.segment_size)]
+        cp = await fetch_checkpoint(store, alice_key.ss58_address)
+        assert cp is not None
+        new_keys = [segment_key(alice_key.ss58_address, a, b) for a, b in covering(cp, args.events)]
         new_bytes = 0
         for key in new_keys:
             info = await store.head(key)

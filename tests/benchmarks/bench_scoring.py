@@ -1,174 +1,190 @@
-"""Benchmark: scoring one epoch from a log of ~1,000,000 events.
+"""Benchmark: the decision and the tools that read it, at real size, on the production paths.
 
-    python tests/benchmarks/bench_scoring.py            # builds a temporary log (about a minute)
-    python tests/benchmarks/bench_scoring.py --db PATH  # reuse (or build once into) PATH
+    python tests/benchmarks/bench_scoring.py                    # 64 validators, 256 miners, ~1M events
+    python tests/benchmarks/bench_scoring.py --validators 16 --tasks 400   # a quick small run
 
-The log: 64 validators and 256 miners over ~210 epochs -- mostly verdicts, plus the tasks that
-produced them, the own validator's miner checks, metagraphs, allowlists and chain heads. It is
-built in a child process so the peak RSS printed is the scoring's, not the builder's.
+The log (`realsize.py`, built once and cached under the system temp dir) holds ~1,000,000 events
+and every epoch's real-size decision but the last. Each figure is measured in a fresh child
+process (so the peak RSS is that path's own), twice, against the plainest baseline on the same
+file in the same run: `SELECT body FROM events` + a msgspec decode of every body.
 
-Printed: plain decode of every event (`rows()` + `decode_body`), one epoch scored cold (fold from
-scratch) and warm (an `EpochFold` already at the previous epoch applies only the new rows), their
-ratios against the targets (cold <= 2x decode, warm <= 1/20 cold) and the peak RSS (<= 500 MB).
+* cold decision: `weight_setter.decide_epoch` with no checkpoint (folds everything), plus the
+  split into the events it appends;
+* warm step: the same from the checkpoint stored after the previous epoch (reads what is new);
+* `get-rank`, `explain`, `replay EPOCH`, `replay --all`: the `leoma` commands, in process;
+* API cold start: `ApiState.refresh()` over the whole log, then its decision;
+* sampler: one own task's responses and verdicts (`rows_since_key`), against reading every
+  own row of those kinds as before.
+
+Targets (issue 15): cold <= 2x plain; warm <= cold/20; get-rank/explain <= 0.2 s; replay EPOCH
+<= 2x cold; replay --all <= 3x cold; API <= 2x plain; every peak RSS <= 500 MB.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import json
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-VALIDATORS = 64
-MINERS = 256
-INTERVAL = 10
-EPOCH_LEN = 180
-TASKS = 3840
-TOTAL = 1_000_000
-NETUID = 1
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import realsize  # noqa: E402
+
+PATHS = ("plain", "cold", "warm", "get-rank", "explain", "get-rank-process", "replay", "replay-all", "api", "sampler",
+         "sampler-before")
 
 
-def hotkey(kind: str, i: int) -> str:
-    return "5" + hashlib.sha256(f"{kind}{i}".encode()).hexdigest()[:47]
+def _rss() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build(path: str) -> None:
-    """Write the benchmark log to `path` in chronological chunks (bounded memory)."""
-    from leoma.events import (
-        ZERO_HASH, AllowlistVerified, ChainHeadObserved, MetagraphObserved, MinerChecked, TaskOpened,
-        VerdictRecorded, seal,
-    )
-    from leoma.log import EventLog
-
-    validators = sorted(hotkey("v", i) for i in range(VALIDATORS))
-    miners = [hotkey("m", i) for i in range(MINERS)]
-    own = validators[0]
-    log = EventLog(path, own=own)
-    heads: dict[str, tuple[int, str]] = {}
-    chunk: list = []
-    count = 0
-
-    def add(origin: str, key: str, block: int, body: object) -> None:
-        nonlocal count
-        seq, prev = heads.get(origin, (0, ZERO_HASH))
-        event = seal(origin=origin, origin_seq=seq + 1, key=key, block=block, body=body, prev=prev)  # type: ignore[arg-type]
-        heads[origin] = (seq + 1, event.hash)
-        chunk.append(event)
-        count += 1
-        if len(chunk) >= 50_000:
-            log.import_events(chunk)
-            chunk.clear()
-
-    aspects = {"first_frame_fidelity": 80, "prompt_adherence": 77, "motion_quality": 70,
-               "temporal_consistency": 81, "visual_quality": 74, "camera_composition": 69}
-    metagraph = MetagraphObserved(netuid=NETUID, owner_hotkey=hotkey("o", 0), hotkeys=(hotkey("o", 0), *miners),
-                                  stakes_rao=tuple(range(MINERS + 1)))
-    for task in range(TASKS):
-        block = task * INTERVAL
-        if block % 300 == 0:
-            add(own, f"allowlist/{block}", block, AllowlistVerified(
-                owner_hotkey=hotkey("o", 0), digest="d" * 64, interval=INTERVAL, validators=tuple(validators)))
-        if block % EPOCH_LEN == 0:
-            add(own, f"metagraph/{block}", block, metagraph)
-            if (block // EPOCH_LEN) % 5 == 0:
-                for uid, m in enumerate(miners, start=1):
-                    add(own, f"miner/{m}/{block}", block, MinerChecked(
-                        hotkey=m, uid=uid, commit_block=uid * 3, model_name=f"user/leoma-{m}", model_revision="r" * 40,
-                        chute_id=f"chute-{uid}", chute_hot=True, model_hash=hashlib.sha256(m.encode()).hexdigest(),
-                        valid=uid % 17 != 0, invalid_reason="" if uid % 17 else "chute_not_running", heartbeat=True))
-        sampler = validators[task % VALIDATORS]
-        add(sampler, f"task/{task}", block + 1, TaskOpened(
-            task_id=task, interval=INTERVAL, sampler=sampler, block_hash="0x" + "ab" * 32, source_key=f"src/{task}.mp4",
-            clip_start_ms=1000, clip_ms=5000, prompt="A slow pan over a harbour at dusk. " * 4, prompt_model="gemini",
-            prompt_version="describe/v1", miners=tuple(miners)))
-        for i, m in enumerate(miners):
-            score = (task * 7 + i * 13) % 100
-            add(sampler, f"verdict/{task}/{m}", block + 5, VerdictRecorded(
-                task_id=task, miner=m, passed=score >= 40 + i % 30, overall=score, confidence=80, aspects=aspects,
-                judge_model="gemini-3.1-flash-lite", prompt_version="evaluate/v1",
-                reasoning="Motion is coherent; the first frame matches; minor flicker near the end. " * 2))
-    block = TASKS * INTERVAL
-    while count < TOTAL:
-        block += 1
-        add(own, f"head/{block}", block, ChainHeadObserved(block_hash=hashlib.sha256(str(block).encode()).hexdigest()))
-    if chunk:
-        log.import_events(chunk)
-    log.close()
-
-
-def measure(path: str) -> None:
+def measure(name: str, path: str, validators: int, miners: int, tasks: int) -> dict:
+    """Run one path in this (fresh) process; returns seconds and peak RSS."""
     from leoma.consensus import DEFAULT
-    from leoma.events import decode_body
-    from leoma.log import EventLog
-    from projections.epoch import KINDS, EpochFold, score_epoch
 
-    validators = sorted(hotkey("v", i) for i in range(VALIDATORS))
-    own = validators[0]
-    log = EventLog(path, own=own, readonly=True)
-    total = log.count()
-    epoch = (TASKS * INTERVAL) // EPOCH_LEN
-    epoch_block, prev_block = epoch * EPOCH_LEN, (epoch - 1) * EPOCH_LEN
+    vals, mins, own = realsize.names(validators, miners)
+    epoch = realsize.last_epoch(tasks)
+    epoch_block = epoch * realsize.EPOCH_LEN
+    extra: dict = {}
+    if name == "plain":
+        import sqlite3
 
-    t = time.perf_counter()
-    n = 0
-    for row in log.rows():
-        decode_body(row.body, row.v)
-        n += 1
-    decode_s = time.perf_counter() - t
+        import msgspec
 
-    frontier = log.frontier()
-    t = time.perf_counter()
-    cold = score_epoch(log.rows(), own=own, epoch=epoch, epoch_block=epoch_block, netuid=NETUID,
-                       consensus=DEFAULT, frontier=frontier)
-    cold_s = time.perf_counter() - t
-    # The same with the kinds filtered in SQL (pays off when other kinds dominate the log).
-    t = time.perf_counter()
-    cold_kinds = score_epoch(log.rows(kinds=KINDS), own=own, epoch=epoch, epoch_block=epoch_block, netuid=NETUID,
-                             consensus=DEFAULT, frontier=frontier)
-    cold_kinds_s = time.perf_counter() - t
-    assert cold_kinds == cold
+        from leoma.events import Payload
 
-    # Warm: a fold that already holds everything up to the previous epoch's rows.
-    boundary = max((r.seq for r in log.rows(kinds=KINDS, until_block=prev_block, descending=True, limit=1)), default=0)
-    fold = EpochFold(own).apply_many(log.rows(kinds=KINDS, until_seq=boundary))
-    fold.decide(epoch - 1, prev_block, NETUID, DEFAULT, frontier)
-    t = time.perf_counter()
-    fold.apply_many(log.rows(after=boundary))  # a seq range: the kind index would scan every row
-    warm = fold.decide(epoch, epoch_block, NETUID, DEFAULT, frontier)
-    warm_s = time.perf_counter() - t
-    assert warm == cold, "incremental fold disagrees with score_epoch"
-    log.close()
+        decoder = msgspec.json.Decoder(Payload)
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        t = time.perf_counter()
+        n = 0
+        for (body,) in conn.execute("SELECT body FROM events"):
+            decoder.decode(body)
+            n += 1
+        seconds = time.perf_counter() - t
+        extra["events"] = n
+    elif name in ("cold", "warm"):
+        from leoma import decisions
+        from leoma.log import EventLog
+        from leoma.services import weight_setter
 
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"events            {total:,} (decoded {n:,})")
-    print(f"epoch             {epoch} at block {epoch_block}: winner uid {cold.winner_uid} "
-          f"({cold.burn_reason or 'paid'}), window {len(cold.window)} tasks, {len(cold.aggregates)} miners")
-    print(f"decode            {decode_s:8.2f} s")
-    print(f"score cold        {cold_s:8.2f} s   cold/decode = {cold_s / decode_s:5.2f}  (target <= 2)")
-    print(f"  rows(kinds=...) {cold_kinds_s:8.2f} s   ratio       = {cold_kinds_s / decode_s:5.2f}")
-    print(f"score warm        {warm_s:8.3f} s   warm/cold   = {warm_s / cold_s:6.4f} (target <= 0.05)")
-    print(f"peak RSS          {rss_mb:8.0f} MB  (target <= 500)")
+        log = EventLog(path, own=own)
+        saved = log.get_state(realsize.SAVED)
+        if name == "cold":
+            log.conn.execute("DELETE FROM state WHERE name = ?", (weight_setter.CHECKPOINT,))
+        else:
+            log.set_state(weight_setter.CHECKPOINT, saved)  # type: ignore[arg-type]
+        t = time.perf_counter()
+        decision = weight_setter.decide_epoch(log, own=own, epoch=epoch, epoch_block=epoch_block,
+                                              netuid=realsize.NETUID, consensus=DEFAULT)
+        drafts = decisions.drafts(decision, block=epoch_block)
+        seconds = time.perf_counter() - t
+        extra.update(winner_uid=decision.winner_uid, parts=len(drafts) - 1, miners=len(decision.aggregates),
+                     checkpoint_kb=round(len(log.get_state(weight_setter.CHECKPOINT) or b"") / 1024))
+        log.set_state(weight_setter.CHECKPOINT, saved)  # type: ignore[arg-type]
+        log.close()
+    elif name in ("get-rank", "explain", "replay", "replay-all"):
+        from click.testing import CliRunner
+
+        # The commands import lazily: load those modules first, so the figure is the command's
+        # work on the log (interpreter start and imports are a fixed cost; see `get-rank-process`).
+        import leoma.decisions
+        import leoma.log
+        import leoma.replay
+        import projections.epoch
+        import projections.ranking  # noqa: F401
+        from leoma_cmd.main import cli
+
+        args = {"get-rank": ["get-rank", "--json"], "explain": ["explain", mins[3], "--json"],
+                "replay": ["replay", str(epoch - 1)], "replay-all": ["replay", "--all"]}[name]
+        runner = CliRunner()
+        t = time.perf_counter()
+        result = runner.invoke(cli, [*args, "--db", path])
+        seconds = time.perf_counter() - t
+        if result.exit_code != 0:
+            raise SystemExit(f"{args} failed ({result.exit_code}): {result.output[-2000:]}")
+        extra["output_lines"] = result.output.count("\n")
+    elif name == "get-rank-process":
+        t = time.perf_counter()
+        subprocess.run([str(Path(sys.executable).parent / "leoma"), "get-rank", "--json", "--db", path],
+                       check=True, capture_output=True)
+        seconds = time.perf_counter() - t
+    elif name == "api":
+        from leoma.api.state import ApiState
+        from leoma.log import EventLog
+
+        log = EventLog(path, readonly=True)
+        t = time.perf_counter()
+        state = ApiState(log, own=realsize.hotkey("api", 0), consensus=DEFAULT)
+        folded = state.refresh()
+        dec = state.decision(own)
+        seconds = time.perf_counter() - t
+        extra.update(folded=folded, reproduced=dec.reproduced if dec else None, tasks_kept=len(state.tasks))
+    elif name in ("sampler", "sampler-before"):
+        from leoma.events import decode_body
+        from leoma.log import EventLog
+
+        log = EventLog(path, readonly=True)
+        task = max(t for t in range(tasks) if t % validators == 0)
+        kinds = ["miner_responded", "verdict_recorded", "judge_failed"]
+        t = time.perf_counter()
+        if name == "sampler":
+            rows = [decode_body(r.body, r.v) for r in log.rows_since_key(own, f"task/{task}/opened", kinds)]
+        else:
+            rows = [decode_body(r.body, r.v) for r in log.rows(kinds=kinds, origin=own)]
+        mine = [b for b in rows if b.task_id == task]  # type: ignore[attr-defined]
+        seconds = time.perf_counter() - t
+        extra["verdicts"] = len(mine)
+    else:
+        raise SystemExit(f"unknown path {name}")
+    return {"name": name, "seconds": seconds, "rss_mb": _rss(), **extra}
+
+
+def run_child(name: str, path: Path, args: argparse.Namespace) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", name, "--db", str(path), "--validators", str(args.validators),
+         "--miners", str(args.miners), "--tasks", str(args.tasks)],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", help="log to reuse (built there if missing)")
-    parser.add_argument("--build", help=argparse.SUPPRESS)
+    parser.add_argument("--validators", type=int, default=64)
+    parser.add_argument("--miners", type=int, default=256)
+    parser.add_argument("--tasks", type=int, default=3840)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--only", help="comma-separated paths to measure (default: all)")
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.build:
-        build(args.build)
+    if args.child:
+        print(json.dumps(measure(args.child, args.db, args.validators, args.miners, args.tasks)))
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        path = args.db or str(Path(tmp) / "bench.db")
-        if not Path(path).exists():
-            t = time.perf_counter()
-            subprocess.run([sys.executable, __file__, "--build", path], check=True)
-            print(f"built             {time.perf_counter() - t:8.1f} s")
-        measure(path)
+    path = realsize.ensure(args.validators, args.miners, args.tasks)
+    wanted = args.only.split(",") if args.only else list(PATHS)
+    results: dict[str, list[dict]] = {}
+    for run in range(args.runs):
+        for name in ["plain", *[w for w in wanted if w != "plain"]]:
+            results.setdefault(name, []).append(run_child(name, path, args))
+    plain = [r["seconds"] for r in results["plain"]]
+    cold = [r["seconds"] for r in results.get("cold", [])]
+    targets = {"cold": ("plain", 2.0), "warm": ("cold", 1 / 20), "replay": ("cold", 2.0), "replay-all": ("cold", 3.0),
+               "api": ("plain", 2.0)}
+    print(f"log: {path.name}, {results['plain'][0]['events']:,} events, {path.stat().st_size / 1e6:.0f} MB")
+    print(f"{'path':15} {'run':>3} {'seconds':>9} {'/plain':>7} {'/cold':>7} {'RSS MB':>7}  target / notes")
+    for name, runs in results.items():
+        for i, r in enumerate(runs):
+            ratio_p = r["seconds"] / plain[i]
+            ratio_c = r["seconds"] / cold[i] if cold else float("nan")
+            base, limit = targets.get(name, ("", 0.0))
+            goal = f"{base} x{limit:g}" if base else ("<= 0.2 s" if name in ("get-rank", "explain") else "")
+            notes = {k: v for k, v in r.items() if k not in ("name", "seconds", "rss_mb")}
+            print(f"{name:15} {i + 1:>3} {r['seconds']:9.3f} {ratio_p:7.2f} {ratio_c:7.3f} {r['rss_mb']:7.0f}  "
+                  f"{goal} {notes}")
 
 
 if __name__ == "__main__":
