@@ -23,6 +23,7 @@ from click.testing import CliRunner
 
 from leoma.devnet.network import Devnet, DevnetConfig, consensus_toml, devnet_consensus
 from leoma.events import decode_body
+from leoma.errors import LogError
 from leoma.log import EventLog
 from leoma.mirror import fetch_checkpoint, uploaded_position
 from leoma.storage import DirectoryStore
@@ -39,7 +40,11 @@ def _own_open_task(net: Devnet, name: str) -> int | None:
     if not net.db_path(name).is_file():
         return None
     hotkey = net.node(name).hotkey
-    with _log(net, name) as log:
+    try:
+        log = _log(net, name)
+    except LogError:
+        return None  # the validator is creating its log right now
+    with log:
         opened = {decode_body(r.body).task_id for r in log.rows(kinds=["task_opened"], origin=hotkey)}  # type: ignore[attr-defined]
         closed = {decode_body(r.body).task_id for r in log.rows(kinds=["task_closed"], origin=hotkey)}  # type: ignore[attr-defined]
     return min(opened - closed, default=None)
