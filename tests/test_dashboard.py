@@ -32,7 +32,7 @@ from leoma.consensus import DEFAULT
 from leoma.devnet.clips import render_source
 from leoma.api.pages import epoch_status
 from leoma.events import (
-    EpochScored, JudgeFailed, MinerResponded, TaskOpened, VerdictRecorded, WeightEntry, seal,
+    EpochScored, GateMeasurements, JudgeFailed, MinerResponded, TaskOpened, VerdictRecorded, WeightEntry, seal,
 )
 from leoma.seedformat import first_frame_key, generated_video_key, original_clip_key
 from leoma.storage import DirectoryStore
@@ -110,9 +110,11 @@ def media_world(tmp_path: Path) -> tuple[World, str, Path, dict[str, bytes]]:
                                        prompt_version="describe/v1", miners=(m1, m2, m3)),
             key=f"task/{TASK}", block=block)
     for m in (m1, m2):
+        gates = GateMeasurements(decoded=True, codec="h264", frames=16, first_frame_psnr_cdb=3150,
+                                 motion_c=420, max_cut_milli=12) if m == m1 else None
         _append(world, sampler, MinerResponded(task_id=TASK, miner=m, status="accepted", latency_ms=1500,
                                                object_key=generated_video_key(TASK, m), width=320, height=192,
-                                               frames=16), key=f"response/{TASK}/{m}", block=block + 1)
+                                               frames=16, gates=gates), key=f"response/{TASK}/{m}", block=block + 1)
     _append(world, sampler, MinerResponded(task_id=TASK, miner=m3, status="failed", failure_class="miner",
                                            detail="chute returned 500"), key=f"response/{TASK}/{m3}", block=block + 1)
     aspects = {"motion": 88, "visual_quality": 81, "prompt_adherence": 90}
@@ -184,7 +186,10 @@ def test_task_media_urls_are_the_apis_own_not_file_urls(served: Served) -> None:
     assert by_miner[m1]["video_url"] == base + generated_video_key(TASK, m1)
     assert by_miner[m3]["video_url"] is None and by_miner[m3]["detail"] == "chute returned 500"
     assert by_miner[m1]["verdicts"][0]["aspect_scores"]["motion"] == 88
-    assert by_miner[m1]["measurements"] == {"frames": 16, "height": 192, "width": 320}
+    assert by_miner[m1]["measurements"] == {"frames": 16, "height": 192, "width": 320, "gates.codec": "h264",
+                                            "gates.decoded": True, "gates.first_frame_psnr_cdb": 3150,
+                                            "gates.frames": 16, "gates.max_cut_milli": 12, "gates.motion_c": 420}
+    assert by_miner[m2]["measurements"] == {"frames": 16, "height": 192, "width": 320}
     assert [c["kind"] for c in by_miner[m2]["checks"]] == ["judge_failed"]
     gate = by_miner[m1]["checks"][0]
     assert gate["kind"] == "video_gated" and gate["fields"]["gates.first_frame_psnr_cdb"] == 2712
@@ -297,6 +302,7 @@ def test_task_page_plays_every_video_beside_the_original(served: Served, tmp_pat
         assert "quota exceeded" in text and "judge failed" in text  # a check's measurements, shown generically
         assert "video gated" in text and "gates first frame psnr" in text and "27.12 dB" in text
         assert "gates motion" in text and "3.45" in text and "5 items" in text
+        assert "31.50 dB" in text and "h264" in text  # the response's own gate measurements
         points = b.eval("[...document.querySelectorAll('#aspect-chart circle.pt')].length")
         assert points == 2 * 4  # two judged miners x (three aspects + overall)
         # playing in sync: the followers stay within a fraction of a second of the original
@@ -342,9 +348,10 @@ def test_a_missing_browser_fails_rather_than_skips(monkeypatch: pytest.MonkeyPat
 # -- the agreement strip's rule ----------------------------------------------------------------
 
 
-def _decision(winner: str, weights: tuple[tuple[int, int], ...], burn: str = "") -> EpochScored:
+def _decision(winner: str, weights: tuple[tuple[int, int], ...], burn: str = "", keeps: int = -1) -> EpochScored:
     return EpochScored(epoch=5, netuid=1, consensus_digest="d", frontier=(), winner=winner, winner_uid=weights[0][0],
-                       weights=tuple(WeightEntry(uid=u, weight=w) for u, w in weights), burn_reason=burn)
+                       weights=tuple(WeightEntry(uid=u, weight=w) for u, w in weights), burn_reason=burn,
+                       keeps_epoch=keeps)
 
 
 @pytest.mark.parametrize("decisions,status", [
@@ -355,6 +362,9 @@ def _decision(winner: str, weights: tuple[tuple[int, int], ...], burn: str = "")
     ({"a": ("m1", ((1, 65535),)), "b": ("", ((0, 65535),), "held: anchors do not cover the window")}, "held"),
     ({"a": ("m1", ((1, 65535),)), "b": ("", ((0, 65535),), "hold"), "c": ("m2", ((2, 65535),))}, "differed"),
     ({"a": ("", ((0, 65535),), "no metagraph"), "b": ("m1", ((1, 65535),))}, "differed"),  # a burn is a decision
+    # the fail-closed rule: no data, the weights of epoch 4 stay on chain
+    ({"a": ("m1", ((1, 65535),)), "b": ("", ((0, 65535),), "no verdicts", 4)}, "held"),
+    ({"a": ("", ((0, 65535),), "no verdicts", 4), "b": ("", ((0, 65535),), "no verdicts", 3)}, "held"),
 ])
 def test_epoch_status(decisions: dict[str, tuple], status: str) -> None:
     assert epoch_status({k: _decision(*v) for k, v in decisions.items()}) == status

@@ -37,7 +37,8 @@ _NOT_EXTRAS = frozenset({
     "task_opened", "miner_responded", "verdict_recorded", "task_closed", "chain_head_observed",
     "metagraph_observed", "commitment_observed", "allowlist_verified", "allowlist_rejected", "miner_checked",
     "peer_segment_imported", "peer_segment_rejected", "epoch_scored", "weights_submitted", "weights_confirmed",
-    "weights_refused", "conflict_recorded", "admin_acted", "miner_report_received",
+    "weights_refused", "conflict_recorded", "admin_acted", "miner_report_received", "epoch_detail",
+    "consensus_recorded",
 })
 # A response's outcome fields; the rest of a `miner_responded` body is what was measured.
 _RESPONSE_OUTCOME = frozenset({"task_id", "miner", "status", "failure_class", "detail", "latency_ms", "object_key",

@@ -621,8 +621,15 @@ class Devnet:
     def _open(self, node: _Node) -> Any:
         from leoma.log import EventLog
 
+        from leoma.errors import LogError
+
         path = self.db_path(node)
-        return EventLog(path, readonly=True) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return EventLog(path, readonly=True)
+        except LogError:
+            return None  # the validator is creating it right now: not a log yet
 
     def decisions(self, node: _Node) -> dict[int, Any]:
         """`node`'s own epoch decisions by epoch."""
