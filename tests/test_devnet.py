@@ -24,7 +24,6 @@ from click.testing import CliRunner
 from leoma.devnet.network import Devnet, DevnetConfig, consensus_toml, devnet_consensus
 from leoma.errors import LogError
 from leoma.events import decode_body
-from leoma.errors import LogError
 from leoma.log import EventLog
 from leoma.mirror import fetch_checkpoint, uploaded_position
 from leoma.storage import DirectoryStore
