@@ -103,6 +103,7 @@ class Rehearsal(msgspec.Struct, frozen=True, kw_only=True):
 
 async def rehearse(settings: Settings, *, scratch_dir: str | Path, **overrides: Any) -> Rehearsal:
     """Run one turn and one epoch decision on a scratch log and scratch prefix; submit nothing."""
+    from leoma import decisions
     from leoma.log import EventLog
     from leoma.mirror import MirrorIn, MirrorOut, Peer
     from leoma.services import sampler, weight_setter
@@ -136,7 +137,7 @@ async def rehearse(settings: Settings, *, scratch_dir: str | Path, **overrides: 
             epoch = head // length
             decision = weight_setter.decide_epoch(ctx.log, own=ctx.hotkey, epoch=epoch, epoch_block=epoch * length,
                                                   netuid=ctx.netuid, consensus=ctx.consensus)
-            ctx.log.append(decision, key=f"epoch/{epoch}/scored", block=epoch * length)
+            ctx.log.append_many(decisions.drafts(decision, block=epoch * length))
             meta = await ctx.chain.metagraph(ctx.netuid)
             uid = await ctx.chain.uid_of(ctx.netuid, ctx.hotkey)
             limit = await ctx.chain.weights_rate_limit(ctx.netuid)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from leoma import decisions
 from leoma.devnet.network import consensus_toml
 from leoma.log import EventLog
 from leoma.rehearse import PrefixStore
@@ -54,7 +55,9 @@ async def test_rehearse_runs_a_turn_and_an_epoch_and_submits_nothing(tmp_path: P
         with EventLog(r["scratch_log"], readonly=True) as log:
             assert log.count(kind="task_closed") == 1 and log.count(kind="epoch_scored") == 1
             assert log.count(kind="weights_submitted") == 0
-            decided = log.get(me.ss58_address, f"epoch/{r['epoch']}/scored").payload()
+            found = decisions.find(log, r["epoch"], origin=me.ss58_address)
+            assert found is not None
+            decided = found.body
         assert [(w["uid"], w["weight"]) for w in r["weights"]] == [(w.uid, w.weight) for w in decided.weights]
         # Every object written to the own bucket is under the scratch prefix.
         bucket = Path(env["LEOMA_OWN_BUCKET_URL"].removeprefix("file://"))
