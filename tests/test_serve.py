@@ -209,6 +209,17 @@ def test_metrics_and_healthz_are_served(validator_proc: Proc) -> None:
     assert reply.status_code == 200 and reply.json() == {"ok": True, "problems": []}
 
 
+def test_healthz_asks_the_process_where_it_really_listens(validator_proc: Proc) -> None:
+    state = str(validator_proc.root / "state")
+    ok = CliRunner().invoke(cli(), ["healthz", "--process", "validator", "--state-dir", state])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output) == {"ok": True, "problems": []}
+    # The sampler of this state directory is not running: unhealthy, not an error.
+    missing = CliRunner().invoke(cli(), ["healthz", "--process", "sampler", "--state-dir", state],
+                                 env={"LEOMA_METRICS_ADDR": "127.0.0.1:9"})
+    assert missing.exit_code == 1 and "unreachable" in missing.output
+
+
 def test_sigterm_exits_zero_having_flushed_then_status_reads_the_log(validator_proc: Proc) -> None:
     p = validator_proc
 
@@ -243,17 +254,6 @@ def test_sigterm_exits_zero_having_flushed_then_status_reads_the_log(validator_p
     assert out["chain_head"] > 0 and out["last_scored_epoch"] is not None and out["mirror_lag"] == 0
     table = CliRunner().invoke(cli(), ["status", "--db", str(p.db), "--no-chain"])
     assert table.exit_code == 0 and "own events" in table.output and p.hotkey in table.output
-
-
-def test_healthz_asks_the_process_where_it_really_listens(validator_proc: Proc) -> None:
-    state = str(validator_proc.root / "state")
-    ok = CliRunner().invoke(cli(), ["healthz", "--process", "validator", "--state-dir", state])
-    assert ok.exit_code == 0, ok.output
-    assert json.loads(ok.output) == {"ok": True, "problems": []}
-    # The sampler of this state directory is not running: unhealthy, not an error.
-    missing = CliRunner().invoke(cli(), ["healthz", "--process", "sampler", "--state-dir", state],
-                                 env={"LEOMA_METRICS_ADDR": "127.0.0.1:9"})
-    assert missing.exit_code == 1 and "unreachable" in missing.output
 
 
 # -- processes sharing one log ---------------------------------------------------------------
