@@ -10,7 +10,6 @@ from types import SimpleNamespace
 
 import pytest
 
-bt = pytest.importorskip("bittensor")
 from bittensor.sp_core import Keypair  # noqa: E402
 
 from leoma.chain import Chain, commitment_payload  # noqa: E402

@@ -13,7 +13,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-bt = pytest.importorskip("bittensor")
+import bittensor as bt
 
 from leoma.devnet.simchain import SimChain  # noqa: E402
 from leoma_cmd.chain_cmds import register  # noqa: E402

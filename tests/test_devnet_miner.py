@@ -56,7 +56,7 @@ def run(args: list[str], env: dict[str, str]) -> Any:
 
 @pytest.fixture(scope="module")
 def joined(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Joined]:
-    bt = pytest.importorskip("bittensor")
+    import bittensor as bt
     tmp = tmp_path_factory.mktemp("devnet-miner")
     net = Devnet.create(tmp / "net", CONFIG)
     net.start(api=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-bt = pytest.importorskip("bittensor")
+import bittensor as bt
 from bittensor.sp_core import Keypair  # noqa: E402
 
 from leoma.devnet.simchain import SimChain, SimSubstrate  # noqa: E402
