@@ -1,6 +1,6 @@
 """Done-when of the owner's dashboard on a devnet: it shows the winner the validators set on chain.
 
-A small devnet (two validators, a faithful and a static miner) runs until both validators
+A small devnet (two validators, a faithful and a noisy miner) runs until both validators
 decided an epoch with a winner and their weights landed on the simulated chain. Then headless
 Chromium renders the devnet's dashboard, whose winner must be the hotkey the chain's weights
 point at, and every read route of the seed answers 200 with the seed's fields, from the
@@ -35,7 +35,7 @@ from tests.test_dashboard import assert_picture, keep, raw_get
 
 pytestmark = pytest.mark.slow
 
-CONFIG = DevnetConfig(validators=2, miners=("faithful", "static"))
+CONFIG = DevnetConfig(validators=2, miners=("faithful", "noisy"))
 
 
 @pytest.fixture(scope="module")

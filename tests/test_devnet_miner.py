@@ -22,6 +22,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from leoma import decisions
 from leoma.devnet.network import Devnet, DevnetConfig
 from leoma.errors import LogError
 from leoma.events import decode_body
@@ -111,9 +112,18 @@ def ranked_in(net: Devnet, hotkey: str) -> tuple[str, Any] | None:
     its verdicts were counted.
     """
     for node in net.validators:
-        for scored in own_bodies(net, node.name, "epoch_scored"):
-            if any(a.hotkey == hotkey and a.evaluated > 0 for a in scored.aggregates):
-                return node.name, scored
+        if not net.db_path(node).is_file():
+            continue
+        try:
+            log = EventLog(net.db_path(node), readonly=True)
+        except LogError:  # the process has created the file but not its tables yet
+            continue
+        with log:
+            # A decision keeps its per-miner aggregates in detail parts: read it joined.
+            for found in decisions.recorded(log, origin=node.hotkey):
+                scored = found.body
+                if any(a.hotkey == hotkey and a.evaluated > 0 for a in scored.aggregates):
+                    return node.name, scored
     return None
 
 
