@@ -156,7 +156,7 @@ def test_miner_status_explains_each_step(joined: Joined) -> None:
     name, scored = ranked_in(net, hotkey) or ("", None)
     args = ["miner", "status", "--hotkey", hotkey, "--db", str(net.db_path(name)), "--validator",
             net.node(name).hotkey, "--network", f"sim:{net.chain_path}", "--netuid", str(CONFIG.netuid),
-            "--chutes-api-url", net.world.url]
+            "--chutes-api-url", net.world.url, "--tasks", "50"]
     env = {**joined.env, "LEOMA_CONSENSUS": str(net.consensus_path)}  # the devnet's dominance threshold
     as_json = run([*args, "--json"], env)
     assert as_json.exit_code == 0, as_json.output
