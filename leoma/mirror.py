@@ -80,7 +80,7 @@ from leoma.events import (
     verify_chain,
 )
 from leoma.log import EventLog
-from leoma.signing import Checkpoint, Signer, read_checkpoint, sign_checkpoint
+from leoma.signing import SS58_SHAPE, Checkpoint, Signer, is_ss58, read_checkpoint, sign_checkpoint
 from leoma.storage import ObjectStore
 from projections.rotation import rightful_sampler_at
 
@@ -128,7 +128,7 @@ MAX_LINE_BYTES: Final = MAX_BODY_BYTES + 4096
 # Compressed bytes fed per step: a zstd block of 4 bytes can inflate to 128 KiB, so one step
 # overshoots the cap by at most 4 MiB, whatever the frame header says.
 _INFLATE_STEP: Final = 128
-SS58_RE: Final = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{47,48}$")
+SS58_RE: Final = SS58_SHAPE  # the shape only; `is_ss58` also checks the checksum
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _OBJECT_NAME = re.compile(r"/seg/(\d{9})-(\d{9})\.jsonl\.zst$")
 
@@ -774,7 +774,7 @@ class MirrorIn:
             except LeomaError as exc:  # e.g. the local log refused a write: this peer only
                 report.error = str(exc)
                 log.error("mirror pull peer=%s failed: %s", peer.hotkey[:12], exc)
-            report.head = self.log.head(peer.hotkey).origin_seq if SS58_RE.match(peer.hotkey) else 0
+            report.head = self.log.head(peer.hotkey).origin_seq if is_ss58(peer.hotkey) else 0
             return report
 
     def _record_rejection(self, hotkey: str, rej: _Rejection, report: PeerSync, block: int | None) -> None:
@@ -783,7 +783,7 @@ class MirrorIn:
         key = f"peer/{hotkey}/rejected/{rej.key}/{digest}"[:512]
         if self.log.get(self.log.own or "", key) is not None:
             return  # the same refusal again on a retry: recorded once
-        at_seq = self.log.head(hotkey).origin_seq + 1 if SS58_RE.match(hotkey) else 0
+        at_seq = self.log.head(hotkey).origin_seq + 1 if is_ss58(hotkey) else 0
         body = PeerSegmentRejected(peer=hotkey, object_key=rej.key, reason=reason, at_seq=at_seq)
         self.log.append(body, key=key, block=block if block is not None else report.checkpoint_block)
         log.warning("mirror rejected peer=%s object=%s: %s", hotkey[:12], rej.key, reason)
@@ -799,7 +799,7 @@ class MirrorIn:
     async def sync_peer(self, peer: Peer, report: PeerSync, block: int | None = None) -> None:
         """Fetch the checkpoint and new objects of one peer and import them (see module doc)."""
         hk = peer.hotkey
-        if not SS58_RE.match(hk):
+        if not is_ss58(hk):
             raise _Rejection(f"log/{hk}", f"{BAD_HOTKEY}: {hk[:60]!r} is not an SS58 address")
         ckey = checkpoint_key(hk)
         try:
@@ -1007,7 +1007,7 @@ async def verify_published(bucket_url: str, hotkey: str, *, max_segment_bytes: i
     from leoma.storage import open_store
 
     report: dict[str, Any] = {"ok": False, "message": "", "hotkey": hotkey, "events": 0, "segments": 0, "bytes": 0}
-    if not SS58_RE.match(hotkey):
+    if not is_ss58(hotkey):
         report["message"] = f"{BAD_HOTKEY}: {hotkey[:60]!r} is not an SS58 address"
         return report
     own_store = store is None

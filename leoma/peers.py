@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
 from leoma.errors import ConfigError
+from leoma.signing import SS58_SHAPE, is_ss58
 from leoma.storage import ObjectStore
 
 __all__ = ["PeerEntry", "PeerProblem", "parse_peers", "peer_store", "peers_from_env"]
 
-SS58_RE = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{47,48}$")
+SS58_RE = SS58_SHAPE  # the shape only; `is_ss58` also checks the checksum
 _S3_REQUIRED = ("bucket", "endpoint", "read_access_key", "read_secret_key")
 _TEXT_FIELDS = ("hotkey", "bucket", "endpoint", "region", "read_access_key", "read_secret_key", "url")
 
@@ -103,7 +103,7 @@ def _entry(index: int, item: Any) -> tuple[PeerEntry | None, list[PeerProblem]]:
     text = {name: (item.get(name) or "").strip() for name in _TEXT_FIELDS}
     if not text["hotkey"]:
         problems.append(PeerProblem(index=index, field="hotkey", message="is missing"))
-    elif not SS58_RE.match(text["hotkey"]):
+    elif not is_ss58(text["hotkey"]):
         problems.append(PeerProblem(index=index, field="hotkey", message=f"{text['hotkey'][:60]!r} is not an SS58 address"))
     if text["url"]:
         if not text["url"].startswith(("file:", "s3://")):

@@ -9,13 +9,35 @@ be replayed as another.
 from __future__ import annotations
 
 import hashlib
-from typing import Protocol
+import re
+from typing import Final, Protocol
 
 import msgspec
 
 from leoma.errors import SignatureError
 
 CHECKPOINT_DOMAIN = b"leoma-checkpoint/v1"
+
+# The seed's shape of an address (base58 alphabet, 47-48 characters): a cheap first filter
+# before the SDK decodes it and checks its blake2b checksum.
+SS58_SHAPE: Final = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{47,48}$")
+
+
+def is_ss58(text: object) -> bool:
+    """Whether `text` is an SS58 address of a 32-byte public key with a valid checksum.
+
+    The shape is the seed's; the checksum is checked by the SDK's own decoder
+    (`bittensor_core.ss58_decode`, the same function as `bittensor.sp_core.ss58_decode`),
+    so a typo in any character is refused rather than accepted as a different key.
+    """
+    if not isinstance(text, str) or not SS58_SHAPE.match(text):
+        return False
+    from bittensor_core import ss58_decode
+
+    try:
+        return len(ss58_decode(text)) == 32
+    except ValueError:
+        return False
 
 
 class Signer(Protocol):

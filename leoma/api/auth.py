@@ -18,19 +18,15 @@ the rest of its validity window (the seed accepted replays for ±300 s).
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from collections.abc import Callable, Mapping
 
+from leoma.signing import SS58_SHAPE, is_ss58
+
 __all__ = ["AuthError", "ReplayGuard", "Verifier", "message_for", "sign_headers", "SS58_PATTERN", "is_ss58"]
 
-SS58_PATTERN = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{47,48}$")
+SS58_PATTERN = SS58_SHAPE  # the shape only; `is_ss58` also checks the checksum
 HEADERS = ("X-Validator-Hotkey", "X-Signature", "X-Timestamp")
-
-
-def is_ss58(text: object) -> bool:
-    """Whether `text` looks like an SS58 address (the seed's regex)."""
-    return isinstance(text, str) and bool(SS58_PATTERN.match(text))
 
 
 class AuthError(Exception):
