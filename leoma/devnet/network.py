@@ -119,32 +119,12 @@ def devnet_consensus(config: DevnetConfig) -> Consensus:
     )
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(str(value))
-
-
 def consensus_toml(consensus: Consensus, *, comment: str = "") -> str:
     """`consensus` as TOML that `load_consensus` reads back to the same digest."""
-    data = msgspec.to_builtins(consensus)
-    lines = [f"# {line}" for line in comment.splitlines()] + [""]
-    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    lines += [f"{k} = {_toml_value(v)}" for k, v in scalars.items()]
+    import tomli_w
 
-    def section(name: str, table: dict[str, Any]) -> None:
-        lines.extend(["", f"[{name}]"])
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict))
-        for k, v in table.items():
-            if isinstance(v, dict):
-                section(f"{name}.{k}", v)
-
-    for name, table in data.items():
-        if isinstance(table, dict):
-            section(name, table)
-    return "\n".join(lines) + "\n"
+    header = "".join(f"# {line}\n" for line in comment.splitlines()) + "\n"
+    return header + tomli_w.dumps(msgspec.to_builtins(consensus))
 
 
 def _kp(uri: str) -> Any:
