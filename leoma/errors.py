@@ -17,8 +17,16 @@
     ├── ChainError             the chain could not be read, or refused a transaction
     │   └── ChainRefused       the chain answered, and said no (carries the chain's reason)
     ├── MirrorError            a peer's published log could not be imported (reason recorded)
-    └── AdapterError           an outside service (Chutes, Gemini, Hugging Face) failed
-        └── VideoError         bytes that are not an acceptable video
+    ├── AdapterError           an outside service (Chutes, Gemini, Hugging Face) failed
+    │   └── VideoError         bytes that are not an acceptable video
+    ├── RequestRefused         the owner API refuses a request (carries `status` and `detail`)
+    │   ├── AuthError          authentication (401/422) or authorisation (403) failed
+    │   └── HttpError          any other refusal (400, 404, 409, 413, ...)
+    ├── NotRanked              a miner asked about is not among the ranked ones (also a KeyError)
+    └── StatePruned            a fold already forgot events a decision needs (also a ValueError)
+
+`NotRanked` and `StatePruned` also subclass the built-in that callers caught before they existed,
+so older `except KeyError` / `except ValueError` code keeps working.
 
 Command-line code turns these into `click.ClickException`s with the same message.
 """
@@ -109,3 +117,31 @@ class AdapterError(LeomaError):
 
 class VideoError(AdapterError):
     """Bytes that are not an acceptable video."""
+
+
+class RequestRefused(LeomaError):
+    """The owner API refuses a request: `status` is the HTTP status, `detail` the caller's message."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class AuthError(RequestRefused):
+    """A request failed authentication (`status` 401/422) or authorisation (403)."""
+
+
+class HttpError(RequestRefused):
+    """A request refused with `status` and a message for the caller."""
+
+
+class NotRanked(LeomaError, KeyError):
+    """The miner asked about is not among the ranked miners."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class StatePruned(LeomaError, ValueError):
+    """The fold already forgot events this decision could read: fold from scratch instead."""

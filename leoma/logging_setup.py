@@ -62,7 +62,9 @@ def setup_logging(level: str = "INFO", fmt: str = "text", stream: IO[str] | None
     installs its own root handler cannot duplicate or reformat Leoma's lines.
     """
     if fmt not in ("text", "json"):
-        raise ValueError(f"log format must be 'text' or 'json', not {fmt!r}")
+        from leoma.errors import ConfigError
+
+        raise ConfigError(f"log format must be 'text' or 'json', not {fmt!r}: pass --log-format text or json")
     logger = logging.getLogger("leoma")
     numeric = logging.getLevelName(str(level).upper())
     logger.setLevel(numeric if isinstance(numeric, int) else logging.INFO)

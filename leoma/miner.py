@@ -449,7 +449,7 @@ async def _first_frame(image: str) -> bytes:
         async with httpx.AsyncClient(timeout=30) as http:
             resp = await http.get(image)
             if resp.status_code != 200:
-                raise ValueError(f"HTTP {resp.status_code} fetching {image}")
+                raise AdapterError(f"HTTP {resp.status_code} fetching {image}: the conditioning image must be reachable")
             return resp.content
     return base64.b64decode(image, validate=True)
 

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from leoma.consensus import Consensus
+from leoma.errors import StatePruned
 from leoma.events import (
     VERSIONS,
     AllowlistVerified,
@@ -103,10 +104,6 @@ _verdict_lite = msgspec.json.Decoder(_VerdictLite)
 _judge_lite = msgspec.json.Decoder(_JudgeLite)
 _task_lite = msgspec.json.Decoder(_TaskLite)
 _decision_lite = msgspec.json.Decoder(_DecisionLite)
-
-
-class StatePruned(ValueError):
-    """The fold already forgot events this decision could read: fold from scratch instead."""
 
 
 class EpochState(msgspec.Struct, kw_only=True):

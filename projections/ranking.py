@@ -16,6 +16,7 @@ from fractions import Fraction
 
 import msgspec
 
+from leoma.errors import NotRanked
 from projections.miners import NO_BLOCK
 
 
@@ -119,7 +120,7 @@ def explain(standings: Sequence[Standing], threshold: Fraction, hotkey: str) -> 
     ordered = by_seniority(standings)
     index = next((i for i, s in enumerate(ordered) if s.hotkey == hotkey), None)
     if index is None:
-        raise KeyError(f"{hotkey} is not among the ranked miners")
+        raise NotRanked(f"{hotkey} is not among the ranked miners")
     me = ordered[index]
     comparisons = tuple(
         Comparison(earlier=e.hotkey, earlier_rate=e.rate, needed=e.rate + threshold,

@@ -44,6 +44,7 @@ from leoma.api.state import (
     BLACKLIST_ADD, BLACKLIST_REMOVE, ROTATION_INTERVAL, VALIDATOR_ADD, VALIDATOR_REMOVE, ApiState,
 )
 from leoma.consensus import Consensus
+from leoma.errors import HttpError
 from leoma.events import AdminActed, MinerChecked, MinerReportReceived
 from leoma.log import Draft, EventLog
 from leoma.storage import DirectoryStore
@@ -56,14 +57,6 @@ _enc = msgspec.json.Encoder()
 MAX_REPORT_MINERS = 2048
 MAX_BATCH = 100
 REPORT_CHUNK = 32  # miners per event: keeps each body well under the log's 64 KiB cap
-
-
-class HttpError(Exception):
-    """A request refused with `status` and a message for the caller."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.detail = status, detail
 
 
 def json_response(value: Any, status: int = 200) -> Response:

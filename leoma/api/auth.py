@@ -21,21 +21,13 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping
 
+from leoma.errors import AuthError
 from leoma.signing import SS58_SHAPE, is_ss58
 
 __all__ = ["AuthError", "ReplayGuard", "Verifier", "message_for", "sign_headers", "SS58_PATTERN", "is_ss58"]
 
 SS58_PATTERN = SS58_SHAPE  # the shape only; `is_ss58` also checks the checksum
 HEADERS = ("X-Validator-Hotkey", "X-Signature", "X-Timestamp")
-
-
-class AuthError(Exception):
-    """A request failed authentication (`status` 401/422) or authorisation (403)."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 def message_for(body: bytes, timestamp: str) -> bytes:
