@@ -9,13 +9,15 @@ the three never disagree.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import msgspec
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from leoma.log import EventLog
 
-__all__ = ["Facts", "LoopFact", "PeerFact", "collect_facts", "health", "render_prometheus", "OVERDUE_TEMPOS",
+__all__ = ["Facts", "LoopFact", "PeerFact", "collect_facts", "health", "render_prometheus", "CONTENT_TYPE", "OVERDUE_TEMPOS",
            "OVERDUE_EPOCHS"]
 
 OVERDUE_TEMPOS = 3  # weights this many tempos late fail /healthz (one late tempo is normal jitter)
@@ -192,20 +194,35 @@ def health(facts: Facts) -> tuple[bool, list[str]]:
     return not problems, problems
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The media type of `render_prometheus`'s output (prometheus_client's text format 0.0.4)."""
+
+
+class _Families:
+    """The facts as prometheus_client metric families, collected once by a throw-away registry.
+
+    A fresh registry per render (rather than process-global gauges) keeps `render_prometheus` a
+    function of its `facts`: two services in one process, or two tests, never share a sample.
+    """
+
+    def __init__(self) -> None:
+        self.families: list[Metric] = []
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
 
 
 def render_prometheus(facts: Facts, *, now: float | None = None) -> str:
-    """The facts in the Prometheus text exposition format (version 0.0.4)."""
-    lines: list[str] = []
+    """The facts in the Prometheus text exposition format (version 0.0.4), by prometheus_client."""
+    collector = _Families()
 
     def metric(name: str, kind: str, help_: str, samples: Iterable[tuple[Mapping[str, str], float | int]]) -> None:
-        lines.append(f"# HELP {name} {help_}")
-        lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            label = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            lines.append(f"{name}{{{label}}} {value}" if label else f"{name} {value}")
+        rows = list(samples)
+        labels = list(rows[0][0]) if rows else []
+        family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, help_, labels=labels)
+        for values, value in rows:
+            family.add_metric([values[k] for k in labels], value)
+        collector.families.append(family)
 
     now = time.time() if now is None else now
     healthy, _ = health(facts)
@@ -248,4 +265,6 @@ def render_prometheus(facts: Facts, *, now: float | None = None) -> str:
     metric("leoma_loop_restarts_total", "counter", "Times each loop restarted after an exception.",
            [({"loop": lp.name}, lp.restarts) for lp in facts.loops])
     metric("leoma_healthy", "gauge", "1 when /healthz passes.", [({}, int(healthy))])
-    return "\n".join(lines) + "\n"
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return generate_latest(registry).decode("utf-8")

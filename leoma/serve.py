@@ -48,6 +48,7 @@ from typing import Any
 
 from leoma.config import Settings, environment
 from leoma.errors import ChainError, ConfigError, LeomaError
+from leoma.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from leoma.metrics import Facts, LoopFact, collect_facts, health, render_prometheus
 
 __all__ = [
@@ -582,7 +583,7 @@ class Validator:
         from starlette.routing import Route
 
         async def metrics(_request: Any) -> Any:
-            return PlainTextResponse(render_prometheus(self.facts()), media_type="text/plain; version=0.0.4")
+            return PlainTextResponse(render_prometheus(self.facts()), media_type=METRICS_CONTENT_TYPE)
 
         async def healthz(_request: Any) -> Any:
             ok, problems = health(self.facts())

@@ -36,9 +36,9 @@ def test_overdue_after_the_configured_number_of_epochs_without_a_landed_decision
 
 def test_the_gauges() -> None:
     text = render_prometheus(facts(last_weights_epoch=40))
-    assert "leoma_weights_epochs_since_landed 10\n" in text and "leoma_weights_overdue 1\n" in text
-    assert "leoma_healthy 0\n" in text
-    assert "leoma_weights_overdue 0\n" in render_prometheus(facts())
+    assert "leoma_weights_epochs_since_landed 10.0\n" in text and "leoma_weights_overdue 1.0\n" in text
+    assert "leoma_healthy 0.0\n" in text
+    assert "leoma_weights_overdue 0.0\n" in render_prometheus(facts())
 
 
 def test_only_a_confirmed_decision_counts_as_landed(tmp_path: Path) -> None:

@@ -131,7 +131,7 @@ def test_health_fails_when_weights_are_overdue_by_more_than_three_tempos_or_a_lo
 
 def test_prometheus_text() -> None:
     text = render_prometheus(facts(peers=()), now=time.time())
-    assert "# TYPE leoma_log_head gauge\nleoma_log_head 10\n" in text
+    assert "# TYPE leoma_log_head gauge\nleoma_log_head 10.0\n" in text
     assert "leoma_mirror_lag_events 3" in text and "leoma_blocks_since_weights_set 100" in text
     assert 'leoma_miner_responses_total{status="failed/miner"} 2' in text
     assert 'leoma_loop_up{loop="sampler"} 1' in text and "leoma_healthy 1" in text
