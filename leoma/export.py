@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -71,68 +70,67 @@ def write_parquet(events: Iterator[Event], path: Path, *, batch: int = 50_000) -
     return n
 
 
-_SEALED_SCHEMA = """
-CREATE TABLE events (
-    origin TEXT NOT NULL, origin_seq INTEGER NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL,
-    v INTEGER NOT NULL, block INTEGER NOT NULL, at INTEGER NOT NULL, body TEXT NOT NULL,
-    prev TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (origin, origin_seq)
-);
-CREATE INDEX events_kind_block ON events(kind, block);
-CREATE TABLE kinds (kind TEXT PRIMARY KEY, version INTEGER NOT NULL, description TEXT NOT NULL);
-CREATE TABLE about (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE VIEW verdicts AS
+_COLUMNS: dict[str, type] = {
+    "origin": str, "origin_seq": int, "key": str, "kind": str, "v": int,
+    "block": int, "at": int, "body": str, "prev": str, "hash": str,
+}
+_VERDICTS_VIEW = """
     SELECT origin AS validator, block, json_extract(body, '$.task_id') AS task_id,
            json_extract(body, '$.miner') AS miner, json_extract(body, '$.passed') AS passed,
            json_extract(body, '$.overall') AS overall
-    FROM events WHERE kind = 'verdict_recorded';
+    FROM events WHERE kind = 'verdict_recorded'
 """
 
 
-def write_sqlite(events: Iterator[Event], path: Path, *, filters: dict[str, Any]) -> int:
-    """Write a sealed, self-describing SQLite copy that datasette can browse.
+def write_sqlite(events: Iterator[Event], path: Path, *, filters: dict[str, Any], batch: int = 10_000) -> int:
+    """Write a sealed, self-describing SQLite copy that datasette can browse (via sqlite-utils).
 
     Sealed: triggers refuse UPDATE and DELETE, and `about.seal` is the sha256 over every
     exported hash in order, so any later edit is detectable.
     """
+    import sqlite_utils
+
     if path.exists():
         raise LogError(f"{path} exists: choose a new file for the export")
-    conn = sqlite3.connect(path)
-    try:
-        conn.executescript(_SEALED_SCHEMA)
-        conn.executemany(
-            "INSERT INTO kinds VALUES (?, ?, ?)",
-            [(k, VERSIONS[k], (t.__doc__ or "").strip().splitlines()[0]) for k, t in sorted(KINDS.items())],
-        )
-        seal = hashlib.sha256()
-        n = 0
-        batch = []
+    seal = hashlib.sha256()
+    count = 0
+
+    def records() -> Iterator[dict[str, Any]]:
+        nonlocal count
         for e in events:
-            r = _record(e)
-            batch.append(tuple(r.values()))
             seal.update(bytes.fromhex(e.hash))
-            n += 1
-            if len(batch) >= 10_000:
-                conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch)
-                batch = []
-        conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch)
-        about = {
-            "format": "leoma-events-export/v1",
-            "events": str(n),
-            "filters": json.dumps(filters, sort_keys=True),
-            "seal": seal.hexdigest(),
-            "hash_rule": "hash = sha256(bytes.fromhex(prev) || canonical JSON of every field but prev and hash)",
-        }
-        conn.executemany("INSERT INTO about VALUES (?, ?)", sorted(about.items()))
-        for table in ("events", "kinds", "about"):
-            for op in ("UPDATE", "DELETE"):
-                conn.execute(
-                    f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
-                    f"BEGIN SELECT RAISE(ABORT, 'this export is sealed'); END"
-                )
-        conn.commit()
+            count += 1
+            yield _record(e)
+
+    db = sqlite_utils.Database(path)
+    try:
+        with db.conn:
+            table = db.table("events")
+            table.create(_COLUMNS, pk=("origin", "origin_seq"), not_null=set(_COLUMNS))
+            table.create_index(["kind", "block"], index_name="events_kind_block")
+            db.table("kinds").create({"kind": str, "version": int, "description": str}, pk="kind",
+                                     not_null={"kind", "version", "description"})
+            db.table("about").create({"name": str, "value": str}, pk="name", not_null={"name", "value"})
+            db.create_view("verdicts", _VERDICTS_VIEW)
+            db.table("kinds").insert_all(
+                {"kind": k, "version": VERSIONS[k], "description": (t.__doc__ or "").strip().splitlines()[0]}
+                for k, t in sorted(KINDS.items()))
+            table.insert_all(records(), batch_size=batch)
+            about = {
+                "format": "leoma-events-export/v1",
+                "events": str(count),
+                "filters": json.dumps(filters, sort_keys=True),
+                "seal": seal.hexdigest(),
+                "hash_rule": "hash = sha256(bytes.fromhex(prev) || canonical JSON of every field but prev and hash)",
+            }
+            db.table("about").insert_all({"name": k, "value": v} for k, v in sorted(about.items()))
+            for name in ("events", "kinds", "about"):
+                for op in ("UPDATE", "DELETE"):
+                    db.execute(f"CREATE TRIGGER {name}_no_{op.lower()} BEFORE {op} ON {name} "
+                               f"BEGIN SELECT RAISE(ABORT, 'this export is sealed'); END")
     finally:
-        conn.close()
-    return n
+        db.close()
+    return count
 
 
 def export(log: EventLog, out: str, fmt: str, *, kind: str | None = None, origin: str | None = None,
