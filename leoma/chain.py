@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from leoma import retry as retry_policy
 from leoma.errors import ChainError, ChainRefused, ConfigError
 
 log = logging.getLogger("leoma.chain")
@@ -103,6 +104,14 @@ class PendingCommit(msgspec.Struct, frozen=True, kw_only=True):
     reveal_round: int
 
 
+class _Dropped(Exception):
+    """The connection dropped or the deadline passed: worth one reconnect (the message is the final error's)."""
+
+    def __init__(self, message: str, *, connection: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.connection = connection
+
+
 def _is_connection_error(exc: BaseException) -> bool:
     from bittensor.result import ConnectionNotReady, RpcConnectionError
 
@@ -123,9 +132,13 @@ def encode_raw_fields(data: bytes) -> dict:
 class Chain:
     """An async adapter over one bittensor `Client` (opened lazily, reconnected on a dropped socket)."""
 
-    def __init__(self, network: str = "finney", *, timeout: float = 60.0) -> None:
+    def __init__(self, network: str = "finney", *, timeout: float = 60.0, reconnect_pause: float = 0.25,
+                 sleep: retry_policy.Sleep | None = None) -> None:
         self.network = network
         self.timeout = timeout
+        self.reconnect_pause = reconnect_pause
+        """Longest jittered pause before reconnecting (`leoma.retry.chain_policy`)."""
+        self._sleep = sleep
         self._client: Any = None
         self._substrate: Any = None
         self._lock = asyncio.Lock()
@@ -181,7 +194,9 @@ class Chain:
 
     async def _call(self, what: str, fn: Callable[[Any], Awaitable[T]], *, retry: bool = True) -> T:
         """Run `fn(client)` under the deadline; after a dropped connection reconnect and retry once."""
-        for attempt in (1, 2):
+        attempts = 2 if retry else 1
+
+        async def once() -> T:
             client = await self.client()
             try:
                 return await asyncio.wait_for(fn(client), self.timeout)
@@ -189,16 +204,25 @@ class Chain:
                 raise
             except TimeoutError as exc:
                 await self.close()
-                if attempt == 2 or not retry:
-                    raise ChainError(f"{what}: no answer from {self.network!r} within {self.timeout:g}s") from exc
+                raise _Dropped(f"{what}: no answer from {self.network!r} within {self.timeout:g}s") from exc
             except Exception as exc:
                 if not _is_connection_error(exc):
                     _raise_sdk_error(what, exc)
                 await self.close()
-                if attempt == 2 or not retry:
-                    raise ChainError(f"{what}: connection to {self.network!r} failed twice: {exc}") from exc
-                log.warning("%s: connection dropped (%s); reconnecting once", what, exc)
-        raise AssertionError("unreachable")
+                raise _Dropped(f"{what}: connection to {self.network!r} failed twice: {exc}", connection=exc) from exc
+
+        def note(state: Any) -> None:
+            exc = state.outcome.exception()
+            if isinstance(exc, _Dropped) and exc.connection is not None:
+                log.warning("%s: connection dropped (%s); reconnecting once", what, exc.connection)
+
+        policy = retry_policy.chain_policy(attempts=attempts, retry_on=lambda e: isinstance(e, _Dropped),
+                                           pause=self.reconnect_pause, sleep=self._sleep, before_sleep=note)
+        try:
+            return await policy(once)
+        except _Dropped as exc:
+            raise ChainError(str(exc)) from exc.__cause__
+
 
     # -- reads
     async def head(self) -> tuple[int, str]:

@@ -14,13 +14,13 @@ import asyncio
 import base64
 import hashlib
 import logging
-import random
 import time
 from typing import Any, Callable, Literal
 
 import httpx
 import msgspec
 
+from leoma import retry as retry_policy
 from leoma.consensus import DEFAULT as _PINNED
 from leoma.consensus import Request
 from leoma.errors import VideoError
@@ -96,6 +96,7 @@ class ChutesClient:
         video_limits: Any = None,
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
+        sleep: retry_policy.Sleep | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.api_key = api_key
@@ -110,6 +111,7 @@ class ChutesClient:
         self.request = request
         self.video_limits = video_limits
         self._clock = clock
+        self._sleep = sleep  # the wait between gateway retries (tests pass a recorder)
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._cache: dict[str, tuple[float, ChuteInfo]] = {}
         self._inflight: dict[str, asyncio.Future[ChuteInfo | None]] = {}
@@ -230,34 +232,35 @@ class ChutesClient:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         deadline = self._clock() + self.retry_budget
         loop = asyncio.get_running_loop()
-        attempts = 0
-        last = ""
         async with self._semaphore:
             total_deadline = loop.time() + timeout  # from the call's start, not its wait for a slot
-            while True:
-                attempts += 1
-                started = time.perf_counter()
-                try:
-                    async with asyncio.timeout_at(total_deadline):
-                        body = await self._post(url, payload, headers, timeout)
-                except TimeoutError:
-                    # Only hot chutes are called, so running out the clock is the miner's fault.
-                    latency = int((time.perf_counter() - started) * 1000)
-                    return _fail("miner", f"timeout: no complete reply within the {timeout:g}s deadline "
-                                 "(connect + first byte + body)", latency_ms=latency, attempts=attempts,
-                                 reason="timeout")
-                except _Retry as exc:
-                    last = str(exc)
-                    delay = self.retry_base_delay * (2 ** (attempts - 1)) * (0.5 + random.random())
-                    if self._clock() + delay >= deadline or loop.time() + delay >= total_deadline:
-                        return _fail("infra", f"{last} (gave up after {attempts} attempts)", attempts=attempts)
-                    await asyncio.sleep(delay)
-                    continue
-                except _MinerFault as exc:
-                    latency = int((time.perf_counter() - started) * 1000)
-                    return _fail("miner", str(exc), latency_ms=latency, attempts=attempts, reason=exc.reason)
+
+            def budget_ends(wait: float) -> bool:
+                return self._clock() + wait >= deadline or loop.time() + wait >= total_deadline
+
+            policy = retry_policy.chutes_policy(base=self.retry_base_delay, budget_ends=budget_ends,
+                                                retry_on=_Retry, sleep=self._sleep)
+            started = time.perf_counter()
+            attempts = 0
+            try:
+                async for attempt in policy:
+                    with attempt:
+                        attempts += 1
+                        started = time.perf_counter()
+                        async with asyncio.timeout_at(total_deadline):
+                            body = await self._post(url, payload, headers, timeout)
+            except TimeoutError:
+                # Only hot chutes are called, so running out the clock is the miner's fault.
                 latency = int((time.perf_counter() - started) * 1000)
-                break
+                return _fail("miner", f"timeout: no complete reply within the {timeout:g}s deadline "
+                             "(connect + first byte + body)", latency_ms=latency,
+                             attempts=attempts, reason="timeout")
+            except _Retry as exc:
+                return _fail("infra", f"{exc} (gave up after {attempts} attempts)", attempts=attempts)
+            except _MinerFault as exc:
+                latency = int((time.perf_counter() - started) * 1000)
+                return _fail("miner", str(exc), latency_ms=latency, attempts=attempts, reason=exc.reason)
+            latency = int((time.perf_counter() - started) * 1000)
         return await self._validate(body, latency, attempts)
 
     async def _post(self, url: str, payload: dict[str, Any], headers: dict[str, str], timeout: float) -> bytes:

@@ -17,7 +17,6 @@ task, never failed for the judge's trouble.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from fractions import Fraction
@@ -25,6 +24,7 @@ from typing import Any, Mapping
 
 import msgspec
 
+from leoma import retry as retry_policy
 from leoma.consensus import ASPECTS, CRITICAL_ASPECTS, Consensus
 from leoma.consensus import DEFAULT as _PINNED
 from leoma.errors import AdapterError
@@ -242,11 +242,14 @@ class Judge:
         api_version: str | None = None,
         retry_sleep: float = 5.0,
         timeout_ms: int = 120_000,
+        sleep: retry_policy.Sleep | None = None,
     ) -> None:
         if not api_key:
             raise AdapterError("no Gemini API key: set GEMINI_API_KEY so the judge can be called")
         self.settings = settings or JudgeSettings()
         self.retry_sleep = retry_sleep
+        """Mean pause between attempts; each is jittered in [1/2, 3/2] of it (`leoma.retry.judge_policy`)."""
+        self._sleep = sleep
         self._api_key = api_key
         self._base_url = base_url
         self._api_version = api_version
@@ -295,6 +298,10 @@ class Judge:
             video_metadata=types.VideoMetadata(fps=fps),
         )
 
+    def _policy(self, what: str, attempts: int) -> Any:
+        return retry_policy.judge_policy(attempts=attempts, pause=self.retry_sleep, what=f"judge {what}",
+                                         sleep=self._sleep)
+
     async def describe(self, clip_bytes: bytes) -> str:
         """The benchmark prompt for a source clip; `AdapterError` after the last failed attempt."""
         from google.genai import types
@@ -306,21 +313,20 @@ class Judge:
         )
         contents = [s.describe_prompt, "SOURCE CLIP (full 5-second one-shot video):",
                     self._video_part(clip_bytes, s.describe_fps)]
-        last = ""
-        for attempt in range(1, self.settings.describe_attempts + 1):
-            try:
-                response = await self._aio().models.generate_content(
-                    model=self.settings.describe_model, contents=contents, config=config
-                )
-                text = " ".join(_reply_text(response).split())
-                if text:
-                    return text
-                last = "empty description"
-            except Exception as exc:  # google-genai raises several unrelated types; all mean "try again"
-                last = f"{type(exc).__name__}: {exc}"
-            log.warning("describe attempt %d failed: %s", attempt, last)
-            if attempt < self.settings.describe_attempts:
-                await asyncio.sleep(self.retry_sleep)
+
+        async def once() -> str:
+            response = await self._aio().models.generate_content(
+                model=self.settings.describe_model, contents=contents, config=config
+            )
+            text = " ".join(_reply_text(response).split())
+            if not text:
+                raise MalformedReply("empty description")
+            return text
+
+        try:
+            return await self._policy("describe", self.settings.describe_attempts)(once)
+        except Exception as exc:  # google-genai raises several unrelated types; all mean "try again"
+            last = str(exc) if isinstance(exc, MalformedReply) else f"{type(exc).__name__}: {exc}"
         raise AdapterError(f"the judge could not describe the clip ({self.settings.describe_version}): {last}")
 
     async def evaluate(self, first_frame_png: bytes, prompt: str, video_bytes: bytes) -> Verdict | JudgeFailure:
@@ -343,24 +349,23 @@ class Judge:
             "GENERATED VIDEO:",
             self._video_part(video_bytes, s.video_fps),
         ]
-        last = ""
         attempts = self.settings.evaluate_attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                response = await self._aio().models.generate_content(
-                    model=self.settings.evaluate_model, contents=contents, config=config
-                )
-                obj = parse_reply(_reply_text(response))
-                missing = missing_fields(obj)
-                if missing:
-                    raise MalformedReply(f"judge reply misses {', '.join(missing)}")
-                verdict = normalise_verdict(
-                    obj, weights=s.weights, pass_threshold=s.pass_threshold, critical_threshold=s.critical_threshold
-                )
-                return msgspec.structs.replace(verdict, prompt_version=s.evaluate_version)
-            except Exception as exc:  # malformed replies and API errors alike are retried
-                last = f"{type(exc).__name__}: {exc}"
-            log.warning("evaluate attempt %d failed: %s", attempt, last)
-            if attempt < attempts:
-                await asyncio.sleep(self.retry_sleep)
+
+        async def once() -> Verdict:
+            response = await self._aio().models.generate_content(
+                model=self.settings.evaluate_model, contents=contents, config=config
+            )
+            obj = parse_reply(_reply_text(response))
+            missing = missing_fields(obj)
+            if missing:
+                raise MalformedReply(f"judge reply misses {', '.join(missing)}")
+            verdict = normalise_verdict(
+                obj, weights=s.weights, pass_threshold=s.pass_threshold, critical_threshold=s.critical_threshold
+            )
+            return msgspec.structs.replace(verdict, prompt_version=s.evaluate_version)
+
+        try:
+            return await self._policy("evaluate", attempts)(once)
+        except Exception as exc:  # malformed replies and API errors alike are retried, then reported
+            last = f"{type(exc).__name__}: {exc}"
         return JudgeFailure(reason=last[:500], attempts=attempts, prompt_version=s.evaluate_version)
