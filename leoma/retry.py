@@ -4,7 +4,8 @@ Each adapter asks for its policy by name; the counts and waits are the adapter's
 (from the environment, the consensus or the constructor), so this module decides only *how*
 Leoma retries, never *how often*:
 
-    storage_policy      S3 reads after botocore's own retries (a body that broke mid-stream)
+    install_s3_policy   S3 requests: botocore's own standard retry mode, with this back-off
+    storage_policy      an S3 body that broke mid-stream (after the request itself succeeded)
     chutes_policy       the chute gateway's 429/5xx, within a time budget and the call's deadline
     judge_policy        Gemini calls, `attempts` from the consensus, a pause between them
     chain_policy        a dropped connection to the chain: reconnect, try once more
@@ -28,7 +29,8 @@ import tenacity
 from tenacity import AsyncRetrying, RetryCallState
 
 __all__ = [
-    "Backoff", "Sleep", "attempt_number", "chain_policy", "chutes_policy", "judge_policy", "restart_policy",
+    "Backoff", "Sleep", "attempt_number", "chain_policy", "chutes_policy", "install_s3_policy", "judge_policy",
+    "restart_policy",
     "restore_policy", "storage_policy",
 ]
 
@@ -151,3 +153,63 @@ def restore_policy(*, retry_on: type[BaseException], stopped: Callable[[], bool]
     backoff = Backoff(2.0, cap, floor=0.5, rng=rng)
     return _policy(retry_on=lambda exc: isinstance(exc, retry_on), stop=lambda _s: stopped(), wait=backoff,
                    sleep=sleep, before_sleep=before_sleep)
+
+
+class _S3Conditions:
+    """botocore's standard conditions (5xx, throttling codes, timeouts, dropped connections), plus
+    any 429 and the codes the caller names, within `attempts` in all."""
+
+    def __init__(self, attempts: int, codes: frozenset[str]) -> None:
+        from aiobotocore.retries.standard import AioStandardRetryConditions
+
+        self.attempts, self.codes = attempts, codes
+        self.standard = AioStandardRetryConditions(max_attempts=attempts)
+
+    async def is_retryable(self, context: Any) -> bool:
+        if context.attempt_number >= self.attempts:
+            return False
+        if await self.standard.is_retryable(context):
+            return True
+        status = getattr(context.http_response, "status_code", 0) or 0
+        return status == 429 or context.get_error_code() in self.codes
+
+
+class _S3Backoff:
+    """Leoma's jittered back-off in botocore's retry handler; logs each retry like every adapter."""
+
+    def __init__(self, backoff: Backoff, attempts: int, what: str, logger: logging.Logger) -> None:
+        self.backoff, self.attempts, self.what, self.log = backoff, attempts, what, logger
+
+    def delay_amount(self, context: Any) -> float:
+        delay = self.backoff.delay(context.attempt_number)
+        status = getattr(context.http_response, "status_code", 0) or 0
+        reason = (f"{context.get_error_code() or 'error'} (HTTP {status})" if status
+                  else f"{type(context.caught_exception).__name__}: {context.caught_exception}")
+        self.log.warning("s3 %s %s attempt=%d/%d failed (%s); retrying in %.2fs", context.operation_model.name,
+                         self.what, context.attempt_number, self.attempts, reason, delay)
+        return delay
+
+
+def install_s3_policy(client: Any, *, attempts: int, base: float, cap: float, codes: frozenset[str], what: str,
+                      logger: logging.Logger, rng: random.Random | None = None) -> None:
+    """Give an aiobotocore client botocore's own standard retry mode with Leoma's back-off.
+
+    The client must be made with `Config(retries={"mode": "standard", "total_max_attempts": attempts})`;
+    its handler (botocore's conditions and retry quota) is replaced by the same handler with the
+    wait `uniform(0, min(cap, base * 2**(n-1)))`, so the retries happen inside botocore (each
+    response says how many in `ResponseMetadata.RetryAttempts`) and tests can make them instant.
+    """
+    from aiobotocore.retries.standard import AioRetryHandler, AioRetryPolicy
+    from botocore.retries.quota import RetryQuota
+    from botocore.retries.standard import RetryEventAdapter, RetryQuotaChecker
+
+    service = client.meta.service_model.service_id.hyphenize()
+    client.meta.events.unregister(f"needs-retry.{service}", unique_id=f"retry-config-{service}")
+    quota = RetryQuotaChecker(RetryQuota())
+    client.meta.events.register(f"after-call.{service}", quota.release_retry_quota)
+    handler = AioRetryHandler(
+        retry_policy=AioRetryPolicy(retry_checker=_S3Conditions(attempts, codes),
+                                    retry_backoff=_S3Backoff(Backoff(base, cap, rng=rng), attempts, what, logger)),
+        retry_event_adapter=RetryEventAdapter(), retry_quota=quota,
+    )
+    client.meta.events.register(f"needs-retry.{service}", handler.needs_retry, unique_id=f"retry-config-{service}")

@@ -46,6 +46,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from leoma import retry as retry_policy
 from leoma.config import Settings, environment
 from leoma.errors import ChainError, ConfigError, LeomaError
 from leoma.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -255,34 +256,46 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
 
 
-async def supervise(loop: Loop, stop: asyncio.Event, *, rng: random.Random | None = None) -> None:
-    """Run `loop.body` every `loop.interval` until `stop`; an exception restarts it after a back-off."""
-    rng = rng or random.Random()
+async def supervise(loop: Loop, stop: asyncio.Event, *, rng: random.Random | None = None,
+                    sleep: retry_policy.Sleep | None = None) -> None:
+    """Run `loop.body` every `loop.interval` until `stop`; an exception restarts it after a back-off.
+
+    The back-off is `leoma.retry.restart_policy`; `sleep` (default: until `stop` or the wait
+    passes) is what waits, so a test can count restarts without sleeping.
+    """
+    wait: retry_policy.Sleep = sleep or (lambda seconds: _sleep_or_stop(stop, seconds))
+
+    def crashed(state: Any) -> None:  # the supervisor's job: log it, back off, start the round again
+        exc = state.outcome.exception()
+        delay = state.upcoming_sleep
+        loop.failures += 1
+        loop.restarts += 1
+        loop.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        if isinstance(exc, LeomaError):
+            log.error("loop %s failed (%d in a row): %s; restarting in %.1fs", loop.name, loop.failures, exc,
+                      delay, extra={"loop": loop.name})
+        else:
+            log.error("loop %s crashed (%d in a row); restarting in %.1fs", loop.name, loop.failures, delay,
+                      exc_info=exc, extra={"loop": loop.name})
+
+    policy = retry_policy.restart_policy(interval=loop.interval, cap=loop.max_backoff, stopped=stop.is_set,
+                                         sleep=wait, before_sleep=crashed, rng=rng)
+    async def one_round() -> None:  # a coroutine function: tenacity calls a plain callable without awaiting
+        await loop.body()
+
     while not stop.is_set():
         try:
-            await loop.body()
+            await policy.copy()(one_round)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the supervisor's job: log it, back off, start the round again
-            loop.failures += 1
-            loop.restarts += 1
-            loop.last_error = f"{type(exc).__name__}: {exc}"[:300]
-            cap = min(loop.max_backoff, loop.interval * 2 ** min(loop.failures, 16))
-            delay = rng.uniform(min(loop.interval, cap) / 2, cap)
-            if isinstance(exc, LeomaError):
-                log.error("loop %s failed (%d in a row): %s; restarting in %.1fs", loop.name, loop.failures, exc,
-                          delay, extra={"loop": loop.name})
-            else:
-                log.exception("loop %s crashed (%d in a row); restarting in %.1fs", loop.name, loop.failures, delay,
-                              extra={"loop": loop.name})
-            await _sleep_or_stop(stop, delay)
-            continue
+        except Exception:  # only when `stop` came during the back-off: the last crash is logged already
+            return
         loop.failures = 0
         loop.last_beat = time.time()
         if loop.stall_reported:
             log.warning("loop %s is beating again", loop.name, extra={"loop": loop.name})
             loop.stall_reported = False
-        await _sleep_or_stop(stop, loop.interval)
+        await wait(loop.interval)
 
 
 # -- the validator -----------------------------------------------------------------------------
@@ -334,6 +347,7 @@ class Validator:
         self.published: dict[str, int] = {}
         self.peer_problems: dict[str, str] = {}
         self.metrics_url = ""
+        self._restore_sleep: retry_policy.Sleep | None = None  # tests: the wait between restore attempts
         self._head_seen_at = time.monotonic()
         self._mirror_out: Any = None
         self._mirror_in: Any = None
@@ -443,21 +457,27 @@ class Validator:
         """Restore the own bucket's tail before anything appends; retries while the bucket is down."""
         from leoma.errors import MirrorError, StorageError
 
-        failures = 0
-        while not stop.is_set():
-            try:
-                async with log_lock(self.ctx.log.path, "mirror"):
-                    restored = await self._mirror_out.restore()
-                if restored:
-                    log.warning("restored %d own events from the own bucket before starting", restored)
-                return True
-            except StorageError as exc:
-                failures += 1
-                delay = min(60.0, 2.0 ** failures)
-                log.error("cannot read the own bucket to restore the log (%s); retrying in %.0fs", exc, delay)
-                await _sleep_or_stop(stop, delay)
-            except MirrorError as exc:
-                raise ConfigError(f"the own bucket and the local log disagree: {exc}") from None
+        async def once() -> bool:
+            async with log_lock(self.ctx.log.path, "mirror"):
+                restored = await self._mirror_out.restore()
+            if restored:
+                log.warning("restored %d own events from the own bucket before starting", restored)
+            return True
+
+        def down(state: Any) -> None:
+            log.error("cannot read the own bucket to restore the log (%s); retrying in %.0fs",
+                      state.outcome.exception(), state.upcoming_sleep)
+
+        if stop.is_set():
+            return False
+        policy = retry_policy.restore_policy(retry_on=StorageError, stopped=stop.is_set, before_sleep=down,
+                                             sleep=self._restore_sleep or (lambda s: _sleep_or_stop(stop, s)))
+        try:
+            return await policy(once)
+        except StorageError:  # `stop` came while the bucket was still down
+            pass
+        except MirrorError as exc:
+            raise ConfigError(f"the own bucket and the local log disagree: {exc}") from None
         return False
 
     def _build_loops(self) -> None:

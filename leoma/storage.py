@@ -35,6 +35,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
+from leoma import retry as retry_policy
 from leoma.errors import ConfigError, ObjectExists, ObjectNotFound, ObjectTooLarge, StorageError
 
 __all__ = [
@@ -430,6 +431,17 @@ def _retryable(exc: BaseException) -> bool:
     )
 
 
+class _BodyBroken(Exception):
+    """A response body broke after botocore handed it over (its cause is the transport's error)."""
+
+
+def _attempts_made(exc: BaseException, default: int) -> int:
+    """How many requests botocore made for the call that failed with `exc` (its RetryAttempts + 1)."""
+    response: Mapping[str, Any] = getattr(exc, "response", None) or {}
+    retried = response.get("ResponseMetadata", {}).get("RetryAttempts")
+    return int(retried) + 1 if isinstance(retried, int) else default
+
+
 def _describe(exc: BaseException | None) -> str:
     if exc is None:
         return "no error recorded"
@@ -440,12 +452,14 @@ def _describe(exc: BaseException | None) -> str:
 
 
 class S3Store:
-    """A bucket on any S3-compatible service (R2, AWS, moto), with Leoma's own retry loop.
+    """A bucket on any S3-compatible service (R2, AWS, moto), retried by botocore's own retry mode.
 
-    botocore's retries are switched off (one attempt per call) so that retrying is decided in
-    one place: 429, 5xx, timeouts and connection errors are retried up to `attempts` times with
-    exponential backoff and full jitter (`uniform(0, min(max_delay, base_delay * 2**n))`);
-    other 4xx fail at once. Checksums are computed only when required, as R2 needs.
+    Requests run under botocore's standard retry mode (`leoma.retry.install_s3_policy`): 429,
+    5xx, throttling codes, timeouts and connection errors are retried inside botocore, up to
+    `attempts` in all, with exponential backoff and full jitter
+    (`uniform(0, min(max_delay, base_delay * 2**n))`); other 4xx fail at once. A GET whose body
+    breaks after the response began is fetched again under the same policy
+    (`leoma.retry.storage_policy`). Checksums are computed only when required, as R2 needs.
     """
 
     def __init__(
@@ -514,7 +528,7 @@ class S3Store:
                     config = Config(
                         signature_version="s3v4",
                         s3={"addressing_style": self._addressing},
-                        retries={"total_max_attempts": 1, "mode": "standard"},
+                        retries={"total_max_attempts": self.attempts, "mode": "standard"},
                         max_pool_connections=self._pool,
                         connect_timeout=self._connect_timeout,
                         read_timeout=self._read_timeout,
@@ -530,30 +544,35 @@ class S3Store:
                     client = await stack.enter_async_context(
                         session.client("s3", endpoint_url=self.endpoint_url, config=config)
                     )
+                    retry_policy.install_s3_policy(
+                        client, attempts=self.attempts, base=self.base_delay, cap=self.max_delay,
+                        codes=_RETRY_CODES, what=f"bucket={self.bucket}", logger=log, rng=self._rng)
                     self._stack, self._client = stack, client
         return self._client
 
     async def _call(self, op: str, key: str, fn: Callable[[Any], Awaitable[T]]) -> T:
-        """Run `fn(client)` with Leoma's retry policy; non-retryable errors propagate as-is."""
+        """Run `fn(client)`; botocore retried each request already, a broken GET body is fetched again.
+
+        Retryable errors that outlast the attempts become a `StorageError` naming the bucket, the
+        key and the last error; other errors propagate as-is.
+        """
         client = await self._s3()
-        last: BaseException | None = None
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return await fn(client)
-            except Exception as exc:
-                if not _retryable(exc):
-                    raise
-                last = exc
-                if attempt == self.attempts:
-                    break
-                delay = self._rng.uniform(0.0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
-                log.warning(
-                    "s3 %s bucket=%s key=%s attempt=%d/%d failed (%s); retrying in %.2fs",
-                    op, self.bucket, key, attempt, self.attempts, _describe(exc), delay,
-                )
-                await asyncio.sleep(delay)
+        policy = retry_policy.storage_policy(
+            attempts=self.attempts, base=self.base_delay, cap=self.max_delay, rng=self._rng,
+            retry_on=lambda exc: isinstance(exc, _BodyBroken), what=f"s3 {op} bucket={self.bucket}")
+        async def once() -> T:  # a coroutine function: tenacity calls a plain callable without awaiting
+            return await fn(client)
+
+        try:
+            return await policy(once)
+        except _BodyBroken as exc:
+            last: BaseException = exc.__cause__ or exc
+        except Exception as exc:
+            if not _retryable(exc):
+                raise
+            last = exc
         raise StorageError(
-            f"s3 {op} of key {key!r} in bucket {self.bucket!r} failed after {self.attempts} "
+            f"s3 {op} of key {key!r} in bucket {self.bucket!r} failed after {_attempts_made(last, self.attempts)} "
             f"attempts; last error: {_describe(last)}"
         ) from last
 
@@ -601,6 +620,14 @@ class S3Store:
 
         async def fetch(s3: Any) -> bytes:
             resp = await s3.get_object(Bucket=self.bucket, Key=key)
+            try:
+                return await read(resp)
+            except Exception as exc:
+                if _retryable(exc) and not _is_client_error(exc):
+                    raise _BodyBroken() from exc  # the request succeeded; its body did not arrive whole
+                raise
+
+        async def read(resp: Any) -> bytes:
             stream = resp["Body"]
             async with stream as body:
                 length = resp.get("ContentLength")
@@ -648,8 +675,9 @@ class S3Store:
             try:
                 await s3.put_object(**params)
             except Exception as exc:
-                # A timeout or 5xx may hide a write that did happen; remember it for a 412 below.
-                maybe_landed = maybe_landed or _retryable(exc)
+                # A timeout or 5xx may hide a write that did happen (botocore then retried: the
+                # answer's RetryAttempts says so); remember it for a 412 below.
+                maybe_landed = maybe_landed or _retryable(exc) or _attempts_made(exc, 1) > 1
                 raise
 
         try:
