@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .output import subgroup
+from .output import json_option, print_json, print_table, subgroup
 
 from leoma.errors import LeomaError
 from leoma.wallets import load_wallet, wallet_options
@@ -166,21 +166,16 @@ def register(cli: click.Group) -> None:
 
     @blacklist.command("list")
     @api_option
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+    @json_option
     def blacklist_list(api_url: str, as_json: bool) -> None:
         """The blacklisted miners."""
         entries = _call(api_url, "GET", "/blacklist")
         if as_json:
-            import json
-
-            click.echo(json.dumps(entries, indent=2))
+            print_json(entries)
             return
-        if not entries:
-            click.echo("Blacklist is empty")
-            return
-        for e in entries:
-            click.echo(f"{e['hotkey']}  {e.get('reason') or ''}  (by {e.get('added_by') or '?'})")
-        click.echo(f"total {len(entries)}")
+        print_table(["hotkey", "reason", "added by"],
+                    [(e["hotkey"], e.get("reason") or "", e.get("added_by") or "?") for e in entries],
+                    empty="Blacklist is empty")
 
     @blacklist.command("add")
     @click.argument("hotkey")

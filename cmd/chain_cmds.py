@@ -10,7 +10,6 @@ Library code lives in `leoma.allowlist`, `leoma.chain` and `leoma.wallets`; this
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .output import subgroup
+from .output import json_option, output_format, print_json, print_table, subgroup
 
 from leoma.errors import LeomaError
 from leoma.wallets import load_wallet, wallet_options
@@ -141,7 +140,7 @@ def register(cli: click.Group) -> None:
         click.echo(f"published {len(set(hotkeys))} validators, interval {interval}, digest {value}")
 
     @validator.command("list")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @json_option
     @click.option("--api", "api_url", default=None, help="List the owner API's registry (GET /validators) instead.")
     @click.option("--source", "source_url", envvar="LEOMA_SOURCE_URL", default=None,
                   help="Source bucket URL holding allowlist/v1.json (env LEOMA_SOURCE_URL).")
@@ -157,11 +156,9 @@ def register(cli: click.Group) -> None:
             except LeomaError as exc:
                 raise click.ClickException(str(exc)) from exc
             if as_json:
-                click.echo(json.dumps(cards))
+                print_json(cards)
                 return
-            for c in cards:
-                click.echo(f"{c['uid']:>5}  {c['hotkey'][:20]}  stake {c['stake']}")
-            click.echo(f"total {len(cards)}")
+            print_table(["uid", "hotkey", "stake"], [(c["uid"], c["hotkey"], c["stake"]) for c in cards])
             return
         if not source_url:
             raise click.UsageError("give --source (or LEOMA_SOURCE_URL) for the on-chain allowlist, or --api URL")
@@ -175,14 +172,13 @@ def register(cli: click.Group) -> None:
                 return await read_allowlist(chain, open_store(source_url), netuid)
 
         allowlist = _run(go())
-        if as_json:
-            click.echo(json.dumps({"validators": list(allowlist.validators), "interval": allowlist.interval,
-                                   "digest": allowlist.digest, "owner_hotkey": allowlist.owner_hotkey}))
+        if as_json and output_format() == "json":
+            print_json({"validators": list(allowlist.validators), "interval": allowlist.interval,
+                        "digest": allowlist.digest, "owner_hotkey": allowlist.owner_hotkey})
             return
-        click.echo(f"owner {allowlist.owner_hotkey}  interval {allowlist.interval}  digest {allowlist.digest}")
-        click.echo(f"{'#':>3}  validator")
-        for i, hotkey in enumerate(allowlist.validators):
-            click.echo(f"{i:>3}  {hotkey}")
+        if output_format() == "table":
+            click.echo(f"owner {allowlist.owner_hotkey}  interval {allowlist.interval}  digest {allowlist.digest}")
+        print_table(["#", "validator"], list(enumerate(allowlist.validators)))
 
     @miner.command("commit")
     @click.option("--model-name", required=True, help="Hugging Face repo, e.g. user/leoma-<your hotkey>.")

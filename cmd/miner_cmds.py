@@ -21,7 +21,7 @@ from .output import subgroup
 
 from leoma.errors import ConfigError, LeomaError
 from leoma.wallets import load_wallet, wallet_options
-from leoma_cmd.output import print_json, print_table
+from leoma_cmd.output import json_option, print_json, print_table
 
 DEFAULT_CHUTES_API = "https://api.chutes.ai"
 
@@ -118,7 +118,7 @@ def register(cli: click.Group) -> None:
     @click.option("--chutes-api-key", envvar="CHUTES_API_KEY", default="", help="Chutes API key (env CHUTES_API_KEY).")
     @click.option("--tasks", "last_tasks", type=click.IntRange(0), default=10, show_default=True,
                   help="How many recent tasks to show.")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+    @json_option
     @wallet_options
     def status(hotkey_ss58: str | None, db: Path | None, validator: str | None, network: str, netuid: int,
                chutes_api_url: str, chutes_api_key: str, last_tasks: int, as_json: bool, wallet_name: str | None,
