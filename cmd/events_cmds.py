@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -12,11 +11,10 @@ from .output import friendly_errors, json_option, print_json, print_table
 
 
 def default_db() -> str:
-    """`$LEOMA_DB`, else `events.db` in `$LEOMA_STATE_DIR` (default `~/.leoma`)."""
-    if os.environ.get("LEOMA_DB"):
-        return os.environ["LEOMA_DB"]
-    state = os.environ.get("LEOMA_STATE_DIR") or os.path.join(os.path.expanduser("~"), ".leoma")
-    return os.path.join(state, "events.db")
+    """`$LEOMA_DB`, else `events.db` in `$LEOMA_STATE_DIR` (default `~/.leoma`): `leoma.config.default_db`."""
+    from leoma.config import default_db as configured
+
+    return configured()
 
 
 def db_option(fn):  # type: ignore[no-untyped-def]

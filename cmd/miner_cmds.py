@@ -11,7 +11,6 @@ Library code is in `leoma.miner`; this is the click layer.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +76,9 @@ def register(cli: click.Group) -> None:
         hotkey = _hotkey(hotkey_ss58, wallet_name, wallet_hotkey, wallet_path)
 
         async def go() -> Any:
-            hub = HubClient(endpoint=hf_endpoint or None, token=os.environ.get("HF_TOKEN") or None)
+            from leoma.config import environment
+
+            hub = HubClient(endpoint=hf_endpoint or None, token=environment().get("HF_TOKEN") or None)
             async with ChutesClient(api_url=chutes_api_url, api_key=chutes_api_key) as chutes:
                 return await do_push(model_name, model_revision, hotkey=hotkey, chute_user=chute_user,
                                      api_key=chutes_api_key, chutes=chutes, hub=hub, executable=chutes_bin,
@@ -134,7 +135,9 @@ def register(cli: click.Group) -> None:
 
         hotkey = _hotkey(hotkey_ss58, wallet_name, wallet_hotkey, wallet_path)
         unavailable: dict[str, str] = {}
-        db_path = db or Path(os.environ.get("LEOMA_STATE_DIR") or "~/.leoma").expanduser() / "events.db"
+        from leoma.config import default_db
+
+        db_path = db or Path(default_db())
 
         async def go() -> Any:
             from leoma.chutes import ChutesClient

@@ -106,6 +106,33 @@ def environment(env: Mapping[str, str] | None = None, *,
     return merged
 
 
+def read_number(env: Mapping[str, str], name: str, default: int | float, *, minimum: int | float | None = None,
+                positive: bool = False) -> Any:
+    """The one way a numeric setting is read: `env[name]` (stripped; empty or absent: `default`)
+    as the type of `default`, with a `ConfigError` naming the variable when it is not one."""
+    raw = str(env.get(name) or "").strip()
+    if not raw:
+        return default
+    whole = isinstance(default, int) and not isinstance(default, bool)
+    try:
+        value: int | float = int(raw, 10) if whole else float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not {'a whole number' if whole else 'a number'}") from None
+    if positive and not value > 0:
+        raise ConfigError(f"{name} must be positive, not {raw}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def default_db(env: Mapping[str, str] | None = None) -> str:
+    """`LEOMA_DB`, else `events.db` in `LEOMA_STATE_DIR` (default `~/.leoma`), read like every setting."""
+    merged = environment(env)
+    if merged.get("LEOMA_DB"):
+        return merged["LEOMA_DB"]
+    return os.path.join(os.path.expanduser(merged.get("LEOMA_STATE_DIR") or "~/.leoma"), "events.db")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the validator's outside world is. Build it with `Settings.load()`."""

@@ -47,7 +47,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from leoma import retry as retry_policy
-from leoma.config import Settings, environment
+from leoma.config import Settings, environment, read_number
 from leoma.errors import ChainError, ConfigError, LeomaError
 from leoma.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from leoma.metrics import Facts, LoopFact, collect_facts, health, render_prometheus
@@ -108,13 +108,7 @@ def serve_options(flags: Mapping[str, Any] | None = None, *, env: Mapping[str, s
             values[name] = str(value)
 
     def number(name: str, kind: type = float) -> Any:
-        try:
-            value = kind(float(values[name])) if kind is float else int(values[name], 10)
-        except ValueError:
-            raise ConfigError(f"{name}={values[name]!r} is not a number") from None
-        if value <= 0:
-            raise ConfigError(f"{name} must be positive, not {values[name]}")
-        return value
+        return read_number(values, name, kind(SERVE_ENV[name][0]), positive=True)
 
     if values["LEOMA_LOG_FORMAT"] not in ("text", "json"):
         raise ConfigError(f"LEOMA_LOG_FORMAT must be text or json, not {values['LEOMA_LOG_FORMAT']!r}")

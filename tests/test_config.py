@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,44 @@ def test_peer_validators_come_from_leoma_peers_and_problems_are_reported() -> No
 def test_unknown_flag_is_refused() -> None:
     with pytest.raises(ConfigError, match="unknown setting 'netwrk'"):
         Settings.load({"netwrk": "x"}, env={}, dotenv=False)
+
+
+# -- the one numeric reader every settings object uses ---------------------------------------------
+
+@pytest.mark.parametrize(("raw", "default", "kw", "expected"), [
+    ("", 7, {}, 7), (" 12 ", 7, {}, 12), ("2.5", 1.0, {}, 2.5), ("3", 1.0, {}, 3.0), (None, 0.5, {}, 0.5),
+])
+def test_read_number_reads_the_type_of_its_default(raw: str | None, default: float, kw: dict, expected: float) -> None:
+    from leoma.config import read_number
+
+    value = read_number({} if raw is None else {"X_SETTING": raw}, "X_SETTING", default, **kw)
+    assert value == expected and type(value) is type(default)
+
+
+@pytest.mark.parametrize(("raw", "default", "kw", "words"), [
+    ("ten", 7, {}, "X_SETTING='ten' is not a whole number"), ("1.5", 7, {}, "is not a whole number"),
+    ("soon", 1.0, {}, "is not a number"), ("0", 1.0, {"positive": True}, "X_SETTING must be positive"),
+    ("2", 7, {"minimum": 3}, "X_SETTING must be at least 3"),
+])
+def test_read_number_names_the_variable_when_wrong(raw: str, default: float, kw: dict, words: str) -> None:
+    from leoma.config import read_number
+    from leoma.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        read_number({"X_SETTING": raw}, "X_SETTING", default, **kw)
+
+
+def test_the_api_and_serve_read_numbers_the_same_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from leoma.api.settings import ApiSettings
+    from leoma.config import default_db
+    from leoma.errors import ConfigError
+    from leoma.serve import serve_options
+
+    with pytest.raises(ConfigError, match="MAX_BODY_SIZE='big' is not a whole number"):
+        ApiSettings.load(env={"MAX_BODY_SIZE": "big"})
+    with pytest.raises(ConfigError, match="LEOMA_STALE_BLOCKS='big' is not a whole number"):
+        serve_options(env={"LEOMA_STALE_BLOCKS": "big"}, dotenv=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("LEOMA_STATE_DIR=/srv/leoma\n")
+    assert default_db({}) == "/srv/leoma/events.db", "the event log path is read like every setting, .env too"
+    assert default_db({"LEOMA_DB": "/x/e.db"}) == "/x/e.db"

@@ -42,16 +42,9 @@ def parse_admins(text: str) -> frozenset[str]:
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw, 10)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
-    return value
+    from leoma.config import read_number
+
+    return int(read_number(env, name, default, minimum=minimum))
 
 
 @dataclass(frozen=True)
