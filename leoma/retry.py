@@ -29,7 +29,7 @@ import tenacity
 from tenacity import AsyncRetrying, RetryCallState
 
 __all__ = [
-    "Backoff", "Sleep", "attempt_number", "chain_policy", "chutes_policy", "install_s3_policy", "judge_policy",
+    "Backoff", "Sleep", "chain_policy", "chutes_policy", "install_s3_policy", "judge_policy",
     "restart_policy",
     "restore_policy", "storage_policy",
 ]
@@ -65,11 +65,6 @@ class Backoff(tenacity.wait.wait_base):
 
     def __call__(self, retry_state: RetryCallState) -> float:
         return self.delay(retry_state.attempt_number)
-
-
-def attempt_number(state: RetryCallState | None) -> int:
-    """How many attempts a policy made (1 when it never ran)."""
-    return state.attempt_number if state is not None else 1
 
 
 def _log_retry(what: str) -> Callable[[RetryCallState], None]:
