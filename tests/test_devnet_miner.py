@@ -189,7 +189,8 @@ def test_miner_status_explains_each_step(joined: Joined) -> None:
     assert {"chute_hot", "hf_revision"} <= {st["name"] for st in s["check"]["steps"]}
     assert s["chute"]["hot"] is True
     # the verdicts this validator gave on its own tasks for the miner (the status lists its newest 50)
-    assert any(t["verdict"] in ("passed", "failed") and t["task_id"] in judged for t in s["tasks"]), (judged, s["tasks"])
+    assert any(t["verdict"] in ("passed", "failed") and t["task_id"] in judged
+               for t in s["tasks"]), (judged, s["tasks"])
     assert s["rank"] is not None and s["rank"]["epoch"] >= scored.epoch
     table = run(args, env)
     assert table.exit_code == 0, table.output
