@@ -732,6 +732,13 @@ class EventLog:
         row = self.conn.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
         return bytes(row[0]) if row else None
 
+    def state_names(self, prefix: str = "") -> list[str]:
+        """The names of the bookkeeping values starting with `prefix`, sorted."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self.conn.execute("SELECT name FROM state WHERE name LIKE ? ESCAPE '\\' ORDER BY name",
+                                 (escaped + "%",)).fetchall()
+        return [str(r[0]) for r in rows]
+
     def set_state(self, name: str, value: bytes) -> None:
         """Set a named bookkeeping value."""
         with self._lock:

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from leoma.chain import Backend, register_scheme
 from leoma.devnet import beacon
 from leoma.errors import ChainError, ConfigError
 
@@ -821,3 +822,13 @@ def _metagraph(s: _State, netuid: int) -> dict | None:
         "axons": [{"ip": 0, "port": 0, "ip_type": 4} for _ in range(n)], "identities": [None] * n,
         "tao_in": 0, "alpha_in": 0, "moving_price": {"bits": 0}, "identity": None,
     }
+
+
+def open_backend(path: str) -> Backend:
+    """The `sim:PATH` network: a `SimSubstrate` over the journal at PATH, sealing to its own beacon."""
+    substrate = SimSubstrate(SimChain.open(path))
+    return Backend(substrate=substrate, seal=substrate.seal, sealing=substrate.sealing)
+
+
+# The chain adapter knows nothing of the devnet: the simulated chain plugs itself in through the seam.
+register_scheme("sim", open_backend)
