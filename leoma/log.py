@@ -301,7 +301,7 @@ class EventLog:
 
     def last_seq(self) -> int:
         """The local position of the newest row (0 when empty)."""
-        return self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
     # -- appending own events ----------------------------------------------------------------
 
@@ -576,7 +576,7 @@ class EventLog:
         until_seq: int | None = None,
         limit: int | None = None,
         descending: bool = False,
-    ) -> Iterator[tuple]:
+    ) -> Iterator[tuple[Any, ...]]:
         where = ["e.seq > ?"]
         args: list[object] = [after]
         if origin is not None:
@@ -669,7 +669,8 @@ class EventLog:
 
     def count(self, *, kind: str | None = None, origin: str | None = None) -> int:
         """How many events (optionally of one kind and/or origin)."""
-        where, args = ["1"], []
+        where: list[str] = ["1"]
+        args: list[object] = []
         if kind:
             where.append("kind = ?")
             args.append(kind)
@@ -679,7 +680,7 @@ class EventLog:
                 return 0
             where.append("origin_id = ?")
             args.append(oid)
-        return self.conn.execute(f"SELECT count(*) FROM events WHERE {' AND '.join(where)}", args).fetchone()[0]
+        return int(self.conn.execute(f"SELECT count(*) FROM events WHERE {' AND '.join(where)}", args).fetchone()[0])
 
     def counts_by_kind(self) -> dict[str, int]:
         """Event counts per kind, sorted by kind."""

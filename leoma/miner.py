@@ -633,6 +633,8 @@ def read_log(rows: Any, hotkey: str, *, validator: str | None = None, last_tasks
             if check is None or (row.block, row.seq) >= check[:2]:
                 check = (row.block, row.seq, row.origin, body)
             continue
+        if not isinstance(body, (MinerResponded, VerdictRecorded, JudgeFailed)):
+            continue  # the kinds filtered above decode to these three
         entry = tasks.setdefault((row.origin, body.task_id), {"task_id": body.task_id, "validator": row.origin,
                                                                "block": row.block})
         if isinstance(body, MinerResponded):

@@ -203,7 +203,7 @@ class _State:
             fields = [f for group in fields for f in group]
         if len(fields) > 3:
             raise _Refused("TooManyFieldsInCommitmentInfo")
-        stored = []
+        stored: list[dict[str, Any]] = []
         for f in fields:
             if isinstance(f, dict) and "TimelockEncrypted" in f:
                 tle = f["TimelockEncrypted"]
@@ -737,8 +737,8 @@ def _read(s: _State, module: str, item: str, params: list) -> Any:
             uid = int(params[1])
             return s.hotkeys[uid] if int(params[0]) == s.netuid and uid < len(s.hotkeys) else None
         if item == "Owner":
-            uid = s.uid(params[0])
-            return s.coldkeys[uid] if uid is not None else None
+            owner_uid = s.uid(params[0])
+            return s.coldkeys[owner_uid] if owner_uid is not None else None
         if item == "TokenSymbol":
             return None
         if item == "Weights":  # double map (netuid, uid) -> [(dest, u16)]
