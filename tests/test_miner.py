@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 import httpx
+import pydantic
 import pytest
 from click.testing import CliRunner
 from leoma_cmd.miner_cmds import register
@@ -133,7 +134,6 @@ def test_render_chute_is_python_with_the_seed_fields_and_the_validators_fields()
 
 
 def test_validators_request_fields_are_accepted_not_dropped_fix_12_22() -> None:
-    pydantic = pytest.importorskip("pydantic")
     tree = ast.parse(render_chute("alice/leoma-x", SHA, "alice"))
     args = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "GenerateArgs")
     scope: dict[str, Any] = {}
