@@ -93,6 +93,13 @@ def key_hash(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
 
 
+def _kind_or_none(body: str) -> str | None:
+    try:
+        return body_kind(body)
+    except EventError:
+        return None
+
+
 class Draft(NamedTuple):
     """An own event to append: its idempotency key, block and body."""
 
@@ -705,8 +712,8 @@ class EventLog:
             self._load_origins()
             for oid, origin in sorted(self._origin_names.items()):
                 expected_seq, prev = 1, ZERO_HASH
-                for seq, oseq, key, v, block, at, body, digest in self.conn.execute(
-                    "SELECT seq, origin_seq, key, v, block, at, body, hash FROM events"
+                for seq, oseq, key, stored_key_hash, kind, v, block, at, body, digest in self.conn.execute(
+                    "SELECT seq, origin_seq, key, key_hash, kind, v, block, at, body, hash FROM events"
                     " WHERE origin_id = ? ORDER BY origin_seq", (oid,)
                 ):
                     checked += 1
@@ -717,6 +724,14 @@ class EventLog:
                                                           block=block, at=at, body=body.encode()))
                     if computed != digest.hex():
                         problems.append(VerifyProblem(seq, origin, oseq, "hash does not match the stored bytes (edited)"))
+                        break
+                    # The hash covers the body (whose tag is the kind) and the key; the columns the
+                    # indexes read beside them must agree, or a query by kind or key lies.
+                    if stored_key_hash != key_hash(key):
+                        problems.append(VerifyProblem(seq, origin, oseq, "key_hash does not match the key (edited)"))
+                        break
+                    if kind != _kind_or_none(body):
+                        problems.append(VerifyProblem(seq, origin, oseq, f"kind {kind!r} is not the body's kind (edited)"))
                         break
                     prev = digest.hex()
                     expected_seq += 1
