@@ -296,6 +296,8 @@ def register(cli: click.Group) -> None:
 
 def main() -> None:
     """`python -m leoma_cmd.serve_cmds ...`: these commands without the rest of `leoma`."""
+    import leoma.devnet.simchain  # noqa: F401 - plugs `sim:` into the chain, as `leoma` does (cmd/main.py)
+
     group = click.Group("leoma", context_settings={"help_option_names": ["-h", "--help"]})
     register(group)
     group()

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from leoma.devnet.network import Devnet, DevnetConfig, consensus_toml, devnet_consensus
 from leoma.errors import LogError
-from leoma.events import decode_body
+from leoma.events import decode_body, encode_body
 from leoma.log import EventLog
 from leoma.mirror import fetch_checkpoint, uploaded_position
 from leoma.storage import DirectoryStore
@@ -104,6 +104,25 @@ def test_all_validators_agree_on_the_faithful_miner(run: Run) -> None:
     board = {row["miner"]: row for row in s["leaderboard"]}
     assert board["faithful"]["rank"] == 1 and board["copycat"]["rank"] == 0  # the duplicate is not ranked
     assert all(code == 0 for code in run.codes.values()), run.codes  # SIGTERM: clean exits
+
+
+def test_the_validators_decisions_are_byte_identical(run: Run) -> None:
+    """Agreement is the whole decision, not the winner: window, every aggregate, winner, weights, frontier."""
+    net = run.net
+    per = {n.name: net.decisions(n) for n in net.validators}
+    assert len(per) == 3
+    common = sorted(set.intersection(*(set(d) for d in per.values())))
+    assert sum(1 for e in common if per["validator1"][e].winner) >= 2, common
+    for epoch in common:
+        bodies = {name: encode_body(d[epoch]) for name, d in per.items()}
+        if len(set(bodies.values())) == 1:
+            continue
+        first = per["validator1"][epoch]
+        differ = sorted({f for name, d in per.items() for f in first.__struct_fields__
+                         if getattr(d[epoch], f) != getattr(first, f)})
+        pytest.fail(f"epoch {epoch}: the decisions differ in {differ}")
+    decided = per["validator1"][common[-1]]
+    assert decided.window and decided.aggregates and decided.weights and decided.frontier  # nothing compared empty
 
 
 def test_replay_reproduces_every_epoch_in_every_directory(run: Run) -> None:
