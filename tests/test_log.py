@@ -287,3 +287,13 @@ def test_state_is_bookkeeping_not_events(log: EventLog) -> None:
     log.set_state("mirror/uploaded", b"6")
     assert log.get_state("mirror/uploaded") == b"6"
     assert log.count() == 0
+
+
+def test_state_names_are_listed_by_a_literal_prefix(log: EventLog) -> None:
+    for name in ("mirror/out/A", "mirror/out/B", "mirror/outX", "mirror_out/C", "projection/epoch_fold"):
+        log.set_state(name, b"1")
+    assert log.state_names("mirror/out/") == ["mirror/out/A", "mirror/out/B"]
+    assert log.state_names("mirror_") == ["mirror_out/C"]  # `_` is a character, not a LIKE wildcard
+    assert log.state_names("%") == []
+    assert log.state_names() == sorted(["mirror/out/A", "mirror/out/B", "mirror/outX", "mirror_out/C",
+                                        "projection/epoch_fold"])
