@@ -179,6 +179,19 @@ def test_property_any_edited_field_of_any_row_fails_verify(tmp_path: Path, field
     assert {p.seq for p in report.problems} & where_bad, report.problems
 
 
+@pytest.mark.parametrize("seq", [1, 3, 5])
+def test_a_dropped_row_fails_verify(tmp_path: Path, seq: int) -> None:
+    # (dropping the newest row is indistinguishable from never writing it: the signed checkpoint covers that)
+    path = tmp_path / "d.db"
+    with EventLog(path, own=A) as log:
+        log.append_many(drafts(6))
+    _tamper_guarded(path, f"DELETE FROM events WHERE seq = {seq}")
+    with EventLog(path, readonly=True) as log:
+        report = log.verify()
+    assert not report.ok and report.first is not None and report.first.seq == seq + 1
+    assert "missing or reordered" in report.first.reason
+
+
 def test_verify_names_the_first_bad_seq(tmp_path: Path) -> None:
     path = tmp_path / "x.db"
     with EventLog(path, own=A) as log:
