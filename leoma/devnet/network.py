@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,8 +54,22 @@ DEFAULT_MINERS = ("faithful", "static", "noisy", "wrong_resolution", "slow", "co
                   "one_frame", "frozen", "corrupt_tail", "slowloris", "proxy_of_faithful", "source_clip",
                   "lone_surrogate")
 OWNER_URI = "//Owner"
-_API_MAIN = ("import click\nfrom leoma_cmd.api_cmds import register\n"
-             "group = click.Group('leoma')\nregister(group)\ngroup()\n")
+
+
+def leoma_executable() -> str:
+    """The `leoma` command of this installation (beside the running interpreter, else on PATH).
+
+    The devnet starts validators and the API as `leoma serve` / `leoma api` processes: it runs the
+    command, it does not import the command-line package.
+    """
+    beside = Path(sys.executable).with_name("leoma")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("leoma")
+    if found is None:
+        raise ConfigError("the `leoma` command is not installed beside this Python or on PATH: "
+                          "install the package (pip install -e .) to run a devnet with processes")
+    return found
 
 
 class DevnetConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -432,9 +447,8 @@ class Devnet:
         env.update(self.env(node))
         env.setdefault("PYTHONUNBUFFERED", "1")
         logf = open(self.node_dir(node) / "serve.log", "ab")  # noqa: SIM115 - owned by the process
-        # `python -m leoma_cmd.serve_cmds serve` is `leoma serve` without depending on the CLI wiring.
         self.procs[node.name] = subprocess.Popen(
-            [sys.executable, "-m", "leoma_cmd.serve_cmds", "serve"], env=env, cwd=self.node_dir(node),
+            [leoma_executable(), "serve"], env=env, cwd=self.node_dir(node),
             stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         logf.close()
 
@@ -552,8 +566,7 @@ class Devnet:
         env.update(self.api_env(port))
         env.setdefault("PYTHONUNBUFFERED", "1")
         logf = open(self.api_dir / "api.log", "ab")  # noqa: SIM115 - owned by the process
-        # `leoma api` without depending on the rest of the CLI wiring (as the validators run `serve`).
-        self.api = subprocess.Popen([sys.executable, "-c", _API_MAIN, "api"], env=env, cwd=self.api_dir,
+        self.api = subprocess.Popen([leoma_executable(), "api"], env=env, cwd=self.api_dir,
                                     stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         logf.close()
         url = f"http://127.0.0.1:{port}/"
