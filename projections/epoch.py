@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from leoma.consensus import Consensus
-from leoma.errors import StatePruned
+from leoma.errors import StatePruned as StatePruned  # re-exported: callers import it from here
 from leoma.events import (
     VERSIONS,
     AllowlistVerified,
