@@ -591,10 +591,17 @@ class EventLog:
             name = names.get(oid) or self._name(oid)
             yield Row(seq, name, oseq, key, kind, v, block, body), at
 
-    def stamped_raw_rows(self, **filters: Any) -> Iterator[tuple[int, int, int, str, str, int, int, str, int]]:
+    def stamped_raw_rows(self, *, keyless: str | None = None,
+                         **filters: Any) -> Iterator[tuple[int, int, int, str, str, int, int, str, int]]:
         """`(seq, origin_id, origin_seq, key, kind, v, block, body, at)` tuples, for a fold that
-        needs the stamps of a million rows (same filters as `rows`; `origin_names()` maps the ids)."""
-        return self._select("e.seq, e.origin_id, e.origin_seq, e.key, e.kind, e.v, e.block, e.body, e.at", **filters)
+        needs the stamps of a million rows (same filters as `rows`; `origin_names()` maps the ids).
+
+        Rows of kind `keyless` (a bulk kind whose key the fold never reads) come with key "".
+        """
+        if keyless is not None and not keyless.replace("_", "").isalnum():
+            raise ValueError(f"not a kind: {keyless!r}")
+        key = f"CASE WHEN e.kind = '{keyless}' THEN '' ELSE e.key END" if keyless else "e.key"
+        return self._select(f"e.seq, e.origin_id, e.origin_seq, {key}, e.kind, e.v, e.block, e.body, e.at", **filters)
 
     def _select(
         self,

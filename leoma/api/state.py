@@ -207,7 +207,8 @@ class ApiState:
         names = self.log.origin_names()
         own = self.own
         current = VERSIONS["verdict_recorded"]
-        for seq, oid, oseq, key, kind, v, block, body, at in self.log.stamped_raw_rows(after=self.last_seq):
+        for seq, oid, oseq, key, kind, v, block, body, at in self.log.stamped_raw_rows(
+                after=self.last_seq, keyless="verdict_recorded"):
             name = names.get(oid)
             if name is None:
                 names = self.log.origin_names()
