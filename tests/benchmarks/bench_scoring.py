@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -139,7 +140,8 @@ def measure(name: str, path: str, validators: int, miners: int, tasks: int) -> d
         extra["verdicts"] = len(mine)
     else:
         raise SystemExit(f"unknown path {name}")
-    return {"name": name, "seconds": seconds, "rss_mb": _rss(), **extra}
+    # The machine is shared: the 1-minute load average at the end of each figure, to read it by.
+    return {"name": name, "seconds": seconds, "rss_mb": _rss(), "load": round(os.getloadavg()[0], 1), **extra}
 
 
 def run_child(name: str, path: Path, args: argparse.Namespace) -> dict:
