@@ -184,8 +184,8 @@ async def simulate(n_validators: int, miners_n: int, epochs_per_month: int, root
         print(f"{month:>5} {mine.count():>9,} {load:5.1f} {plain_s:8.3f} {unit_s:7.4f} {point['sync']:7.3f} "
               f"{point['idle']:7.3f} {point['step']:7.3f} {rank_s:7.3f} {api_s:7.3f} {replay_s:8.3f} "
               f"{point['step'] / plain_s:10.3f} {replay_s / plain_s:12.3f}")
-    print(f"\nflatness, month 12 / month 1 (target <= 1.5x for every steady-loop cost; the sync, idle sync "
-          f"and step are each month's median; 'per unit' divides each cost by the same moment's unit baseline):")
+    print("\nflatness, month 12 / month 1 (target <= 1.5x for every steady-loop cost; the sync, idle sync "
+          "and step are each month's median; 'per unit' divides each cost by the same moment's unit baseline):")
     first, last = curve[0], curve[-1]
     for name in ("sync", "idle", "step", "rank", "api"):
         raw = last[name] / first[name]
