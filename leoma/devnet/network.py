@@ -84,6 +84,31 @@ class DevnetConfig(msgspec.Struct, frozen=True, kw_only=True):
     def epoch_length(self) -> int:
         return self.interval * self.epoch_intervals
 
+    @property
+    def tempo(self) -> int:
+        """The simulated chain's tempo: its epochs are `tempo + 1` blocks, counted from block 0.
+
+        With commit-reveal a commit reveals at the start of the chain epoch after its own. Chain
+        epochs of half a validator epoch tile the validators' epochs, so a decision committed in
+        the first half of its epoch reveals at its middle (far from the next epoch's commit and
+        the rate limit the reveal's `LastUpdate` starts), one committed later at its end, and no
+        two epochs' commits ever share a reveal block. With `tempo = epoch_length` (81-block
+        chain epochs against 80-block validator epochs) the grids drift: a commit some 20
+        blocks late shared its chain epoch with the next epoch's commit, both revealed in one
+        block, the later overwrote the earlier, and the earlier decision (a burn before the
+        first winner) was never on chain to confirm. Without commit-reveal the tempo is one
+        validator epoch (it only sets the weights-overdue threshold of `/healthz`).
+        """
+        if self.commit_reveal and self.epoch_length % 2 == 0:
+            return self.epoch_length // 2 - 1
+        return self.epoch_length
+
+    @property
+    def start_block(self) -> int:
+        """The chain's first block: two tasks before epoch 100, so the first task comes soon after
+        the validators are up; with commit-reveal at epoch 100 itself, so the first decision is
+        committed early in its epoch (see `tempo`)."""
+        return self.epoch_length * 100 - (0 if self.commit_reveal else 2 * self.interval)
 
 class Progress(msgspec.Struct, frozen=True, kw_only=True):
     """One look at the running devnet."""
@@ -254,8 +279,8 @@ class Devnet:
         owner = _kp(OWNER_URI)
         # Start the chain so the first task boundary comes soon after the validators are up.
         sim = SimChain.create(root / "chain.jsonl", owner=owner.ss58_address, block_time=config.block_time,
-                              clock="realtime", netuid=config.netuid, tempo=config.epoch_length,
-                              start_block=config.epoch_length * 100 - 2 * config.interval,
+                              clock="realtime", netuid=config.netuid, tempo=config.tempo,
+                              start_block=config.start_block,
                               weights_rate_limit=max(1, config.interval // 4), commit_reveal=config.commit_reveal)
         sim.register(owner.ss58_address, stake=10**12, validator_permit=True)
         nodes: list[_Node] = []
