@@ -21,7 +21,7 @@ from leoma_cmd.chain_cmds import register  # noqa: E402
 NETUID = 99
 SHA = "0123456789abcdef0123456789abcdef01234567"
 # Separate processes get the commands the same way `leoma` will once chain_cmds is registered.
-CLI = "import click; from leoma_cmd.chain_cmds import register; g = click.Group('leoma'); register(g); g()"
+CLI = "import click, leoma.devnet.simchain; from leoma_cmd.chain_cmds import register; g = click.Group('leoma'); register(g); g()"
 
 
 def make_wallet(root: Path, name: str) -> object:
@@ -146,6 +146,7 @@ def test_publish_from_file_and_list_table(cli: click.Group, devnet: dict, tmp_pa
 VALIDATOR_SCRIPT = textwrap.dedent(
     """
     import asyncio, json, sys
+    import leoma.devnet.simchain  # plugs `sim:` into the chain, as the `leoma` command does
     from leoma.allowlist import read_allowlist
     from leoma.chain import Chain
     from leoma.errors import ChainRefused

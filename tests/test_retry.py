@@ -95,13 +95,20 @@ async def test_chutes_retries_the_gateway_twice_then_takes_the_video(world: Worl
 async def test_chutes_stops_when_the_next_wait_would_pass_the_budget(world: World, clip: bytes) -> None:
     from leoma import video
 
+    now = [1000.0]
     waits = Waits()
+
+    async def sleep(seconds: float) -> None:  # the budget's clock moves by each wait, nothing sleeps
+        await waits(seconds)
+        now[0] += seconds
+
     async with ChutesClient(world.url, KEY, world.generate_url_template, retry_base_delay=10.0,
-                            retry_budget=25.0, sleep=waits) as c:
+                            retry_budget=25.0, sleep=sleep, clock=lambda: now[0]) as c:
         reply = await c.generate(world.miners["cold"].slug, "x", video.first_frame_png(clip), timeout=120)
-    # waits are 5..15 s then 10..30 s: the first always fits in 25 s, three never do
+    # waits are 5..15 s, then 10..30 s, then 20..60 s: the first always fits in 25 s, three never do
     assert (reply.status, reply.failure) == ("failed", "infra")
     assert reply.attempts in (2, 3) and len(waits.delays) == reply.attempts - 1
+    assert sum(waits.delays) < 25.0
     assert f"gave up after {reply.attempts} attempts" in reply.detail
 
 
