@@ -1,0 +1,138 @@
+"""The anchored decision: decide epoch E on exactly the events the chain's anchors fix, or hold.
+
+Used by the weight setter when `[anchors] enabled` (and by `leoma replay` to reproduce it):
+
+1. the anchors of E (`anchors_observed`, the chain's `CommitmentOf` of every allowlisted
+   validator at E's cutoff block) give each origin's anchored `(size, head)`;
+2. if the local log cannot supply one of them (fewer events, or another hash at the anchored
+   position) the validator **holds**: `Held` names the peer and why; nothing is decided;
+3. otherwise the fold takes, per anchored origin, exactly its events `1..size` (resumed from
+   its own checkpoint: sizes only grow, so each decision folds what the new anchors add), reads
+   the view origin's observations (`projections.anchors.view_origin`) and decides with the
+   no-backdating rule (`projections.anchors.decide`).
+
+Every validator that decides reads the same events and the same view, so all decisions agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from leoma.consensus import Consensus
+from leoma.events import AnchorsObserved, EpochScored
+from leoma.log import EventLog
+from projections import anchors as pa
+from projections.epoch import KINDS, EpochFold, StatePruned
+
+__all__ = ["CHECKPOINT", "Held", "local_positions", "anchored_fold", "decide_anchored"]
+
+CHECKPOINT = "projection/epoch_fold_anchored/v1"
+
+
+class Held(msgspec.Struct, frozen=True, kw_only=True):
+    """A decision not made: the local log lacks what `peer`'s anchor covers."""
+
+    epoch: int
+    peer: str
+    reason: str
+    anchored_size: int
+    local_size: int
+
+
+class _Saved(msgspec.Struct, kw_only=True):
+    view: str
+    applied: dict[str, int]
+    fold: bytes
+
+
+def local_positions(log_: EventLog, anchored: Mapping[str, pa.Anchored]) -> dict[str, tuple[int, str | None]]:
+    """Per anchored origin: the local head's `origin_seq` and the local hash at the anchored size."""
+    out: dict[str, tuple[int, str | None]] = {}
+    for origin, a in anchored.items():
+        have = log_.head(origin).origin_seq
+        at = log_.position(origin, a.size) if have >= a.size else None
+        out[origin] = (have, at[1] if at is not None else None)
+    return out
+
+
+def anchored_fold(log_: EventLog, view: str, anchored: Mapping[str, pa.Anchored], *,
+                  fresh: bool = False) -> tuple[EpochFold, dict[str, int]]:
+    """The fold of exactly the anchored events, resumed from its checkpoint unless `fresh`
+    (or the checkpoint read another view, or more of an origin than it now anchors)."""
+    saved = None if fresh else log_.get_state(CHECKPOINT)
+    fold: EpochFold | None = None
+    applied: dict[str, int] = {}
+    if saved:
+        try:
+            got = msgspec.msgpack.decode(saved, type=_Saved)
+            if got.view == view and all(anchored.get(o, pa.Anchored(0, "", 0)).size >= n for o, n in got.applied.items()):
+                fold, applied = EpochFold.load(got.fold), dict(got.applied)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            fold = None
+    if fold is None:
+        fold, applied = EpochFold(view), {}
+    names = log_.origin_names()
+    for origin in sorted(anchored):
+        start, end = applied.get(origin, 0), anchored[origin].size
+        if end <= start:
+            continue
+        lo = log_.position(origin, start)[0] if start else 0  # type: ignore[index]
+        hi = log_.position(origin, end)
+        assert hi is not None, "local_positions() is checked first"
+        fold.apply_raw(log_.raw_rows(kinds=KINDS, origin=origin, after=lo, until_seq=hi[0]), names)
+        applied[origin] = end
+    return fold, applied
+
+
+def decide_anchored(log_: EventLog, *, epoch: int, epoch_block: int, netuid: int, consensus: Consensus,
+                    observed: AnchorsObserved, history: Sequence[AnchorsObserved],
+                    save: bool = True, fresh: bool = False) -> EpochScored | Held:
+    """Epoch `epoch`'s anchored decision from the local log, or why this validator holds."""
+    anchored = pa.frontier(observed)
+    if not anchored:  # nobody anchored yet (the switch just went on): nothing is fixed, keep the weights
+        return Held(epoch=epoch, peer="", reason=pa.NO_ANCHORS, anchored_size=0, local_size=0)
+    gap = pa.missing(anchored, local_positions(log_, anchored))
+    if gap is not None:
+        peer, reason, size, have = gap
+        return Held(epoch=epoch, peer=peer, reason=reason, anchored_size=size, local_size=have)
+    hist = pa.history(history, upto_epoch=epoch)
+    view = pa.view_origin(anchored) or ""
+    fold, applied = anchored_fold(log_, view, anchored, fresh=fresh)
+    try:
+        decision = pa.decide(fold, epoch=epoch, epoch_block=epoch_block, netuid=netuid, consensus=consensus,
+                             anchored=anchored, hist=hist)
+    except StatePruned:
+        fold, applied = anchored_fold(log_, view, anchored, fresh=True)
+        decision = pa.decide(fold, epoch=epoch, epoch_block=epoch_block, netuid=netuid, consensus=consensus,
+                             anchored=anchored, hist=hist)
+    if save:
+        fold.prune(epoch_block, consensus)
+        log_.set_state(CHECKPOINT, msgspec.msgpack.encode(_Saved(view=view, applied=applied, fold=fold.dump())))
+    return decision
+
+
+def replay_anchored(log_: EventLog, epoch: int, epoch_block: int, netuid: int, consensus: Consensus,
+                    origin: str) -> EpochScored | Held | None:
+    """`origin`'s anchored decision of `epoch` recomputed from scratch from `log_` (its recorded
+    `anchors_observed` give the inputs); None when it recorded none for that epoch."""
+    from leoma.anchors import observations
+
+    history = observations(log_, origin=origin)
+    found = [o for o in history if o.epoch == epoch]
+    if not found:
+        return None
+    return decide_anchored(log_, epoch=epoch, epoch_block=epoch_block, netuid=netuid, consensus=consensus,
+                           observed=found[-1], history=history, save=False, fresh=True)
+
+
+def explain(observed: AnchorsObserved, decided: Any, held: Any) -> list[dict[str, Any]]:
+    """Per validator of an epoch: its anchored head, the anchor's block, and decided / held."""
+    rows = []
+    for a in sorted(observed.anchors, key=lambda a: a.origin):
+        rows.append({"validator": a.origin, "anchored_size": a.size, "anchored_head": a.head,
+                     "anchor_block": a.block, "decided": a.origin in decided,
+                     "held": held.get(a.origin, "")})
+    return rows
