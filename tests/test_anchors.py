@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from leoma import anchors
@@ -278,3 +279,75 @@ async def test_the_weight_setter_decides_or_holds_under_the_anchored_rule(net, t
         r2 = await step(nodes[1].log, nodes[1].wallet)
         assert r2.scored and r2.decision is not None and encode_body(r2.decision) == encode_body(r.decision)
     short.close()
+
+
+async def test_replay_reproduces_anchored_decisions_and_refuses_unanchored_inputs(net, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from leoma.replay import find_epoch, recorded_epochs, replay_all, replay_epoch
+
+    sim, nodes, miners = net
+    await history(sim, nodes, miners)
+    sim.advance_to(E * LENGTH + 2)
+    async with Chain(f"sim:{sim.path}") as chain:
+        for n in nodes:
+            r = await weight_setter.step(log_=n.log, chain=chain, wallet=n.wallet, netuid=NETUID, consensus=C)
+            assert r.scored
+        # a third party holding both mirrors replays each decision from the logs, the chain only to verify
+        nodes[0].pull(nodes[1])
+        nodes[1].pull(nodes[0])
+        for n in nodes:
+            for other in nodes:
+                recorded = find_epoch(n.log, E, origin=other.hk)
+                assert replay_epoch(n.log, recorded, consensus=C).reproduced
+                assert await anchors.verify_observed(chain, NETUID, C, anchors.observations(n.log, origin=other.hk)[-1]) == []
+            results = replay_all(n.log, list(recorded_epochs(n.log, detail=False)), lambda _r: C)
+            assert len(results) == 2 and all(x.reproduced for x in results)
+        # an observation the chain does not back is reported
+        forged = msgspec.structs.replace(anchors.observations(nodes[0].log)[-1], anchors=())
+        assert await anchors.verify_observed(chain, NETUID, C, forged)
+    # a log that lacks the anchored events cannot reproduce the decision
+    short = EventLog(tmp_path / "short.db")
+    short.import_events(list(nodes[0].log.chain(nodes[0].hk)))
+    res = replay_epoch(short, find_epoch(short, E, origin=nodes[0].hk), consensus=C)
+    assert not res.reproduced and res.differences[0].field == "anchors"
+    short.close()
+
+
+def test_replay_and_explain_commands_show_the_anchors(net, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import json
+
+    from click.testing import CliRunner
+
+    from leoma.consensus import record_consensus
+    from leoma_cmd.main import cli
+
+    sim, nodes, miners = net
+    short = EventLog(tmp_path / "short.db", own=nodes[0].hk)
+
+    async def run() -> None:
+        await history(sim, nodes, miners)
+        short.import_events(list(nodes[0].log.chain(nodes[0].hk)))
+        sim.advance_to(E * LENGTH + 2)
+        async with Chain(f"sim:{sim.path}") as chain:
+            held = await weight_setter.step(log_=short, chain=chain, wallet=nodes[0].wallet, netuid=NETUID,
+                                            consensus=C)
+            assert held.held
+            r = await weight_setter.step(log_=nodes[1].log, chain=chain, wallet=nodes[1].wallet, netuid=NETUID,
+                                         consensus=C)
+            assert r.scored
+
+    asyncio.run(run())
+    log = nodes[1].log
+    record_consensus(log, C)
+    log.import_events(list(short.chain(short.own or "")))  # the held validator's mirror, with its epoch_held
+    short.close()
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["replay", str(E), "--db", log.path, "--network", f"sim:{sim.path}"])
+    assert ok.exit_code == 0 and "reproduced" in ok.output, ok.output
+    why = runner.invoke(cli, ["explain", miners[1], "--db", log.path, "--epoch", str(E), "--json"])
+    assert why.exit_code == 0, why.output
+    rows = {a["validator"]: a for a in json.loads(why.output)["anchors"]}
+    assert rows[nodes[1].hk]["status"] == "decided" and rows[nodes[1].hk]["anchored_size"] > 0
+    assert rows[nodes[0].hk]["status"].startswith("held: behind")
+    text = runner.invoke(cli, ["explain", miners[1], "--db", log.path, "--epoch", str(E)])
+    assert "decided on anchored events" in text.output and "held: behind" in text.output

@@ -128,11 +128,28 @@ def replay_anchored(log_: EventLog, epoch: int, epoch_block: int, netuid: int, c
                            observed=found[-1], history=history, save=False, fresh=True)
 
 
-def explain(observed: AnchorsObserved, decided: Any, held: Any) -> list[dict[str, Any]]:
-    """Per validator of an epoch: its anchored head, the anchor's block, and decided / held."""
+def explain(log_: EventLog, epoch: int, *, origin: str | None = None) -> list[dict[str, Any]]:
+    """Per validator of epoch `epoch`'s anchors (as `origin`, default own, observed them): its
+    anchored head, the block of its anchor, and whether the log shows it decided or held (why)."""
+    from leoma import decisions
+    from leoma.anchors import observations
+
+    seen = [o for o in observations(log_, origin=origin) if o.epoch == epoch]
+    if not seen:
+        return []
     rows = []
-    for a in sorted(observed.anchors, key=lambda a: a.origin):
+    for a in sorted(seen[-1].anchors, key=lambda a: a.origin):
+        held = [r for r in log_.rows(kinds=["epoch_held"], origin=a.origin)
+                if r.key.startswith(f"epoch/{epoch}/held/")]
+        decided = decisions.find(log_, epoch, origin=a.origin, detail=False) is not None
+        why = ""
+        if held and not decided:
+            body = held[-1]
+            from leoma.events import decode_body
+
+            h = decode_body(body.body, body.v)
+            why = f"{getattr(h, 'reason', '')} {getattr(h, 'peer', '')[:12]}"
         rows.append({"validator": a.origin, "anchored_size": a.size, "anchored_head": a.head,
-                     "anchor_block": a.block, "decided": a.origin in decided,
-                     "held": held.get(a.origin, "")})
+                     "anchor_block": a.block,
+                     "status": "decided" if decided else ("held: " + why.strip() if held else "unknown")})
     return rows
