@@ -135,10 +135,11 @@ async def _decide_anchored(log_: EventLog, chain: Any, netuid: int, consensus: C
         else:
             reason = (f"held: {out.peer[:12]}… anchored #{out.anchored_size}, this log "
                       + ("holds another event there" if out.reason == "head_mismatch" else f"holds #{out.local_size}"))
-        log_.append(EpochHeld(epoch=epoch, peer=out.peer, reason=out.reason, anchored_size=out.anchored_size,
-                              local_size=out.local_size),
-                    key=f"epoch/{epoch}/held/{out.peer or '-'}/{out.reason}/{out.local_size}", block=epoch_block)
-        log.warning("epoch %s %s; keeping the last weights", epoch, reason, extra={"epoch": epoch})
+        key = f"epoch/{epoch}/held/{out.peer or '-'}/{out.reason}"
+        if log_.get(log_.own or "", key) is None:  # recorded (and said) once per epoch, peer and reason
+            log_.append(EpochHeld(epoch=epoch, peer=out.peer, reason=out.reason, anchored_size=out.anchored_size,
+                                  local_size=out.local_size), key=key, block=epoch_block)
+            log.warning("epoch %s %s; keeping the last weights", epoch, reason, extra={"epoch": epoch})
         return reason
     return out
 
