@@ -75,15 +75,43 @@ def anchored_fold(log_: EventLog, view: str, anchored: Mapping[str, pa.Anchored]
     if fold is None:
         fold, applied = EpochFold(view), {}
     names = log_.origin_names()
+    oid_of = {name: oid for oid, name in names.items()}
+    # Per origin, the local positions of its rows still to fold: (after its `start`, up to its `end`].
+    # Within an origin local positions grow with origin_seq, so every row in (max start, min end]
+    # is to be folded, whatever its origin (when every origin of the log is anchored): one scan
+    # without a per-row check; the rest of each origin's range is read with the check.
+    bounds: dict[int, tuple[int, int]] = {}
+    spans: list[tuple[int, int]] = []
     for origin in sorted(anchored):
         start, end = applied.get(origin, 0), anchored[origin].size
+        applied[origin] = max(start, end)
         if end <= start:
             continue
         lo = log_.position(origin, start)[0] if start else 0  # type: ignore[index]
         hi = log_.position(origin, end)
         assert hi is not None, "local_positions() is checked first"
-        fold.apply_raw(log_.raw_rows(kinds=KINDS, origin=origin, after=lo, until_seq=hi[0]), names)
-        applied[origin] = end
+        bounds[oid_of[origin]] = (start, end)
+        spans.append((lo, hi[0]))
+    if not spans:
+        return fold, applied
+    first, last = min(lo for lo, _ in spans), max(hi for _, hi in spans)
+    fast_lo, fast_hi = max(lo for lo, _ in spans), min(hi for _, hi in spans)
+    every = len(bounds) == len(names) and len(spans) == len(anchored)
+    if not (every and fast_lo < fast_hi):
+        fast_lo = fast_hi = first
+
+    def checked(rows):  # type: ignore[no-untyped-def]
+        for r in rows:
+            b = bounds.get(r[1])
+            if b is not None and b[0] < r[2] <= b[1]:
+                yield r
+
+    if first < fast_lo:
+        fold.apply_raw(checked(log_.raw_rows(kinds=KINDS, after=first, until_seq=fast_lo)), names)
+    if fast_lo < fast_hi:
+        fold.apply_raw(log_.raw_rows(kinds=KINDS, after=fast_lo, until_seq=fast_hi), names)
+    if fast_hi < last:
+        fold.apply_raw(checked(log_.raw_rows(kinds=KINDS, after=fast_hi, until_seq=last)), names)
     return fold, applied
 
 
