@@ -28,7 +28,7 @@ from leoma.consensus import Consensus
 from leoma.events import AnchorEntry, AnchorsObserved, EpochScored, FrontierEntry, LateTask
 
 __all__ = ["Anchored", "frontier", "missing", "view_origin", "history", "first_anchor", "slot_deadline", "admit",
-           "BEHIND", "FORKED", "NO_ANCHORS", "decide", "entry"]
+           "BEHIND", "FORKED", "NO_ANCHORS", "DIFFERS", "decide", "entry"]
 
 BEHIND = "behind"
 """The local log holds fewer of the peer's events than its anchor covers (its bucket is slow or down)."""
@@ -37,6 +37,8 @@ FORKED = "head_mismatch"
 does not serve."""
 NO_ANCHORS = "no_anchors"
 """No allowlisted validator has anchored anything yet."""
+DIFFERS = "anchors_differ"
+"""The view origin recorded earlier anchors that differ from this validator's own observation."""
 
 
 class Anchored(NamedTuple):

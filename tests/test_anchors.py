@@ -133,17 +133,21 @@ async def _observe(sim: SimChain, log: EventLog, epoch: int):  # type: ignore[no
 
 def _decide(log: EventLog, epoch: int):  # type: ignore[no-untyped-def]
     return decide_anchored(log, epoch=epoch, epoch_block=epoch * LENGTH, netuid=NETUID, consensus=C,
-                           observed=anchors.observed(log, epoch), history=anchors.observations(log))
+                           observed=anchors.observed(log, epoch))
 
 
 async def history(sim: SimChain, nodes: list[Node], miners: list[str], *, skip: tuple[int, ...] = ()) -> None:
-    """Epochs 17..20: tasks 100..118 produced, each node anchoring before every cutoff, all synced."""
+    """Epochs 17..20: tasks 100..118 produced, each node anchoring before every cutoff and
+    recording the anchors after it (as the weight setter does), all synced."""
     for epoch, tasks in ((17, range(100, 102)), (18, range(102, 108)), (19, range(108, 114)), (20, range(114, 119))):
         produce(nodes, miners, tasks, skip)
         for n in nodes:
             assert isinstance(await _anchor(sim, n, C.anchor_cutoff(epoch) - 3), AnchorCommitted)
         nodes[0].pull(nodes[1])
         nodes[1].pull(nodes[0])
+        if epoch < E:
+            for n in nodes:
+                await _observe(sim, n.log, epoch)
 
 
 async def test_anchor_is_committed_once_per_epoch_and_refusals_are_recorded(net) -> None:  # type: ignore[no-untyped-def]
@@ -351,3 +355,20 @@ def test_replay_and_explain_commands_show_the_anchors(net, tmp_path: Path) -> No
     assert rows[nodes[0].hk]["status"].startswith("held: behind")
     text = runner.invoke(cli, ["explain", miners[1], "--db", log.path, "--epoch", str(E)])
     assert "decided on anchored events" in text.output and "held: behind" in text.output
+
+
+async def test_earlier_anchors_a_view_recorded_wrongly_make_the_others_hold(net) -> None:  # type: ignore[no-untyped-def]
+    from leoma.events import AnchorEntry, AnchorsObserved
+
+    sim, nodes, miners = net
+    view, other = nodes  # the first anchored validator in code-point order is the view
+    forged = AnchorsObserved(epoch=16, cutoff_block=C.anchor_cutoff(16), validators=tuple(n.hk for n in nodes),
+                             anchors=(AnchorEntry(origin=view.hk), AnchorEntry(origin=other.hk, size=5, head="a" * 64,
+                                                                               block=900)))
+    view.log.append(forged, key="anchors/16/observed", block=forged.cutoff_block)
+    await history(sim, nodes, miners)
+    for n in nodes:
+        await _observe(sim, n.log, E)
+    assert not isinstance(_decide(view.log, E), Held)
+    held = _decide(other.log, E)
+    assert isinstance(held, Held) and held.peer == view.hk and held.reason == pa.DIFFERS

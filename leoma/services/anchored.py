@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from leoma.consensus import Consensus
-from leoma.events import AnchorsObserved, EpochScored
+from leoma.events import AnchorsObserved, EpochScored, decode_body
 from leoma.log import EventLog
 from projections import anchors as pa
 from projections.epoch import KINDS, EpochFold, StatePruned
@@ -115,10 +115,31 @@ def anchored_fold(log_: EventLog, view: str, anchored: Mapping[str, pa.Anchored]
     return fold, applied
 
 
+def view_history(log_: EventLog, view: str, upto: int, epoch: int) -> list[AnchorsObserved]:
+    """The view origin's `anchors_observed` of epochs before `epoch` among its first `upto` events."""
+    out = []
+    for row in log_.rows(kinds=["anchors_observed"], origin=view):
+        if row.origin_seq > upto:
+            break
+        body = decode_body(row.body, row.v)
+        assert isinstance(body, AnchorsObserved)
+        if body.epoch < epoch:
+            out.append(body)
+    return out
+
+
 def decide_anchored(log_: EventLog, *, epoch: int, epoch_block: int, netuid: int, consensus: Consensus,
-                    observed: AnchorsObserved, history: Sequence[AnchorsObserved],
+                    observed: AnchorsObserved, history: Sequence[AnchorsObserved] | None = None,
                     save: bool = True, fresh: bool = False) -> EpochScored | Held:
-    """Epoch `epoch`'s anchored decision from the local log, or why this validator holds."""
+    """Epoch `epoch`'s anchored decision from the local log, or why this validator holds.
+
+    The no-backdating rule reads the anchors seen at earlier cutoffs. Every decider must read
+    the same ones, so they are the view origin's `anchors_observed` among its anchored events
+    (plus `observed`, this epoch's, read from the chain by everyone alike); where this
+    validator recorded its own observation of an epoch, the two must agree, else it holds
+    (`anchors_differ`): the view recorded anchors the chain did not hold. `history` replaces
+    them (a benchmark on a log without observations).
+    """
     anchored = pa.frontier(observed)
     if not anchored:  # nobody anchored yet (the switch just went on): nothing is fixed, keep the weights
         return Held(epoch=epoch, peer="", reason=pa.NO_ANCHORS, anchored_size=0, local_size=0)
@@ -126,8 +147,19 @@ def decide_anchored(log_: EventLog, *, epoch: int, epoch_block: int, netuid: int
     if gap is not None:
         peer, reason, size, have = gap
         return Held(epoch=epoch, peer=peer, reason=reason, anchored_size=size, local_size=have)
-    hist = pa.history(history, upto_epoch=epoch)
     view = pa.view_origin(anchored) or ""
+    if history is None:
+        earlier = view_history(log_, view, anchored[view].size, epoch)
+        if log_.own and log_.own != view:
+            from leoma.anchors import observations
+
+            mine = {o.epoch: o for o in observations(log_)}
+            for o in earlier:
+                if o.epoch in mine and mine[o.epoch] != o:
+                    return Held(epoch=epoch, peer=view, reason=pa.DIFFERS, anchored_size=anchored[view].size,
+                                local_size=anchored[view].size)
+        history = [*earlier, observed]
+    hist = pa.history(history, upto_epoch=epoch)
     fold, applied = anchored_fold(log_, view, anchored, fresh=fresh)
     try:
         decision = pa.decide(fold, epoch=epoch, epoch_block=epoch_block, netuid=netuid, consensus=consensus,
@@ -148,12 +180,11 @@ def replay_anchored(log_: EventLog, epoch: int, epoch_block: int, netuid: int, c
     `anchors_observed` give the inputs); None when it recorded none for that epoch."""
     from leoma.anchors import observations
 
-    history = observations(log_, origin=origin)
-    found = [o for o in history if o.epoch == epoch]
+    found = [o for o in observations(log_, origin=origin) if o.epoch == epoch]
     if not found:
         return None
     return decide_anchored(log_, epoch=epoch, epoch_block=epoch_block, netuid=netuid, consensus=consensus,
-                           observed=found[-1], history=history, save=False, fresh=True)
+                           observed=found[-1], save=False, fresh=True)
 
 
 def explain(log_: EventLog, epoch: int, *, origin: str | None = None) -> list[dict[str, Any]]:

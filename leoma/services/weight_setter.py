@@ -128,7 +128,7 @@ async def _decide_anchored(log_: EventLog, chain: Any, netuid: int, consensus: C
     if observed is None:
         return f"the chain has not reached epoch {epoch}'s cutoff block {consensus.anchor_cutoff(epoch)}"
     out = decide_anchored(log_, epoch=epoch, epoch_block=epoch_block, netuid=netuid, consensus=consensus,
-                          observed=observed, history=anchors.observations(log_))
+                          observed=observed)
     if isinstance(out, Held):
         if out.reason == "no_anchors":
             reason = f"held: no allowlisted validator anchored before epoch {epoch}'s cutoff"
