@@ -50,6 +50,7 @@ from leoma.events import (
 )
 from leoma.log import EventLog
 from leoma.mirror import MirrorIn, MirrorOut, Peer
+from leoma.services import weight_setter
 from leoma.signing import keypair_from_uri
 from leoma.storage import DirectoryStore
 
@@ -234,8 +235,6 @@ async def run_chaos(directory: str | Path, *, epochs: int = 12, seed: int = 7,
                     size = v.log.head(v.hk).origin_seq
                     published = (size, hashlib.sha256(f"not served {size}".encode()).hexdigest())
                 await anchors.anchor_step(v.log, chain, v.wallet, NETUID, consensus, published=published)
-                from leoma.services import weight_setter
-
                 await weight_setter.step(log_=v.log, chain=chain, wallet=v.wallet, netuid=NETUID, consensus=consensus)
             if on_epoch is not None and block % LENGTH < STEP and epoch_now - 1 in reports:
                 on_epoch(_collect(reports[epoch_now - 1], vals, backdated))
