@@ -100,10 +100,10 @@ def _gray_small(frame: Any) -> np.ndarray:
     acc = np.uint16 if bh * bw <= 256 else np.uint32
     rows = a[0::bh].astype(acc)
     for i in range(1, bh):
-        rows += a[i::bh]
+        np.add(rows, a[i::bh], out=rows)
     sums = rows[:, 0::bw].copy()
     for j in range(1, bw):
-        sums += rows[:, j::bw]
+        np.add(sums, rows[:, j::bw], out=sums)
     return sums.astype(np.float32) / (bh * bw)  # type: ignore[no-any-return]
 
 

@@ -93,6 +93,13 @@ def key_hash(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
 
 
+def _kind_or_none(body: str) -> str | None:
+    try:
+        return body_kind(body)
+    except EventError:
+        return None
+
+
 class Draft(NamedTuple):
     """An own event to append: its idempotency key, block and body."""
 
@@ -301,7 +308,7 @@ class EventLog:
 
     def last_seq(self) -> int:
         """The local position of the newest row (0 when empty)."""
-        return self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
     # -- appending own events ----------------------------------------------------------------
 
@@ -576,7 +583,7 @@ class EventLog:
         until_seq: int | None = None,
         limit: int | None = None,
         descending: bool = False,
-    ) -> Iterator[tuple]:
+    ) -> Iterator[tuple[Any, ...]]:
         where = ["e.seq > ?"]
         args: list[object] = [after]
         if origin is not None:
@@ -669,7 +676,8 @@ class EventLog:
 
     def count(self, *, kind: str | None = None, origin: str | None = None) -> int:
         """How many events (optionally of one kind and/or origin)."""
-        where, args = ["1"], []
+        where: list[str] = ["1"]
+        args: list[object] = []
         if kind:
             where.append("kind = ?")
             args.append(kind)
@@ -679,7 +687,7 @@ class EventLog:
                 return 0
             where.append("origin_id = ?")
             args.append(oid)
-        return self.conn.execute(f"SELECT count(*) FROM events WHERE {' AND '.join(where)}", args).fetchone()[0]
+        return int(self.conn.execute(f"SELECT count(*) FROM events WHERE {' AND '.join(where)}", args).fetchone()[0])
 
     def counts_by_kind(self) -> dict[str, int]:
         """Event counts per kind, sorted by kind."""
@@ -704,8 +712,8 @@ class EventLog:
             self._load_origins()
             for oid, origin in sorted(self._origin_names.items()):
                 expected_seq, prev = 1, ZERO_HASH
-                for seq, oseq, key, v, block, at, body, digest in self.conn.execute(
-                    "SELECT seq, origin_seq, key, v, block, at, body, hash FROM events"
+                for seq, oseq, key, stored_key_hash, kind, v, block, at, body, digest in self.conn.execute(
+                    "SELECT seq, origin_seq, key, key_hash, kind, v, block, at, body, hash FROM events"
                     " WHERE origin_id = ? ORDER BY origin_seq", (oid,)
                 ):
                     checked += 1
@@ -716,6 +724,14 @@ class EventLog:
                                                           block=block, at=at, body=body.encode()))
                     if computed != digest.hex():
                         problems.append(VerifyProblem(seq, origin, oseq, "hash does not match the stored bytes (edited)"))
+                        break
+                    # The hash covers the body (whose tag is the kind) and the key; the columns the
+                    # indexes read beside them must agree, or a query by kind or key lies.
+                    if stored_key_hash != key_hash(key):
+                        problems.append(VerifyProblem(seq, origin, oseq, "key_hash does not match the key (edited)"))
+                        break
+                    if kind != _kind_or_none(body):
+                        problems.append(VerifyProblem(seq, origin, oseq, f"kind {kind!r} is not the body's kind (edited)"))
                         break
                     prev = digest.hex()
                     expected_seq += 1
@@ -731,6 +747,13 @@ class EventLog:
         """A named bookkeeping value (projection checkpoints, mirror positions)."""
         row = self.conn.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
         return bytes(row[0]) if row else None
+
+    def state_names(self, prefix: str = "") -> list[str]:
+        """The names of the bookkeeping values starting with `prefix`, sorted."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self.conn.execute("SELECT name FROM state WHERE name LIKE ? ESCAPE '\\' ORDER BY name",
+                                 (escaped + "%",)).fetchall()
+        return [str(r[0]) for r in rows]
 
     def set_state(self, name: str, value: bytes) -> None:
         """Set a named bookkeeping value."""

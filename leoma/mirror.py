@@ -431,6 +431,12 @@ def _state_name(origin: str) -> str:
     return f"mirror/out/{origin}"
 
 
+def mirrored_origins(log: EventLog) -> list[str]:
+    """The origins this log has published to a bucket at least once, sorted."""
+    prefix = _state_name("")
+    return [name[len(prefix):] for name in log.state_names(prefix)]
+
+
 def uploaded_position(log: EventLog, origin: str) -> int:
     """How many own events of `origin` the log records as published (0 before the first push)."""
     raw = log.get_state(_state_name(origin))

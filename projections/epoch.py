@@ -44,9 +44,11 @@ from leoma.events import (
     AllowlistVerified,
     EpochScored,
     FrontierEntry,
+    JudgeFailed,
     MinerAggregate,
     TaskOpened,
     ValidatorRate,
+    VerdictRecorded,
     WeightEntry,
     decode_body,
 )
@@ -192,17 +194,20 @@ class EpochFold:
         if row.seq > s.last_seq:
             s.last_seq = row.seq
         if kind == "verdict_recorded" or kind == "judge_failed":
+            lite: _VerdictLite | _JudgeLite | VerdictRecorded | JudgeFailed
             if row.v == VERSIONS[kind]:
                 lite = (_verdict_lite if kind == "verdict_recorded" else _judge_lite).decode(row.body)
             else:
-                lite = decode_body(row.body, row.v)
+                body = decode_body(row.body, row.v)
+                assert isinstance(body, (VerdictRecorded, JudgeFailed))
+                lite = body
             if lite.task_id < s.floor_task:
                 return  # can never count again
             names = self._names
             # A million verdicts name a few hundred hotkeys: keep one string object per name.
             origin = names.setdefault(row.origin, row.origin)
             miner = names.setdefault(lite.miner, lite.miner)
-            entry = (origin, miner, row.origin_seq, row.block, lite.passed if kind == "verdict_recorded" else None)
+            entry = (origin, miner, row.origin_seq, row.block, lite.passed if isinstance(lite, (_VerdictLite, VerdictRecorded)) else None)
             found = s.verdicts.get(lite.task_id)
             if found is None:
                 s.verdicts[lite.task_id] = [entry]
@@ -568,7 +573,7 @@ class EpochFold:
         aggregates = []
         for hotkey in sorted(rows, key=lambda h: (rank.get(h, len(rank) + 1), h)):
             score, ok, reason = rows[hotkey]
-            common = dict(hotkey=hotkey, uid=miners.uid_by_hotkey.get(hotkey, -1),
+            common: dict[str, Any] = dict(hotkey=hotkey, uid=miners.uid_by_hotkey.get(hotkey, -1),
                           commit_block=miners.commit_block.get(hotkey, -1), eligible=ok, reason=reason,
                           rank=rank.get(hotkey, 0))
             if score is None:

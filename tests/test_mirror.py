@@ -657,6 +657,10 @@ def test_mirror_commands_push_pull_status_and_verify(tmp_path: Path, logs: dict[
     assert pushed.exit_code == 0, pushed.output
     assert json.loads(pushed.output)["size"] == 7
 
+    before = runner.invoke(cli, ["mirror", "status", "--db", bob_db, "--hotkey", B, "--peers", peers, "--json"])
+    assert before.exit_code == 0, before.output
+    assert [(r["role"], r["local"], r["published"], r["lag_events"]) for r in json.loads(before.stdout)] == [
+        ("own", 0, None, 0), ("peer", 0, 7, 7)]  # published, not imported yet: the lag `/metrics` reports too
     pulled = runner.invoke(cli, ["mirror", "pull", "--db", bob_db, "--dev-key", "//Bob", "--json"],
                            env={"PEER_VALIDATORS": peers})
     assert pulled.exit_code == 0, pulled.output

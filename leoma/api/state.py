@@ -224,11 +224,11 @@ class ApiState:
             return
         block = min(blocks)
         interval = max((a[2].interval for a in self.allowlists.values()), default=0)
-        floor = lookback_floor(block, interval, self.consensus.window.max_lookback_blocks) if interval > 0 else None
-        if floor is not None and floor > self._shared.floor_task:
-            self._shared.floor_task = floor
-            self._shared.claims[:] = [c for c in self._shared.claims if c[3] >= floor]
-            for task_id in [t for t in self._shared.verdicts if t < floor]:
+        lookback = lookback_floor(block, interval, self.consensus.window.max_lookback_blocks) if interval > 0 else None
+        if lookback is not None and lookback > self._shared.floor_task:
+            self._shared.floor_task = lookback
+            self._shared.claims[:] = [c for c in self._shared.claims if c[3] >= lookback]
+            for task_id in [t for t in self._shared.verdicts if t < lookback]:
                 del self._shared.verdicts[task_id]
         for fold in self._folds.values():
             fold.state.floor_task = max(fold.state.floor_task, self._shared.floor_task)
@@ -306,8 +306,8 @@ class ApiState:
                 except LogError:
                     return  # parts missing: not a decision the API can show
             item = (row.block, row.origin_seq, at, body)
-            held = self._latest.get(row.origin)
-            if held is None or (body.epoch, row.origin_seq) > (held[3].epoch, held[1]):
+            held_decision = self._latest.get(row.origin)
+            if held_decision is None or (body.epoch, row.origin_seq) > (held_decision[3].epoch, held_decision[1]):
                 self._latest[row.origin] = item
             history = self.decisions.setdefault(row.origin, [])
             history.append((row.block, row.origin_seq, at, _lead_only(body)))
@@ -414,7 +414,8 @@ class ApiState:
         else:
             head = self.origins[ref].last_block if ref in self.origins else 0
             epoch = head // length
-            metas = self._folds[ref].state.miners.metagraphs if self._folds[ref].state.miners else []
+            miners_state = self._folds[ref].state.miners
+            metas = miners_state.metagraphs if miners_state else []
             netuid = max(metas, key=lambda m: (m[1], m[0]))[2].netuid if metas else 0
         epoch_block = epoch * length
         fold = self._folds[ref]

@@ -203,7 +203,7 @@ async def _open_task(ctx: ServiceContext, task_id: int, interval: int, step: int
     key, choice, data = picked
     clip = await asyncio.to_thread(video.cut_clip, data, choice.start, choice.seconds)
     frame = await asyncio.to_thread(video.first_frame_png, clip)
-    prompt = safe_text(await ctx.judge.describe(clip), max_chars=4000)  # AdapterError: nothing recorded, retried next poll
+    prompt = safe_text(await ctx.need_judge().describe(clip), max_chars=4000)  # AdapterError: nothing recorded, retried next poll
     opened = TaskOpened(
         task_id=task_id, interval=interval, sampler=ctx.hotkey, failover_step=step, block_hash=task_hash,
         source_key=key, clip_start_ms=round(choice.start * 1000), clip_ms=round(choice.seconds * 1000),
@@ -433,7 +433,7 @@ async def _evaluate(ctx: ServiceContext, opened: TaskOpened, frame: bytes, block
             clip = ctx.state.get("videos", {}).pop((T, miner), None)
             if clip is None:
                 clip = await ctx.own.get(events["responses"][miner].object_key)  # type: ignore[union-attr]
-            result = await ctx.judge.evaluate(frame, opened.prompt, clip)
+            result = await ctx.need_judge().evaluate(frame, opened.prompt, clip)
             if hasattr(result, "passed"):
                 body: Any = VerdictRecorded(
                     task_id=T, miner=miner, passed=result.passed, overall=result.overall_score,
