@@ -178,7 +178,7 @@ class Gates(_Section, frozen=True):
     reply_deadline_share: str = "3/4"
 
 
-class Anchors(_Section):
+class Anchors(_Section, frozen=True):
     """Decisions fixed by the chain (`leoma.anchors`): off until a subnet moves all its validators.
 
     When `enabled`, each validator commits its mirror checkpoint (size, head) on chain once per

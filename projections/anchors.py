@@ -20,12 +20,13 @@ epoch's cutoff block) and over what the local log holds; no clock, no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import msgspec
 
 from leoma.consensus import Consensus
 from leoma.events import AnchorEntry, AnchorsObserved, EpochScored, FrontierEntry, LateTask
+from projections.epoch import EpochFold
 
 __all__ = ["Anchored", "frontier", "missing", "view_origin", "history", "first_anchor", "slot_deadline", "admit",
            "BEHIND", "FORKED", "NO_ANCHORS", "DIFFERS", "decide", "entry"]
@@ -119,7 +120,7 @@ def entry(origin: str, a: Anchored | None) -> AnchorEntry:
     return AnchorEntry(origin=origin) if a is None else AnchorEntry(origin=origin, size=a.size, head=a.head, block=a.block)
 
 
-def decide(fold: Any, *, epoch: int, epoch_block: int, netuid: int, consensus: Consensus,
+def decide(fold: EpochFold, *, epoch: int, epoch_block: int, netuid: int, consensus: Consensus,
            anchored: Mapping[str, Anchored], hist: Mapping[str, Sequence[tuple[int, int]]]) -> EpochScored:
     """The anchored decision, from a fold (`projections.epoch.EpochFold`) that holds exactly the
     anchored events and reads the view origin's own observations.
