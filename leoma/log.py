@@ -540,6 +540,33 @@ class EventLog:
         seq, oid, oseq, key, k, v, block, body = found
         return Row(seq, self._name(oid), oseq, key, k, v, block, body)
 
+    def last_of_kind(self, origin: str, kind: str, *, after: int = 0) -> Row | None:
+        """`origin`'s latest row (by local seq) of `kind`, among rows after local seq `after`.
+
+        With `after` > 0 the rows are read backwards by seq from the end, so a caller that
+        remembers how far it looked pays for what is new; from 0 the kind index is used.
+        """
+        oid = self._origin_ids.get(origin)
+        if oid is None:
+            self._load_origins()
+            oid = self._origin_ids.get(origin)
+            if oid is None:
+                return None
+        columns = "seq, origin_id, origin_seq, key, kind, v, block, body"
+        if after > 0:
+            sql = (f"SELECT {columns} FROM events NOT INDEXED WHERE seq > ? AND origin_id = ? AND kind = ?"
+                   " ORDER BY seq DESC LIMIT 1")
+            args: tuple[object, ...] = (after, oid, kind)
+        else:
+            sql = (f"SELECT {columns} FROM events INDEXED BY events_kind_block WHERE kind = ? AND origin_id = ?"
+                   " ORDER BY seq DESC LIMIT 1")
+            args = (kind, oid)
+        found = self.conn.execute(sql, args).fetchone()
+        if found is None:
+            return None
+        seq, _, oseq, key, k, v, block, body = found
+        return Row(seq, origin, oseq, key, k, v, block, body)
+
     def rows_since_key(self, origin: str, key: str, kinds: Sequence[str]) -> Iterator[Row]:
         """`origin`'s rows of `kinds` at or after the block of its event under `key`, in local order.
 
@@ -570,6 +597,18 @@ class EventLog:
         ):
             name = names.get(oid) or self._name(oid)
             yield Row(seq, name, oseq, key, kind, v, block, body), at
+
+    def stamped_raw_rows(self, *, keyless: str | None = None,
+                         **filters: Any) -> Iterator[tuple[int, int, int, str, str, int, int, str, int]]:
+        """`(seq, origin_id, origin_seq, key, kind, v, block, body, at)` tuples, for a fold that
+        needs the stamps of a million rows (same filters as `rows`; `origin_names()` maps the ids).
+
+        Rows of kind `keyless` (a bulk kind whose key the fold never reads) come with key "".
+        """
+        if keyless is not None and not keyless.replace("_", "").isalnum():
+            raise ValueError(f"not a kind: {keyless!r}")
+        key = f"CASE WHEN e.kind = '{keyless}' THEN '' ELSE e.key END" if keyless else "e.key"
+        return self._select(f"e.seq, e.origin_id, e.origin_seq, {key}, e.kind, e.v, e.block, e.body, e.at", **filters)
 
     def _select(
         self,
