@@ -32,7 +32,8 @@ from leoma.consensus import DEFAULT
 from leoma.devnet.clips import render_source
 from leoma.api.pages import epoch_status
 from leoma.events import (
-    AnchorCommitted, EpochHeld, EpochScored, GateMeasurements, JudgeFailed, MinerResponded, TaskOpened, VerdictRecorded, WeightEntry, seal,
+    AnchorCommitted, EpochHeld, EpochScored, GateMeasurements, JudgeFailed, MinerResponded, TaskOpened,
+    VerdictRecorded, WeightEntry, seal,
 )
 from leoma.seedformat import first_frame_key, generated_video_key, original_clip_key
 from leoma.storage import DirectoryStore
@@ -272,7 +273,8 @@ def test_agreement_strip_shows_anchors_and_anchored_holds(tmp_path: Path) -> Non
     nxt = world.epoch + 1
     block = nxt * DEFAULT.epoch.length
     _append(world, a, AnchorCommitted(epoch=world.epoch, size=40, head="ab" * 32, commit_block=block - 30,
-                                      payload="leoma:anchor:v1:40:" + "ab" * 32), key=f"anchor/{world.epoch}", block=block - 30)
+                                      payload="leoma:anchor:v1:40:" + "ab" * 32),
+            key=f"anchor/{world.epoch}", block=block - 30)
     _append(world, b, EpochHeld(epoch=nxt, peer=a, reason="behind", anchored_size=50, local_size=44),
             key=f"epoch/{nxt}/held/{a}", block=block)
     _append(world, a, AnchorCommitted(epoch=nxt, size=50, head="cd" * 32, commit_block=block - 5,
