@@ -32,7 +32,8 @@ from leoma.consensus import DEFAULT
 from leoma.devnet.clips import render_source
 from leoma.api.pages import epoch_status
 from leoma.events import (
-    EpochScored, GateMeasurements, JudgeFailed, MinerResponded, TaskOpened, VerdictRecorded, WeightEntry, seal,
+    AnchorCommitted, EpochHeld, EpochScored, GateMeasurements, JudgeFailed, MinerResponded, TaskOpened,
+    VerdictRecorded, WeightEntry, seal,
 )
 from leoma.seedformat import first_frame_key, generated_video_key, original_clip_key
 from leoma.storage import DirectoryStore
@@ -40,6 +41,7 @@ from leoma.video import first_frame_png, png_to_array
 from tests.browser import Browser, chromium_path
 from tests.storage_fixtures import ACCESS_KEY, REGION, SECRET_KEY, moto_endpoint, s3_bucket  # noqa: F401
 from tests.test_api import INTERVAL, World, api_world, service_for
+from leoma.api.pages import agreement_strip
 
 TASK = 12
 
@@ -260,6 +262,34 @@ def test_agreement_strip_and_miner_history(served: Served) -> None:
     assert {s["validator_hotkey"] for s in history["validators"]} == set(served.world.validators)
     points = [p["task_id"] for s in history["validators"] for p in s["points"]]
     assert sorted(points) == list(range(2, TASK + 1))
+
+
+def test_agreement_strip_shows_anchors_and_anchored_holds(tmp_path: Path) -> None:
+    # Under the anchored rule a validator that cannot read what the anchors cover records
+    # `epoch_held` (no decision): the strip shows it held, with the peer and the reason, and
+    # every validator's committed anchor for the epoch.
+    world = api_world(tmp_path, disagree=False)
+    a, b = world.validators
+    nxt = world.epoch + 1
+    block = nxt * DEFAULT.epoch.length
+    _append(world, a, AnchorCommitted(epoch=world.epoch, size=40, head="ab" * 32, commit_block=block - 30,
+                                      payload="leoma:anchor:v1:40:" + "ab" * 32),
+            key=f"anchor/{world.epoch}", block=block - 30)
+    _append(world, b, EpochHeld(epoch=nxt, peer=a, reason="behind", anchored_size=50, local_size=44),
+            key=f"epoch/{nxt}/held/{a}", block=block)
+    _append(world, a, AnchorCommitted(epoch=nxt, size=50, head="cd" * 32, commit_block=block - 5,
+                                      payload="leoma:anchor:v1:50:" + "cd" * 32), key=f"anchor/{nxt}", block=block - 5)
+    state = service_for(world).refresh()
+    strip = agreement_strip(state)
+    by_epoch = {e["epoch"]: e for e in strip["epochs"]}
+    assert [e["status"] for e in strip["epochs"]] == ["agreed", "held"]
+    first = {v["validator_hotkey"]: v for v in by_epoch[world.epoch]["validators"]}
+    assert first[a]["anchor"] == {"size": 40, "head": "ab" * 32, "block": block - 30} and first[b]["anchor"] is None
+    held = by_epoch[nxt]
+    assert held["decided"] == 0 and held["expected"] == 2
+    (row,) = held["validators"]
+    assert (row["validator_hotkey"], row["held"], row["held_reason"], row["held_peer"]) == (b, True, "behind", a)
+    assert row["anchor"] is None
 
 
 # -- the browser's side ---------------------------------------------------------------------

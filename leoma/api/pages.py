@@ -198,20 +198,37 @@ def epoch_status(decisions: dict[str, EpochScored]) -> str:
     return "agreed"
 
 
+def _anchor_view(state: ApiState, origin: str, epoch: int) -> dict[str, Any] | None:
+    a = state.anchors.get(origin, {}).get(epoch)
+    return None if a is None else {"size": a.size, "head": a.head, "block": a.commit_block}
+
+
 def agreement_strip(state: ApiState, limit: int = 60) -> dict[str, Any]:
-    """Per epoch (newest `limit`), every validator's newest decision and whether they agreed."""
+    """Per epoch (newest `limit`), every validator's newest decision and whether they agreed.
+
+    Under the anchored rule a validator that cannot read what the anchors cover records
+    `epoch_held` instead of a decision: it is shown as held, with the peer and the reason; each
+    validator also shows the anchor it committed for the epoch (size, head, block), if any.
+    """
     per_epoch: dict[int, dict[str, EpochScored]] = {}
     for origin, items in sorted(state.decisions.items()):
         for _, oseq, _, d in sorted(items, key=lambda x: x[1]):
             per_epoch.setdefault(d.epoch, {})[origin] = d  # the latest in the origin's chain wins
     expected = sorted(set(state.validators()) | set(state.decisions))
     epochs = []
-    for epoch in sorted(per_epoch)[-limit:]:
-        got = per_epoch[epoch]
-        epochs.append({
-            "epoch": epoch, "status": epoch_status(got), "decided": len(got), "expected": len(expected),
-            "validators": [{"validator_hotkey": o, "winner": d.winner or None, "winner_uid": d.winner_uid,
-                            "burn_reason": d.burn_reason or None, "held": _held(d)} for o, d in sorted(got.items())],
-        })
+    for epoch in sorted(set(per_epoch) | set(state.holds))[-limit:]:
+        got = per_epoch.get(epoch, {})
+        holds = {o: h for o, h in state.holds.get(epoch, {}).items() if o not in got}
+        status = epoch_status(got) if got else "held"
+        if holds and status == "agreed":
+            status = "held"
+        rows: list[dict[str, Any]] = [{"validator_hotkey": o, "winner": d.winner or None, "winner_uid": d.winner_uid,
+                 "burn_reason": d.burn_reason or None, "held": _held(d), "held_reason": None, "held_peer": None,
+                 "anchor": _anchor_view(state, o, epoch)} for o, d in got.items()]
+        rows += [{"validator_hotkey": o, "winner": None, "winner_uid": None, "burn_reason": None, "held": True,
+                  "held_reason": h.reason, "held_peer": h.peer, "anchor": _anchor_view(state, o, epoch)}
+                 for o, h in holds.items()]
+        epochs.append({"epoch": epoch, "status": status, "decided": len(got), "expected": len(expected),
+                       "validators": sorted(rows, key=lambda r: r["validator_hotkey"])})
     counts = {s: sum(1 for e in epochs if e["status"] == s) for s in ("agreed", "held", "differed")}
     return {"epochs": epochs, "validators": expected, **counts}

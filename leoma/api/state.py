@@ -34,6 +34,8 @@ from leoma.consensus import Consensus
 from leoma.events import (
     AdminActed,
     AllowlistVerified,
+    AnchorCommitted,
+    EpochHeld,
     EpochScored,
     MetagraphObserved,
     MinerChecked,
@@ -175,6 +177,10 @@ class ApiState:
         self.tasks: dict[int, dict[str, TaskRecord]] = {}
         self.decisions: dict[str, list[tuple[int, int, int, EpochScored]]] = {}
         """Each validator's newest decisions (stripped to the lead history's needs), oldest first."""
+        self.anchors: dict[str, dict[int, AnchorCommitted]] = {}
+        """Each validator's committed anchors by epoch (the newest `keep_decisions` epochs)."""
+        self.holds: dict[int, dict[str, EpochHeld]] = {}
+        """Per epoch, the validators that held instead of deciding (anchored rule), with why."""
         self._latest: dict[str, tuple[int, int, int, EpochScored]] = {}
         self._parts: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
         self._latest_parts: dict[str, tuple[EpochScored, list[tuple[str, bytes]]]] = {}
@@ -284,6 +290,9 @@ class ApiState:
             data = row.body.encode() if isinstance(row.body, str) else bytes(row.body)
             self._parts.setdefault((row.origin, epoch_of), []).append((row.key, data))
             return
+        if kind in ("anchor_committed", "epoch_held"):
+            self._apply_anchor(row.origin, decode_body(row.body, row.v))
+            return
         if kind not in ("task_opened", "miner_responded", "verdict_recorded", "miner_checked",
                         "allowlist_verified", "metagraph_observed", "epoch_scored"):
             return
@@ -341,6 +350,18 @@ class ApiState:
             if len(history) > self.keep_decisions:
                 history.sort(key=lambda d: (d[3].epoch, d[1]))
                 del history[: len(history) - self.keep_decisions]
+
+    def _apply_anchor(self, origin: str, body: Any) -> None:
+        # Bounded like the decisions: the newest `keep_decisions` epochs of anchors and holds.
+        if isinstance(body, AnchorCommitted):
+            mine = self.anchors.setdefault(origin, {})
+            mine[body.epoch] = body
+            for old in sorted(mine)[: max(0, len(mine) - self.keep_decisions)]:
+                del mine[old]
+        elif isinstance(body, EpochHeld):
+            self.holds.setdefault(body.epoch, {}).setdefault(origin, body)  # the first reason of the epoch
+            for old in sorted(self.holds)[: max(0, len(self.holds) - self.keep_decisions)]:
+                del self.holds[old]
 
     def _apply_verdict(self, seq: int, at: int, origin: str, origin_seq: int, block: int, body: str | bytes) -> None:
         """`apply` of a current-version `verdict_recorded` of another origin, decoded once lightly.
