@@ -56,6 +56,10 @@ __all__ = [
 log = logging.getLogger("leoma.sampler")
 
 PRESENTATION_ORDER = "single-video benchmark"
+REPLY_DECODES = 2
+"""Miner replies read into memory and decoded at once, at most (the machine's cores, not the
+miners): while they wait, answered replies sit in temporary files, so how many miners answer and
+how large their replies are never sizes the validator's memory."""
 TURN_OVER = "turn over"
 
 
@@ -242,8 +246,10 @@ async def _call_miners(ctx: ServiceContext, opened: TaskOpened, frame: bytes, bl
         return
     checks = _latest_checks(ctx)
     sem = asyncio.Semaphore(ctx.settings.max_concurrent_miners)
+    decodes = asyncio.Semaphore(REPLY_DECODES)
     source = await _source_hashes(ctx, opened)
     image = await asyncio.to_thread(gates.conditioning_gray, frame)
+    arrived: set[str] = set()  # answered before the deadline: judged even if their decode waits past it
 
     async def one(miner: str) -> None:
         async with sem:
@@ -253,11 +259,17 @@ async def _call_miners(ctx: ServiceContext, opened: TaskOpened, frame: bytes, bl
                 reply_body = MinerResponded(task_id=T, miner=miner, status="failed", failure_class="infra",
                                             detail="chute not available (no chute info)")
             else:
-                reply = await ctx.chutes.generate(info, opened.prompt, frame, timeout=ctx.settings.request_timeout)
+                reply = await ctx.chutes.generate(info, opened.prompt, frame, timeout=ctx.settings.request_timeout,
+                                                  spooled=True)
+        if info is not None:
+            arrived.add(miner)
+            async with decodes:
+                reply = await ctx.chutes.open_reply(reply)
                 reply_body = await _record_reply(ctx, T, miner, reply, image, source)
-            ctx.log.append(reply_body, key=f"response/{T}/{miner}", block=block)
-            log.info("task=%s miner=%s %s %s %s %s", T, miner[:12], reply_body.status, reply_body.failure_class,
-                     reply_body.reason, reply_body.detail[:120])
+                del reply  # the body goes before the next decode starts
+        ctx.log.append(reply_body, key=f"response/{T}/{miner}", block=block)
+        log.info("task=%s miner=%s %s %s %s %s", T, miner[:12], reply_body.status, reply_body.failure_class,
+                 reply_body.reason, reply_body.detail[:120])
 
     tasks = {m: asyncio.create_task(one(m)) for m in pending}
     poll = max(0.05, min(1.0, ctx.settings.sampler_poll_interval))
@@ -269,7 +281,7 @@ async def _call_miners(ctx: ServiceContext, opened: TaskOpened, frame: bytes, bl
             if deadline_block is not None and (await ctx.chain.head())[0] >= deadline_block:
                 break
     finally:
-        late = [m for m, t in tasks.items() if not t.done()]
+        late = [m for m, t in tasks.items() if not t.done() and m not in arrived]
         for m in late:
             tasks[m].cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
