@@ -1,6 +1,7 @@
 """Video gates and copy detection for one task's outputs, and the sampler's memory with one huge reply.
 
     python tests/benchmarks/bench_gates.py [--outputs 64] [--frames 81] [--miners 64] [--huge-mb 500]
+                                           [--only gates|rss] [--concurrency 40 --concurrency 64]
 
 1. Gates + hashes: `leoma.gates.measure` on every output (one full decode each, every
    measurement and the perceptual hashes), the source clip's hashes and the copy check across
@@ -102,7 +103,7 @@ def _world_process(names: list[tuple[str, str]], frames: int, huge: int, out: An
     world.stop_thread()
 
 
-async def _sample_once(root: Path, names: list[tuple[str, str]], url: str) -> dict[str, Any]:
+async def _sample_once(root: Path, names: list[tuple[str, str]], url: str, concurrency: int) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from leoma.allowlist import publish_allowlist
     from leoma.chain import Chain, commitment_payload
@@ -139,7 +140,7 @@ async def _sample_once(root: Path, names: list[tuple[str, str]], url: str) -> di
             await chain.set_timelocked_commitment(wallet(keys[name]), NETUID,
                                                   commitment_payload(m.repo_id, m.revision, m.chute_id))
     sim.step(3)
-    settings = vw.settings(val, REQUEST_TIMEOUT="300", MAX_CONCURRENT_MINERS="64")
+    settings = vw.settings(val, REQUEST_TIMEOUT="300", MAX_CONCURRENT_MINERS=str(concurrency))
     async with vw.context(val, settings=settings) as ctx:
         await check_miners(ctx)
         vw.advance_to_turn(val)
@@ -155,7 +156,7 @@ async def _sample_once(root: Path, names: list[tuple[str, str]], url: str) -> di
     return {"closed": closed, "wall": wall, "reasons": reasons, "before": before}
 
 
-def bench_rss(n_miners: int, frames: int, huge_mb: int) -> None:
+def bench_rss(n_miners: int, frames: int, huge_mb: int, concurrency: int) -> None:
     names = [(f"m{i:02d}", "noisy" if i else "faithful") for i in range(n_miners - 1)] + [("huge", "oversize")]
     ctx = mp.get_context("spawn")
     out, stop = ctx.Queue(), ctx.Event()
@@ -164,13 +165,14 @@ def bench_rss(n_miners: int, frames: int, huge_mb: int) -> None:
     try:
         url = out.get(timeout=120)
         with tempfile.TemporaryDirectory() as tmp:
-            result = asyncio.run(_sample_once(Path(tmp), names, url))
+            result = asyncio.run(_sample_once(Path(tmp), names, url, concurrency))
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     finally:
         stop.set()
         child.join(30)
     closed = result["closed"]
-    print(f"sampler: {n_miners} miners x {frames} frames, one streaming {huge_mb} MB (cap 100 MB)")
+    print(f"sampler: {n_miners} miners x {frames} frames, one streaming {huge_mb} MB (cap 100 MB), "
+          f"MAX_CONCURRENT_MINERS={concurrency}")
     print(f"  task closed: evaluated={closed.evaluated} passed={closed.passed} in {result['wall']:.1f} s")
     print(f"  verdicts: {result['reasons']}")
     print(f"  peak RSS before the turn   {result['before']:8.1f} MB  (imports, chain, checker, source clip)")
@@ -185,16 +187,21 @@ def main() -> None:
     ap.add_argument("--miner-frames", type=int, default=33)
     ap.add_argument("--huge-mb", type=int, default=500)
     ap.add_argument("--only", choices=("gates", "rss"), default=None)
+    ap.add_argument("--concurrency", type=int, action="append",
+                    help="MAX_CONCURRENT_MINERS for the sampler part (repeatable; default: 40, the default, and 64)")
     args = ap.parse_args()
+    levels = args.concurrency or [40, 64]
     if args.only in (None, "gates"):
         bench_gates(args.outputs, args.frames)
     if args.only == "rss":
-        bench_rss(args.miners, args.miner_frames, args.huge_mb)
-    elif args.only is None:  # a fresh process, so the gates part does not count in its peak
+        bench_rss(args.miners, args.miner_frames, args.huge_mb, levels[0])
+    elif args.only is None:  # a fresh process per level, so neither the gates part nor another level counts
         import subprocess
 
-        subprocess.run([sys.executable, __file__, "--only", "rss", "--miners", str(args.miners), "--miner-frames",
-                        str(args.miner_frames), "--huge-mb", str(args.huge_mb)], check=True)
+        for level in levels:
+            subprocess.run([sys.executable, __file__, "--only", "rss", "--miners", str(args.miners), "--miner-frames",
+                            str(args.miner_frames), "--huge-mb", str(args.huge_mb), "--concurrency", str(level)],
+                           check=True)
 
 
 if __name__ == "__main__":
