@@ -17,12 +17,13 @@ the consensus config; nothing here decides a verdict.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from leoma import gates, seedformat, video
@@ -351,6 +352,37 @@ def _keep_video(ctx: ServiceContext, T: int, miner: str, data: bytes) -> None:
         cache[(T, miner)] = data
 
 
+JUDGE_VIDEO_BYTES = 16_000_000
+"""Bytes of videos on their way to the judge at once, at most (a larger video goes alone): the
+judge's client holds several encoded copies of each, so this, not the miners' count or the size
+of their videos, bounds what judging costs in memory."""
+
+
+class ByteBudget:
+    """At most `limit` bytes held at once by the `hold`s inside it; a hold larger than the whole
+    budget waits until it is alone, so every hold gets its turn."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.peak = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        """Wait until `size` bytes fit (or nothing else is held), hold them for the block."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.held == 0 or self.held + size <= self.limit)
+            self.held += size
+            self.peak = max(self.peak, self.held)
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.held -= size
+                self._changed.notify_all()
+
+
 def _gate_detail(reason: str, m: Any) -> str:
     detail = {
         "gate:decode": f"does not decode completely: {m.decode_error}",
@@ -439,13 +471,22 @@ async def _evaluate(ctx: ServiceContext, opened: TaskOpened, frame: bytes, block
             and m not in copied]
     j = ctx.consensus.judge
     sem = asyncio.Semaphore(4)
+    budget = ByteBudget(JUDGE_VIDEO_BYTES)
 
     async def one(miner: str) -> None:
         async with sem:
             clip = ctx.state.get("videos", {}).pop((T, miner), None)
-            if clip is None:
-                clip = await ctx.own.get(events["responses"][miner].object_key)  # type: ignore[union-attr]
-            result = await ctx.judge.evaluate(frame, opened.prompt, clip)
+            key = events["responses"][miner].object_key
+            if clip is not None:
+                size = len(clip)
+            else:
+                info = await ctx.own.head(key)  # type: ignore[union-attr]
+                size = info.size if info is not None else 0
+            async with budget.hold(size):
+                if clip is None:
+                    clip = await ctx.own.get(key)  # type: ignore[union-attr]
+                result = await ctx.judge.evaluate(frame, opened.prompt, clip)
+                del clip  # the video and the judge request's copies of it go before the next one
             if hasattr(result, "passed"):
                 body: Any = VerdictRecorded(
                     task_id=T, miner=miner, passed=result.passed, overall=result.overall_score,
