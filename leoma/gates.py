@@ -96,14 +96,16 @@ def _gray_small(frame: Any) -> np.ndarray:
         return frame.reformat(width=w, height=h, format="gray").to_ndarray().astype(np.float32)  # type: ignore[no-any-return]
     plane = frame.planes[0]
     y = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
-    a = y[: 2 * h * bh : 2, : 2 * w * bw : 2]  # a view: nothing is copied yet
+    rows_end, cols_end = 2 * h * bh, 2 * w * bw
     acc = np.uint16 if bh * bw <= 256 else np.uint32
-    rows = a[0::bh].astype(acc)
+    # Rows first, whole and contiguous (every other row of each block), then every other column
+    # of the row sums: the same samples as a strided 2x subsample, read in cache order.
+    rows = y[0:rows_end:2 * bh, :cols_end].astype(acc)
     for i in range(1, bh):
-        rows += a[i::bh]
-    sums = rows[:, 0::bw].copy()
+        rows += y[2 * i:rows_end:2 * bh, :cols_end]
+    sums = rows[:, 0::2 * bw].copy()
     for j in range(1, bw):
-        sums += rows[:, j::bw]
+        sums += rows[:, 2 * j::2 * bw]
     return sums.astype(np.float32) / (bh * bw)  # type: ignore[no-any-return]
 
 
