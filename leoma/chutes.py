@@ -35,7 +35,7 @@ GENERATE_FPS = _PINNED.request.fps
 GENERATE_FRAMES = _PINNED.request.frames
 # Statuses that are ours or the gateway's, never the miner's code: auth, rate limit, gateway.
 _INFRA_4XX = {401, 403, 408, 429}
-SPOOL_BYTES = 1 << 20
+SPOOL_BYTES = 1 << 18
 """A reply streams into memory up to this size, then into a temporary file: what many miners
 answering at once cost in memory is bounded by the number of calls, never by their replies' size."""
 

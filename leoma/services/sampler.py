@@ -268,6 +268,7 @@ async def _call_miners(ctx: ServiceContext, opened: TaskOpened, frame: bytes, bl
                 reply = await ctx.chutes.open_reply(reply)
                 reply_body = await _record_reply(ctx, T, miner, reply, image, source)
                 del reply  # the body goes before the next decode starts
+                _return_freed_memory()
         ctx.log.append(reply_body, key=f"response/{T}/{miner}", block=block)
         log.info("task=%s miner=%s %s %s %s %s", T, miner[:12], reply_body.status, reply_body.failure_class,
                  reply_body.reason, reply_body.detail[:120])
@@ -351,6 +352,24 @@ def _keep_video(ctx: ServiceContext, T: int, miner: str, data: bytes) -> None:
     if sum(len(v) for v in cache.values()) + len(data) <= VIDEO_CACHE_BYTES:
         cache[(T, miner)] = data
 
+
+def _return_freed_memory() -> None:
+    """Give freed heap back to the system (glibc keeps it otherwise, after the many-megabyte
+    buffers of a decode or a judge request; RSS would then track the turn's history, not its need)."""
+    global _TRIM
+    if _TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc: nothing to do
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM: Any = None
 
 JUDGE_VIDEO_BYTES = 16_000_000
 """Bytes of videos on their way to the judge at once, at most (a larger video goes alone): the
@@ -487,6 +506,7 @@ async def _evaluate(ctx: ServiceContext, opened: TaskOpened, frame: bytes, block
                     clip = await ctx.own.get(key)  # type: ignore[union-attr]
                 result = await ctx.judge.evaluate(frame, opened.prompt, clip)
                 del clip  # the video and the judge request's copies of it go before the next one
+                _return_freed_memory()
             if hasattr(result, "passed"):
                 body: Any = VerdictRecorded(
                     task_id=T, miner=miner, passed=result.passed, overall=result.overall_score,
