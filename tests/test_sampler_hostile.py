@@ -159,7 +159,9 @@ async def test_replies_are_decoded_and_judged_a_few_at_a_time(tmp_path: Path, mo
         v = vw.validators[0]
         chutes = ChutesClient(vw.world.url, "", vw.world.generate_url_template, retry_base_delay=0.02,
                               retry_budget=3.0, max_response_bytes=20_000_000)
-        async with vw.context(v, chutes=chutes) as ctx:
+        # no slow miner here: a long per-call deadline, so busy cores cannot turn a miner into a timeout
+        settings = vw.settings(v, REQUEST_TIMEOUT="600")
+        async with vw.context(v, settings=settings, chutes=chutes) as ctx:
             real_evaluate = ctx.judge.evaluate
 
             async def counted_evaluate(*args: Any) -> Any:
