@@ -218,6 +218,7 @@ def register(cli: click.Group) -> None:
     def db_add_validator(uid: int, hotkey: str, stake: float, db: str | None, dev_key: str | None,
                          wallet_name: str | None, wallet_hotkey: str | None, wallet_path: str | None) -> None:
         """Register a validator by appending to the API's own log (no running API needed)."""
+        from leoma.api.registry import UidTaken, add_key, already_registered, check_uid_free
         from leoma.api.settings import ApiSettings
         from leoma.api.state import VALIDATOR_ADD, ApiState
         from leoma.events import AdminActed
@@ -234,12 +235,15 @@ def register(cli: click.Group) -> None:
             with EventLog(settings.db_path, own=settings.api_id) as log:
                 state = ApiState(log, own=settings.api_id, consensus=settings.consensus(log))
                 state.refresh()
-                holder = next((v for v in state.registry.values() if v.uid == uid and v.hotkey != hk), None)
-                if holder is not None:
-                    raise click.ClickException(f"uid {uid} is already registered to {holder.hotkey}; remove it first")
+                try:
+                    check_uid_free(state, uid, hk)
+                except UidTaken as exc:
+                    raise click.ClickException(str(exc)) from None
                 stake_rao = int(round(max(0.0, stake) * 10**9))
+                if already_registered(state, hk, uid, stake_rao):
+                    return
                 log.append(AdminActed(admin=admin, action=VALIDATOR_ADD, target=hk, uid=uid, stake_rao=stake_rao),
-                           key=f"admin/{VALIDATOR_ADD}/{hk}/cli/{log.last_seq() + 1}", block=state.head_block())
+                           key=add_key(state, hk, uid, stake_rao, via="cli"), block=state.head_block())
 
         _friendly(go)
         click.echo(f"registered validator uid {uid} {hk[:16]}… stake {max(0.0, stake)}")

@@ -202,10 +202,11 @@ def register(cli: click.Group) -> None:
         """
         import uvicorn
 
+        from leoma.devnet.world import render_reference_video
         from leoma.miner import reference_app
 
         try:
-            app = reference_app(behaviour, max_frames=max_frames)
+            app = reference_app(behaviour, render=render_reference_video, max_frames=max_frames)
         except LeomaError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"reference miner ({behaviour}) on http://{host}:{port}/generate")

@@ -217,7 +217,8 @@ def status(db_path: str, bucket_url: str | None, peers_json: str, dev_key: str |
         leoma mirror status --db events.db --hotkey 5F... --bucket file:///tmp/bucket --json
     """
     from leoma.errors import MirrorError, StorageError
-    from leoma.mirror import fetch_checkpoint, uploaded_position
+    from leoma.metrics import collect_facts
+    from leoma.mirror import fetch_checkpoint
     from leoma.seedpeer import observed_tasks
     from leoma.storage import open_store
 
@@ -254,24 +255,28 @@ def status(db_path: str, bucket_url: str | None, peers_json: str, dev_key: str |
 
     rows: list[dict[str, Any]] = []
     with _open_log(db_path, own) as log:
-        head = log.head(own)
-        uploaded = uploaded_position(log, own)
-        own_row: dict[str, Any] = {"role": "own", "hotkey": own, "local": head.origin_seq, "uploaded": uploaded,
-                                   "layout": "log", "published": None, "lag_events": head.origin_seq - uploaded,
-                                   "lag_blocks": _block_at(log, own, head.origin_seq) - _block_at(log, own, uploaded),
+        views = {peer.hotkey: asyncio.run(peer_view(peer.store, peer.hotkey)) for peer in peers}
+        # The heads and lags are the ones `/metrics` reports: one computation, two views of it.
+        facts = collect_facts(log, own, peers=list(views), published={p: v[3] for p, v in views.items()},
+                              peer_problems={p: v[1] for p, v in views.items()})
+        own_row: dict[str, Any] = {"role": "own", "hotkey": own, "local": facts.log_head, "uploaded": facts.uploaded_head,
+                                   "layout": "log", "published": None, "lag_events": facts.mirror_lag,
+                                   "lag_blocks": _block_at(log, own, facts.log_head) - _block_at(log, own, facts.uploaded_head),
                                    "problem": ""}
         if bucket_url:
             cp, problem = asyncio.run(published(open_store(bucket_url), own))
             own_row["published"] = cp.size if cp else 0
             own_row["problem"] = problem
         rows.append(own_row)
+        by_peer = {f.hotkey: f for f in facts.peers}
         for peer in peers:
-            cp, problem, kind, size = asyncio.run(peer_view(peer.store, peer.hotkey))
+            cp, problem, kind, size = views[peer.hotkey]
+            fact = by_peer[peer.hotkey]
             # A seed-layout peer has no log: its heads are verdict files published and read.
-            local = observed_tasks(log, peer.hotkey) if kind == "seed" else log.head(peer.hotkey).origin_seq
+            local = observed_tasks(log, peer.hotkey) if kind == "seed" else fact.imported
             rows.append({"role": "peer", "hotkey": peer.hotkey, "layout": kind, "local": local, "uploaded": None,
                          "published": size,
-                         "lag_events": max(0, size - local),
+                         "lag_events": max(0, size - local) if kind == "seed" else fact.lag,
                          "lag_blocks": 0 if kind != "log" else max(0, cp.block - _block_at(log, peer.hotkey, local)),
                          "problem": problem})
     if as_json:

@@ -111,16 +111,20 @@ def _known_consensus(chosen, chosen_path: str | None, db: Path) -> dict:  # type
 
 
 def _latest_decision(log, epoch: int | None, origin: str | None):  # type: ignore[no-untyped-def]
-    """The named epoch's decision by key, else the newest by the kind index (never all of them)."""
+    """The named epoch's decision by key, else the newest by the kind index (never all of them).
+
+    Read lean (`leoma.decisions.Recorded`): the per-validator rates stay undecoded until a
+    command asks for one miner's (`decisions.aggregate`)."""
     from leoma import decisions
-    from leoma.replay import find_epoch
+    from leoma.errors import LogError
 
     if epoch is not None:
-        return find_epoch(log, epoch, origin=origin)
-    found = decisions.latest(log, origin=origin)
+        found = decisions.find(log, epoch, origin=origin, detail="lean")
+        if found is None:
+            raise LogError(f"no epoch_scored event for epoch {epoch} in {log.path}" + (f" by {origin}" if origin else ""))
+        return found
+    found = decisions.latest(log, origin=origin, detail="lean")
     if found is None:
-        from leoma.errors import LogError
-
         raise LogError(f"no scored epoch in {log.path} yet: run the validator for an epoch first")
     return found
 
@@ -143,11 +147,14 @@ def explain_cmd(miner: str, db_path: str, epoch: int | None, origin: str | None,
         decision = _latest_decision(log, epoch, origin or log.own)
         # The thresholds of the consensus the decision was made under, as its log recorded it.
         consensus = consensus_for(log, decision.body.consensus_digest)
+    from leoma.decisions import aggregate
+
     body = decision.body
     aggs = {a.hotkey: a for a in body.aggregates}
     agg = aggs.get(miner) or next((a for h, a in aggs.items() if h.startswith(miner)), None)
     if agg is None:
         raise LogError(f"{miner} has no aggregate in epoch {body.epoch}: it was not sampled in the window")
+    agg = aggregate(decision, agg.hotkey) or agg  # with its per-validator rates
     standings = [Standing(hotkey=a.hotkey, rate=Fraction(a.avg_rate), passed=a.passed,
                           commit_block=a.commit_block if a.commit_block >= 0 else None)
                  for a in body.aggregates if a.eligible]

@@ -206,9 +206,11 @@ def _own_of(log: Any) -> str:
         own = msgspec.msgpack.decode(raw, type=_Own).own
         if own:
             return own
-    row = log.conn.execute("SELECT name FROM state WHERE name LIKE 'mirror/out/%' LIMIT 1").fetchone()
-    if row:
-        return str(row[0]).rsplit("/", 1)[-1]
+    from leoma.mirror import mirrored_origins
+
+    mirrored = mirrored_origins(log)
+    if mirrored:
+        return mirrored[0]
     origins = log.origins()
     if len(origins) == 1:
         return origins[0]
@@ -294,6 +296,8 @@ def register(cli: click.Group) -> None:
 
 def main() -> None:
     """`python -m leoma_cmd.serve_cmds ...`: these commands without the rest of `leoma`."""
+    import leoma.devnet.simchain  # noqa: F401 - plugs `sim:` into the chain, as `leoma` does (cmd/main.py)
+
     group = click.Group("leoma", context_settings={"help_option_names": ["-h", "--help"]})
     register(group)
     group()

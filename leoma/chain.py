@@ -3,8 +3,10 @@
 Everything Leoma reads from or writes to the chain goes through here, so the SDK's fast-moving
 API is touched in one file. `bittensor` is imported lazily: `import leoma.chain` is cheap.
 
-Networks: `finney`, `test`, `local`, any `ws://` / `wss://` URL, or `sim:PATH` — the simulated
-chain journal at PATH (`leoma.devnet.simchain`), with the real SDK `Client` on top.
+Networks: `finney`, `test`, `local`, any `ws://` / `wss://` URL, or `SCHEME:REST` for a scheme an
+adapter registered with `register_scheme` (the devnet's simulated chain registers `sim:PATH`), with
+the real SDK `Client` on top of the `Substrate` that scheme's factory builds. The chain never
+imports who registered a scheme: arrows point from the devnet to the chain, not back.
 
 Errors: a read that cannot be made raises `ChainError`; a transaction the chain (or the SDK's
 preflight, which asks the same questions) refuses raises `ChainRefused` carrying the chain's
@@ -111,7 +113,40 @@ def _is_connection_error(exc: BaseException) -> bool:
     )
 
 
-def encode_raw_fields(data: bytes) -> dict:
+class Backend(msgspec.Struct, frozen=True, kw_only=True):
+    """What a registered network scheme supplies: the SDK `Substrate` and, optionally, its own beacon.
+
+    `seal(plaintext, blocks_until_reveal) -> (encrypted, reveal_round)` seals a timelocked commitment
+    and `sealing()` is a context under which weight commits the SDK builds are sealed the same way.
+    Without them the chain uses drand through the SDK, as a real network does.
+    """
+
+    substrate: Any
+    seal: Callable[[bytes, int], tuple[bytes, int]] | None = None
+    sealing: Callable[[], contextlib.AbstractContextManager[Any]] | None = None
+
+
+_SCHEMES: dict[str, Callable[[str], Backend]] = {}
+
+
+def register_scheme(scheme: str, factory: Callable[[str], Backend]) -> None:
+    """Let `Chain("SCHEME:REST")` open `factory(REST)` (e.g. the devnet's `sim:PATH`)."""
+    if not scheme.isidentifier() or scheme in ("ws", "wss"):
+        raise ConfigError(f"a network scheme is a plain name other than ws/wss, not {scheme!r}")
+    _SCHEMES[scheme] = factory
+
+
+def registered_schemes() -> tuple[str, ...]:
+    """The schemes adapters registered (sorted)."""
+    return tuple(sorted(_SCHEMES))
+
+
+def _scheme_of(network: str) -> str | None:
+    head, sep, _ = network.partition(":")
+    return head if sep and head not in ("ws", "wss") and head.isidentifier() else None
+
+
+def encode_raw_fields(data: bytes) -> dict[str, Any]:
     """`info` for `Commitments.set_commitment` carrying plain bytes (<= 3 x 128 bytes)."""
     if len(data) > 384:
         raise ConfigError(f"a plain commitment holds at most 384 bytes, not {len(data)}")
@@ -128,21 +163,31 @@ class Chain:
         self.timeout = timeout
         self._client: Any = None
         self._substrate: Any = None
+        self._backend: Backend | None = None
         self._lock = asyncio.Lock()
-        if not (network in NETWORKS or network.startswith(("ws://", "wss://", "sim:"))):
+        if not (network in NETWORKS or network.startswith(("ws://", "wss://")) or _scheme_of(network)):
             raise ConfigError(
-                f"unknown network {network!r}: use finney, test, local, a ws:// or wss:// URL, or sim:PATH"
+                f"unknown network {network!r}: use finney, test, local, a ws:// or wss:// URL, or SCHEME:... "
+                f"for a registered scheme ({', '.join(registered_schemes()) or 'none registered'})"
             )
 
     # -- connection
     def _build(self) -> Any:
         import bittensor as bt
 
-        if self.network.startswith("sim:"):
-            from leoma.devnet.simchain import SimChain, SimSubstrate
-
-            self._substrate = SimSubstrate(SimChain.open(self.network[4:]))
+        scheme = _scheme_of(self.network)
+        if scheme is not None:
+            factory = _SCHEMES.get(scheme)
+            if factory is None:
+                raise ConfigError(
+                    f"network {self.network!r}: no adapter registered the scheme {scheme!r} "
+                    f"(registered: {', '.join(registered_schemes()) or 'none'}); the devnet's simulated "
+                    "chain registers `sim` when `leoma.devnet.simchain` is imported, as the `leoma` command does"
+                )
+            self._backend = factory(self.network[len(scheme) + 1 :])
+            self._substrate = self._backend.substrate
             return bt.Client("local", substrate=self._substrate)
+        self._backend = None
         if self.network.startswith(("ws://", "wss://")):
             self._substrate = bt.RpcSubstrate(self.network, fallback_endpoints=[], archive_endpoints=[])
         else:
@@ -392,8 +437,8 @@ class Chain:
 
         async def go(c: Any) -> int:
             data = text.encode()
-            seal = getattr(self._substrate, "seal", None)
-            if seal is not None:  # the simulated chain runs its own beacon (see simchain docstring)
+            seal = self._backend.seal if self._backend is not None else None
+            if seal is not None:  # a registered backend runs its own beacon (the simulated chain does)
                 encrypted, reveal_round = seal(data, blocks_until_reveal)
             else:
                 seconds = max(1, blocks_until_reveal) * await c.block_time()
@@ -427,7 +472,7 @@ class Chain:
                 )
             version_key = await self._int(c, "WeightsVersionKey", netuid)
             intent = bt.SetWeights(netuid=netuid, uids=list(uids), weights=[float(w) for w in weights], version_key=version_key)
-            sealing = getattr(self._substrate, "sealing", None)  # the simulated chain's beacon
+            sealing = self._backend.sealing if self._backend is not None else None  # a backend's own beacon
             with sealing() if sealing is not None else contextlib.nullcontext():
                 res = await c.execute(intent, wallet, wait_for_inclusion=True, wait_for_finalization=False)
             if not res.success:

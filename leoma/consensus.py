@@ -26,6 +26,7 @@ was made under, or raises `UnknownConsensus` instead of recomputing with another
 from __future__ import annotations
 
 import hashlib
+import os
 import tomllib
 from collections.abc import Iterator
 from fractions import Fraction
@@ -66,18 +67,18 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pass
 
 
-class Rotation(_Section):
+class Rotation(_Section, frozen=True):
     interval: int = 100
     failover_grace_blocks: int = 0
     allowlist_refresh_blocks: int = 300
 
 
-class Epoch(_Section):
+class Epoch(_Section, frozen=True):
     length: int = 180
     burn_after_epochs_without_data: int = 3
 
 
-class Window(_Section):
+class Window(_Section, frozen=True):
     tasks: int = 100
     settle_margin: int = 2
     max_lookback_blocks: int = 30000
@@ -94,7 +95,7 @@ class Window(_Section):
     """Subtracted from `completeness` before comparing (the seed's `1e-12`, exactly)."""
 
 
-class Ranking(_Section):
+class Ranking(_Section, frozen=True):
     dominance_threshold: str = "1/20"
     max_commits_per_hotkey: int = 2
     burn_uid: int = 0
@@ -107,7 +108,7 @@ class Ranking(_Section):
     winner burns (the seed's fallback) -- an invalid miner is never paid in either."""
 
 
-class Judge(_Section):
+class Judge(_Section, frozen=True):
     evaluation_model: str = "gemini-3.1-flash-lite"
     description_model: str = "gemini-3.1-flash-lite"
     describe_prompt: str = "describe/v1"
@@ -132,7 +133,7 @@ class Judge(_Section):
     })
 
 
-class Video(_Section):
+class Video(_Section, frozen=True):
     required_width: int = 832
     required_height: int = 480
     resolution_tolerance: int = 32
@@ -147,14 +148,14 @@ class Video(_Section):
     max_pixels: int = 3840 * 2160
 
 
-class Request(_Section):
+class Request(_Section, frozen=True):
     fps: int = 16
     frames: int = 81
     resolution: str = "480p"
     fast: bool = True
 
 
-class Gates(_Section):
+class Gates(_Section, frozen=True):
     """The video gates and copy detection (`leoma.gates`, `projections.gates`).
 
     Pinned from measurements on the reference miners (see `tests/test_gates.py`).
@@ -411,7 +412,7 @@ SEED_PROFILE = "consensus-seed.toml"
 """The packaged migration profile: the first implementation's rules, the security fixes kept."""
 
 
-def load_consensus(path: str | Path | None = None) -> Consensus:
+def load_consensus(path: str | os.PathLike[str] | None = None) -> Consensus:
     """The consensus config: the packaged default, the file at `path`, or (`"seed"`) the migration profile."""
     if path is None:
         text = resources.files("leoma").joinpath("consensus.toml").read_text("utf-8")

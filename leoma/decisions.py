@@ -29,7 +29,7 @@ import msgspec
 from leoma.errors import LogError
 from leoma.events import MAX_BODY_BYTES, EpochDetailRecorded, EpochScored, MinerAggregate, decode_body
 
-__all__ = ["Recorded", "split", "join", "aggregates_hash", "drafts", "find", "latest", "recorded", "detail_key",
+__all__ = ["Recorded", "split", "join", "join_lean", "aggregate", "aggregates_hash", "drafts", "find", "latest", "recorded", "detail_key",
            "scored_key", "load"]
 
 _encoder = msgspec.json.Encoder(order="deterministic")
@@ -38,13 +38,18 @@ _SLACK: Final = 256
 
 
 class Recorded(msgspec.Struct, frozen=True):
-    """An `epoch_scored` event as found in a log, with its aggregates joined back in."""
+    """An `epoch_scored` event as found in a log, with its aggregates joined back in.
+
+    Read with `detail="lean"`, each aggregate's `rates` is left out (empty) and `raw` holds every
+    aggregate's stored JSON by hotkey: `aggregate(recorded, hotkey)` decodes one in full.
+    """
 
     origin: str
     origin_seq: int
     block: int
     body: EpochScored
     v: int = 2
+    raw: dict[str, bytes] = {}
 
 
 def scored_key(epoch: int) -> str:
@@ -120,6 +125,77 @@ def join(small: EpochScored, parts: list[tuple[str, bytes]]) -> EpochScored:
     return msgspec.structs.replace(small, aggregates=whole)
 
 
+class _PartRaw(msgspec.Struct):
+    """An `epoch_detail` body with each aggregate left as its stored JSON."""
+
+    epoch: int
+    part: int
+    aggregates: list[msgspec.Raw]
+    kind: str = ""
+
+
+class _AggHead(msgspec.Struct, kw_only=True):
+    """`MinerAggregate` without its per-validator `rates` (skipped while decoding)."""
+
+    hotkey: str
+    uid: int = -1
+    commit_block: int = -1
+    passed: int = 0
+    evaluated: int = 0
+    tasks: int = 0
+    avg_rate: str = "0"
+    completeness: str = "0"
+    eligible: bool = False
+    reason: str = ""
+    rank: int = 0
+
+
+_part_raw = msgspec.json.Decoder(_PartRaw)
+_agg_head = msgspec.json.Decoder(_AggHead)
+_agg_full = msgspec.json.Decoder(MinerAggregate)
+_HEAD_FIELDS = tuple(f for f in _AggHead.__struct_fields__)
+
+
+def join_lean(small: EpochScored, parts: list[tuple[str, bytes]]) -> tuple[EpochScored, dict[str, bytes]] | None:
+    """`join` without decoding the per-validator rates: the aggregates with `rates=()`, and each
+    aggregate's stored JSON by hotkey.
+
+    The same checks as `join` (each part's digest, its epoch and index), and `aggregates_hash`
+    over the stored JSON of the aggregates as they stand in the parts (the canonical encoding the
+    hash was made of). None when anything does not check out: `join` then says what is wrong.
+    """
+    if not small.details or len(parts) != len(small.details):
+        return None
+    raws: list[bytes] = []
+    for i, ((_, data), digest) in enumerate(zip(parts, small.details)):
+        if hashlib.sha256(data).hexdigest() != digest:
+            return None
+        try:
+            body = _part_raw.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        if body.epoch != small.epoch or body.part != i or body.kind != "epoch_detail":
+            return None
+        raws.extend(bytes(r) for r in body.aggregates)
+    if hashlib.sha256(b"[" + b",".join(raws) + b"]").hexdigest() != small.aggregates_hash:
+        return None
+    aggregates = []
+    by_hotkey: dict[str, bytes] = {}
+    for raw in raws:
+        head = _agg_head.decode(raw)
+        aggregates.append(MinerAggregate(**{f: getattr(head, f) for f in _HEAD_FIELDS}))
+        by_hotkey[head.hotkey] = raw
+    return msgspec.structs.replace(small, aggregates=tuple(aggregates)), by_hotkey
+
+
+def aggregate(recorded: Recorded, hotkey: str) -> MinerAggregate | None:
+    """One miner's aggregate in full (with its rates), whether `recorded` was read lean or not."""
+    raw = recorded.raw.get(hotkey)
+    if raw is not None:
+        return _agg_full.decode(raw)
+    return next((a for a in recorded.body.aggregates if a.hotkey == hotkey), None)
+
+
 def drafts(decision: EpochScored, *, block: int) -> list[Any]:
     """The `Draft`s that append a decision: its detail parts, then the small `epoch_scored`."""
     from leoma.log import Draft
@@ -133,8 +209,10 @@ def drafts(decision: EpochScored, *, block: int) -> list[Any]:
 # -- reading -----------------------------------------------------------------------------------
 
 
-def load(log: Any, origin: str, seq: int, block: int, v: int, body: bytes | str, *, detail: bool = True) -> Recorded:
-    """A stored `epoch_scored` row as a `Recorded`, its parts read by key (when `detail`)."""
+def load(log: Any, origin: str, seq: int, block: int, v: int, body: bytes | str, *,
+         detail: bool | str = True) -> Recorded:
+    """A stored `epoch_scored` row as a `Recorded`, its parts read by key (when `detail`;
+    `detail="lean"` leaves the rates out, see `Recorded`)."""
     small = decode_body(body, v)
     assert isinstance(small, EpochScored)
     if detail and small.details:
@@ -145,11 +223,15 @@ def load(log: Any, origin: str, seq: int, block: int, v: int, body: bytes | str,
             if data is None:
                 raise LogError(f"{origin[:12]}…'s log holds epoch {small.epoch}'s decision but not {key}")
             parts.append((key, data))
+        if detail == "lean":
+            lean = join_lean(small, parts)
+            if lean is not None:
+                return Recorded(origin, seq, block, lean[0], v, lean[1])
         small = join(small, parts)
     return Recorded(origin, seq, block, small, v)
 
 
-def find(log: Any, epoch: int, *, origin: str | None = None, detail: bool = True) -> Recorded | None:
+def find(log: Any, epoch: int, *, origin: str | None = None, detail: bool | str = True) -> Recorded | None:
     """The decision of `origin` (default: any origin, the newest in the log) for `epoch`, by key."""
     origins = [origin] if origin is not None else log.origins()
     best = None
@@ -162,7 +244,7 @@ def find(log: Any, epoch: int, *, origin: str | None = None, detail: bool = True
     return load(log, best.origin, best.origin_seq, best.block, best.v, best.body, detail=detail)
 
 
-def latest(log: Any, *, origin: str | None = None, detail: bool = True) -> Recorded | None:
+def latest(log: Any, *, origin: str | None = None, detail: bool | str = True) -> Recorded | None:
     """The newest decision (highest epoch block, then latest in the log) of `origin`, by index."""
     row = log.newest_row("epoch_scored", origin=origin)
     if row is None:

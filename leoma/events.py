@@ -56,13 +56,13 @@ class Part(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 # -- the chain ------------------------------------------------------------------------------
 
 
-class ChainHeadObserved(Body, tag="chain_head_observed", kw_only=True):
+class ChainHeadObserved(Body, frozen=True, tag="chain_head_observed", kw_only=True):
     """The chain's head as this validator saw it (the envelope's `block` is the height)."""
 
     block_hash: str
 
 
-class MetagraphObserved(Body, tag="metagraph_observed", kw_only=True):
+class MetagraphObserved(Body, frozen=True, tag="metagraph_observed", kw_only=True):
     """A metagraph snapshot. Lists are indexed by uid; stakes are integer rao."""
 
     netuid: int
@@ -74,7 +74,7 @@ class MetagraphObserved(Body, tag="metagraph_observed", kw_only=True):
     last_update: tuple[int, ...] = ()
 
 
-class CommitmentObserved(Body, tag="commitment_observed", kw_only=True):
+class CommitmentObserved(Body, frozen=True, tag="commitment_observed", kw_only=True):
     """A hotkey's latest revealed commitment was new or changed.
 
     `commit_block` is the block of the last commitment (the miner's seniority) and
@@ -88,7 +88,7 @@ class CommitmentObserved(Body, tag="commitment_observed", kw_only=True):
     data: str
 
 
-class AllowlistVerified(Body, tag="allowlist_verified", kw_only=True):
+class AllowlistVerified(Body, frozen=True, tag="allowlist_verified", kw_only=True):
     """The owner's on-chain allowlist digest matched the file in the source bucket."""
 
     owner_hotkey: str
@@ -97,7 +97,7 @@ class AllowlistVerified(Body, tag="allowlist_verified", kw_only=True):
     validators: tuple[str, ...]
 
 
-class AllowlistRejected(Body, tag="allowlist_rejected", kw_only=True):
+class AllowlistRejected(Body, frozen=True, tag="allowlist_rejected", kw_only=True):
     """The allowlist could not be verified; `reason` says why (tamper, missing, malformed)."""
 
     owner_hotkey: str = ""
@@ -108,7 +108,7 @@ class AllowlistRejected(Body, tag="allowlist_rejected", kw_only=True):
 # -- miners --------------------------------------------------------------------------------
 
 
-class CheckOutcome(Part, kw_only=True):
+class CheckOutcome(Part, frozen=True, kw_only=True):
     """One step of miner validation, in the seed's order."""
 
     name: str
@@ -116,7 +116,7 @@ class CheckOutcome(Part, kw_only=True):
     detail: str = ""
 
 
-class MinerChecked(Body, tag="miner_checked", kw_only=True):
+class MinerChecked(Body, frozen=True, tag="miner_checked", kw_only=True):
     """A miner's validation result (recorded when it changed, and once per epoch as a heartbeat)."""
 
     hotkey: str
@@ -137,7 +137,7 @@ class MinerChecked(Body, tag="miner_checked", kw_only=True):
 # -- tasks ---------------------------------------------------------------------------------
 
 
-class TaskOpened(Body, tag="task_opened", kw_only=True):
+class TaskOpened(Body, frozen=True, tag="task_opened", kw_only=True):
     """A sampler opened task `task_id` (= rotation index) on its turn.
 
     The clip is chosen from `block_hash`, so anyone can re-derive the choice.
@@ -157,7 +157,7 @@ class TaskOpened(Body, tag="task_opened", kw_only=True):
     miners: tuple[str, ...]
 
 
-class GateMeasurements(Part, kw_only=True):
+class GateMeasurements(Part, frozen=True, kw_only=True):
     """What the video gates measured on one miner's video (integers only, so replay is exact).
 
     `projections.gates.gate_reason` turns these and the consensus `[gates]` into the verdict;
@@ -188,7 +188,7 @@ class GateMeasurements(Part, kw_only=True):
     """Mean over the later sampled frames of the nearest source-clip frame's Hamming distance (-1: not measured)."""
 
 
-class MinerResponded(Body, tag="miner_responded", kw_only=True):
+class MinerResponded(Body, frozen=True, tag="miner_responded", kw_only=True):
     """What one miner's chute returned for a task.
 
     `status` is `accepted` (a valid video, stored under `object_key`) or `failed`;
@@ -211,7 +211,7 @@ class MinerResponded(Body, tag="miner_responded", kw_only=True):
     gates: GateMeasurements | None = None
 
 
-class VerdictRecorded(Body, tag="verdict_recorded", kw_only=True):
+class VerdictRecorded(Body, frozen=True, tag="verdict_recorded", kw_only=True):
     """The judge's verdict on one miner's video for a task."""
 
     task_id: int
@@ -228,7 +228,7 @@ class VerdictRecorded(Body, tag="verdict_recorded", kw_only=True):
     """Set when the verdict was reached without the judge: the miner fault or gate that failed it."""
 
 
-class JudgeFailed(Body, tag="judge_failed", kw_only=True):
+class JudgeFailed(Body, frozen=True, tag="judge_failed", kw_only=True):
     """The judge could not give a verdict; excluded from scoring, never a miner fail."""
 
     task_id: int
@@ -239,7 +239,7 @@ class JudgeFailed(Body, tag="judge_failed", kw_only=True):
     reason: str
 
 
-class TaskClosed(Body, tag="task_closed", kw_only=True):
+class TaskClosed(Body, frozen=True, tag="task_closed", kw_only=True):
     """A task is finished; its seed-format verdict file was published (when non-empty)."""
 
     task_id: int
@@ -253,7 +253,7 @@ class TaskClosed(Body, tag="task_closed", kw_only=True):
 # -- peers ---------------------------------------------------------------------------------
 
 
-class PeerSegmentImported(Body, tag="peer_segment_imported", kw_only=True):
+class PeerSegmentImported(Body, frozen=True, tag="peer_segment_imported", kw_only=True):
     """A peer's published segment verified and was imported into the local log."""
 
     peer: str
@@ -263,7 +263,7 @@ class PeerSegmentImported(Body, tag="peer_segment_imported", kw_only=True):
     head_hash: str
 
 
-class PeerSegmentRejected(Body, tag="peer_segment_rejected", kw_only=True):
+class PeerSegmentRejected(Body, frozen=True, tag="peer_segment_rejected", kw_only=True):
     """A peer's object was refused; the peer's position did not advance past it."""
 
     peer: str
@@ -272,7 +272,7 @@ class PeerSegmentRejected(Body, tag="peer_segment_rejected", kw_only=True):
     at_seq: int = 0
 
 
-class SeedTaskObserved(Body, tag="seed_task_observed", kw_only=True):
+class SeedTaskObserved(Body, frozen=True, tag="seed_task_observed", kw_only=True):
     """This validator read a seed-layout peer's signed verdict file for task `task_id`.
 
     A peer running the first implementation has no event log: its bucket holds
@@ -290,7 +290,7 @@ class SeedTaskObserved(Body, tag="seed_task_observed", kw_only=True):
     entries: int = 0
 
 
-class SeedVerdictObserved(Body, tag="seed_verdict_observed", kw_only=True):
+class SeedVerdictObserved(Body, frozen=True, tag="seed_verdict_observed", kw_only=True):
     """Entry `index` of a seed-layout peer's verdict file (see `SeedTaskObserved`).
 
     `entry` is the entry's canonical text, `json.dumps(entry, sort_keys=True)`: the signed
@@ -310,7 +310,7 @@ class SeedVerdictObserved(Body, tag="seed_verdict_observed", kw_only=True):
 # -- decisions -----------------------------------------------------------------------------
 
 
-class FrontierEntry(Part, kw_only=True):
+class FrontierEntry(Part, frozen=True, kw_only=True):
     """The last event of one origin that a decision used."""
 
     origin: str
@@ -318,7 +318,7 @@ class FrontierEntry(Part, kw_only=True):
     hash: str
 
 
-class ValidatorRate(Part, kw_only=True):
+class ValidatorRate(Part, frozen=True, kw_only=True):
     """One validator's verdicts on one miner inside the window."""
 
     validator: str
@@ -326,7 +326,7 @@ class ValidatorRate(Part, kw_only=True):
     evaluated: int
 
 
-class MinerAggregate(Part, kw_only=True):
+class MinerAggregate(Part, frozen=True, kw_only=True):
     """A miner's standing in a scored epoch; `avg_rate` and `completeness` are exact fractions."""
 
     hotkey: str
@@ -343,14 +343,14 @@ class MinerAggregate(Part, kw_only=True):
     rank: int = 0
 
 
-class WeightEntry(Part, kw_only=True):
+class WeightEntry(Part, frozen=True, kw_only=True):
     """One uid's weight as the chain stores it (u16)."""
 
     uid: int
     weight: int
 
 
-class EpochScored(Body, tag="epoch_scored", kw_only=True):
+class EpochScored(Body, frozen=True, tag="epoch_scored", kw_only=True):
     """A validator's decision for an epoch, with everything needed to replay it.
 
     `frontier` names, for every origin, the last event the decision read; replay reads exactly
@@ -387,7 +387,7 @@ class EpochScored(Body, tag="epoch_scored", kw_only=True):
     details: tuple[str, ...] = ()
 
 
-class EpochDetailRecorded(Body, tag="epoch_detail", kw_only=True):
+class EpochDetailRecorded(Body, frozen=True, tag="epoch_detail", kw_only=True):
     """Part `part` of an epoch decision's per-miner aggregates (see `EpochScored`)."""
 
     epoch: int
@@ -395,7 +395,7 @@ class EpochDetailRecorded(Body, tag="epoch_detail", kw_only=True):
     aggregates: tuple[MinerAggregate, ...]
 
 
-class WeightsSubmitted(Body, tag="weights_submitted", kw_only=True):
+class WeightsSubmitted(Body, frozen=True, tag="weights_submitted", kw_only=True):
     """The weights of an epoch were sent to the chain (not yet known to have landed)."""
 
     epoch: int
@@ -409,7 +409,7 @@ class WeightsSubmitted(Body, tag="weights_submitted", kw_only=True):
     """The drand round a commit-reveal submission reveals at (0: a plain submission)."""
 
 
-class WeightsConfirmed(Body, tag="weights_confirmed", kw_only=True):
+class WeightsConfirmed(Body, frozen=True, tag="weights_confirmed", kw_only=True):
     """The chain holds the epoch's weights (read back)."""
 
     epoch: int
@@ -417,14 +417,14 @@ class WeightsConfirmed(Body, tag="weights_confirmed", kw_only=True):
     weights: tuple[int, ...]
 
 
-class WeightsRefused(Body, tag="weights_refused", kw_only=True):
+class WeightsRefused(Body, frozen=True, tag="weights_refused", kw_only=True):
     """The chain (or its rate limit) refused the epoch's weights; `reason` is the chain's."""
 
     epoch: int
     reason: str
 
 
-class ConflictRecorded(Body, tag="conflict_recorded", kw_only=True):
+class ConflictRecorded(Body, frozen=True, tag="conflict_recorded", kw_only=True):
     """Someone offered an event for an existing `(origin, key)` with a different body."""
 
     origin: str
@@ -436,7 +436,7 @@ class ConflictRecorded(Body, tag="conflict_recorded", kw_only=True):
 # -- the owner's API (its own log) ---------------------------------------------------------
 
 
-class AdminActed(Body, tag="admin_acted", kw_only=True):
+class AdminActed(Body, frozen=True, tag="admin_acted", kw_only=True):
     """An admin changed the API's registry (validators or blacklist); who, what, when."""
 
     admin: str
@@ -447,7 +447,7 @@ class AdminActed(Body, tag="admin_acted", kw_only=True):
     stake_rao: int = -1
 
 
-class MinerReportReceived(Body, tag="miner_report_received", kw_only=True):
+class MinerReportReceived(Body, frozen=True, tag="miner_report_received", kw_only=True):
     """A validator POSTed its miner-validation report to the owner's API."""
 
     validator: str
@@ -457,7 +457,7 @@ class MinerReportReceived(Body, tag="miner_report_received", kw_only=True):
 # -- the rules ------------------------------------------------------------------------------
 
 
-class ConsensusRecorded(Body, tag="consensus_recorded", kw_only=True):
+class ConsensusRecorded(Body, frozen=True, tag="consensus_recorded", kw_only=True):
     """The consensus this log runs under: its whole canonical content, once per digest.
 
     `content` is the canonical JSON whose sha256 is `digest` (what decisions and checkpoints are
@@ -469,7 +469,7 @@ class ConsensusRecorded(Body, tag="consensus_recorded", kw_only=True):
     prompts: dict[str, str] = {}
 
 
-class WeightsCommitted(Body, tag="weights_committed", kw_only=True):
+class WeightsCommitted(Body, frozen=True, tag="weights_committed", kw_only=True):
     """The chain holds the epoch's weights as a timelocked commit (read back), to reveal later."""
 
     epoch: int
@@ -477,7 +477,7 @@ class WeightsCommitted(Body, tag="weights_committed", kw_only=True):
     reveal_round: int
 
 
-class WeightsRevealed(Body, tag="weights_revealed", kw_only=True):
+class WeightsRevealed(Body, frozen=True, tag="weights_revealed", kw_only=True):
     """The chain no longer holds the epoch's commit: it revealed it (by `block`, read back)."""
 
     epoch: int
@@ -485,7 +485,7 @@ class WeightsRevealed(Body, tag="weights_revealed", kw_only=True):
     reveal_round: int
 
 
-class WeightsNotLanded(Body, tag="weights_not_landed", kw_only=True):
+class WeightsNotLanded(Body, frozen=True, tag="weights_not_landed", kw_only=True):
     """The chain took the submission but its row does not hold the decision; `reason` says how."""
 
     epoch: int
@@ -667,7 +667,8 @@ def decode_body(data: bytes | str, v: int = 1) -> Body:
             if upcast is None:
                 raise EventError(f"no upcaster for {kind} v{step} -> v{step + 1}")
             raw = upcast(raw)
-        return msgspec.convert(raw, Payload)
+        upcast_body: Body = msgspec.convert(raw, Payload)
+        return upcast_body
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise EventError(f"{kind} v{v} body does not decode: {exc}") from None
 

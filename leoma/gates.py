@@ -102,10 +102,10 @@ def _gray_small(frame: Any) -> np.ndarray:
     # of the row sums: the same samples as a strided 2x subsample, read in cache order.
     rows = y[0:rows_end:2 * bh, :cols_end].astype(acc)
     for i in range(1, bh):
-        rows += y[2 * i:rows_end:2 * bh, :cols_end]
+        np.add(rows, y[2 * i:rows_end:2 * bh, :cols_end], out=rows)
     sums = rows[:, 0::2 * bw].copy()
     for j in range(1, bw):
-        sums += rows[:, 2 * j::2 * bw]
+        np.add(sums, rows[:, 2 * j::2 * bw], out=sums)
     return sums.astype(np.float32) / (bh * bw)  # type: ignore[no-any-return]
 
 

@@ -93,6 +93,13 @@ def key_hash(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
 
 
+def _kind_or_none(body: str) -> str | None:
+    try:
+        return body_kind(body)
+    except EventError:
+        return None
+
+
 class Draft(NamedTuple):
     """An own event to append: its idempotency key, block and body."""
 
@@ -301,7 +308,7 @@ class EventLog:
 
     def last_seq(self) -> int:
         """The local position of the newest row (0 when empty)."""
-        return self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
     # -- appending own events ----------------------------------------------------------------
 
@@ -533,6 +540,33 @@ class EventLog:
         seq, oid, oseq, key, k, v, block, body = found
         return Row(seq, self._name(oid), oseq, key, k, v, block, body)
 
+    def last_of_kind(self, origin: str, kind: str, *, after: int = 0) -> Row | None:
+        """`origin`'s latest row (by local seq) of `kind`, among rows after local seq `after`.
+
+        With `after` > 0 the rows are read backwards by seq from the end, so a caller that
+        remembers how far it looked pays for what is new; from 0 the kind index is used.
+        """
+        oid = self._origin_ids.get(origin)
+        if oid is None:
+            self._load_origins()
+            oid = self._origin_ids.get(origin)
+            if oid is None:
+                return None
+        columns = "seq, origin_id, origin_seq, key, kind, v, block, body"
+        if after > 0:
+            sql = (f"SELECT {columns} FROM events NOT INDEXED WHERE seq > ? AND origin_id = ? AND kind = ?"
+                   " ORDER BY seq DESC LIMIT 1")
+            args: tuple[object, ...] = (after, oid, kind)
+        else:
+            sql = (f"SELECT {columns} FROM events INDEXED BY events_kind_block WHERE kind = ? AND origin_id = ?"
+                   " ORDER BY seq DESC LIMIT 1")
+            args = (kind, oid)
+        found = self.conn.execute(sql, args).fetchone()
+        if found is None:
+            return None
+        seq, _, oseq, key, k, v, block, body = found
+        return Row(seq, origin, oseq, key, k, v, block, body)
+
     def rows_since_key(self, origin: str, key: str, kinds: Sequence[str]) -> Iterator[Row]:
         """`origin`'s rows of `kinds` at or after the block of its event under `key`, in local order.
 
@@ -564,6 +598,18 @@ class EventLog:
             name = names.get(oid) or self._name(oid)
             yield Row(seq, name, oseq, key, kind, v, block, body), at
 
+    def stamped_raw_rows(self, *, keyless: str | None = None,
+                         **filters: Any) -> Iterator[tuple[int, int, int, str, str, int, int, str, int]]:
+        """`(seq, origin_id, origin_seq, key, kind, v, block, body, at)` tuples, for a fold that
+        needs the stamps of a million rows (same filters as `rows`; `origin_names()` maps the ids).
+
+        Rows of kind `keyless` (a bulk kind whose key the fold never reads) come with key "".
+        """
+        if keyless is not None and not keyless.replace("_", "").isalnum():
+            raise ValueError(f"not a kind: {keyless!r}")
+        key = f"CASE WHEN e.kind = '{keyless}' THEN '' ELSE e.key END" if keyless else "e.key"
+        return self._select(f"e.seq, e.origin_id, e.origin_seq, {key}, e.kind, e.v, e.block, e.body, e.at", **filters)
+
     def _select(
         self,
         columns: str,
@@ -576,7 +622,7 @@ class EventLog:
         until_seq: int | None = None,
         limit: int | None = None,
         descending: bool = False,
-    ) -> Iterator[tuple]:
+    ) -> Iterator[tuple[Any, ...]]:
         where = ["e.seq > ?"]
         args: list[object] = [after]
         if origin is not None:
@@ -669,7 +715,8 @@ class EventLog:
 
     def count(self, *, kind: str | None = None, origin: str | None = None) -> int:
         """How many events (optionally of one kind and/or origin)."""
-        where, args = ["1"], []
+        where: list[str] = ["1"]
+        args: list[object] = []
         if kind:
             where.append("kind = ?")
             args.append(kind)
@@ -679,7 +726,7 @@ class EventLog:
                 return 0
             where.append("origin_id = ?")
             args.append(oid)
-        return self.conn.execute(f"SELECT count(*) FROM events WHERE {' AND '.join(where)}", args).fetchone()[0]
+        return int(self.conn.execute(f"SELECT count(*) FROM events WHERE {' AND '.join(where)}", args).fetchone()[0])
 
     def counts_by_kind(self) -> dict[str, int]:
         """Event counts per kind, sorted by kind."""
@@ -704,8 +751,8 @@ class EventLog:
             self._load_origins()
             for oid, origin in sorted(self._origin_names.items()):
                 expected_seq, prev = 1, ZERO_HASH
-                for seq, oseq, key, v, block, at, body, digest in self.conn.execute(
-                    "SELECT seq, origin_seq, key, v, block, at, body, hash FROM events"
+                for seq, oseq, key, stored_key_hash, kind, v, block, at, body, digest in self.conn.execute(
+                    "SELECT seq, origin_seq, key, key_hash, kind, v, block, at, body, hash FROM events"
                     " WHERE origin_id = ? ORDER BY origin_seq", (oid,)
                 ):
                     checked += 1
@@ -716,6 +763,14 @@ class EventLog:
                                                           block=block, at=at, body=body.encode()))
                     if computed != digest.hex():
                         problems.append(VerifyProblem(seq, origin, oseq, "hash does not match the stored bytes (edited)"))
+                        break
+                    # The hash covers the body (whose tag is the kind) and the key; the columns the
+                    # indexes read beside them must agree, or a query by kind or key lies.
+                    if stored_key_hash != key_hash(key):
+                        problems.append(VerifyProblem(seq, origin, oseq, "key_hash does not match the key (edited)"))
+                        break
+                    if kind != _kind_or_none(body):
+                        problems.append(VerifyProblem(seq, origin, oseq, f"kind {kind!r} is not the body's kind (edited)"))
                         break
                     prev = digest.hex()
                     expected_seq += 1
@@ -731,6 +786,13 @@ class EventLog:
         """A named bookkeeping value (projection checkpoints, mirror positions)."""
         row = self.conn.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
         return bytes(row[0]) if row else None
+
+    def state_names(self, prefix: str = "") -> list[str]:
+        """The names of the bookkeeping values starting with `prefix`, sorted."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self.conn.execute("SELECT name FROM state WHERE name LIKE ? ESCAPE '\\' ORDER BY name",
+                                 (escaped + "%",)).fetchall()
+        return [str(r[0]) for r in rows]
 
     def set_state(self, name: str, value: bytes) -> None:
         """Set a named bookkeeping value."""

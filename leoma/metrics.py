@@ -45,6 +45,11 @@ class PeerFact(msgspec.Struct, frozen=True, kw_only=True):
     published: int = -1
     problem: str = ""
 
+    @property
+    def lag(self) -> int:
+        """Published events not imported yet (0 while the published head is unknown)."""
+        return max(0, self.published - self.imported) if self.published >= 0 else 0
+
 
 class Facts(msgspec.Struct, frozen=True, kw_only=True):
     """The numbers behind `/metrics`, `/healthz` and `leoma status`."""

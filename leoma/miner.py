@@ -43,7 +43,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from fractions import Fraction
 from pathlib import Path
 from string import Template
@@ -398,17 +398,21 @@ REFERENCE_BEHAVIOURS = ("faithful", "static", "noisy", "wrong_resolution")
 """Devnet behaviours that differ in the video itself (the others are about HTTP, not pictures)."""
 
 
-def reference_app(behaviour: str = "faithful", *, max_frames: int = 33) -> Any:
-    """A starlette app serving `POST /generate` with the devnet's reference miner.
+RenderVideo = Callable[..., bytes]
+"""`render(behaviour, prompt, first_frame_png, *, frames, fps, seed) -> mp4 bytes`: a miner's model."""
 
+
+def reference_app(behaviour: str = "faithful", *, render: RenderVideo, max_frames: int = 33) -> Any:
+    """A starlette app serving `POST /generate` with `render` as the model behind it.
+
+    The caller supplies the model (the CLI passes the devnet's reference miner,
+    `leoma.devnet.world.render_reference_video`), so the miner tools do not depend on the devnet.
     Renders at most `max_frames` frames (a CPU cannot afford 81 at 832x480 quickly; validators
     check the resolution, not the length).
     """
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
-
-    from leoma.devnet.world import render_reference_video
 
     if behaviour not in REFERENCE_BEHAVIOURS:
         raise ConfigError(f"unknown reference behaviour {behaviour!r}; choose one of {', '.join(REFERENCE_BEHAVIOURS)}")
@@ -430,7 +434,7 @@ def reference_app(behaviour: str = "faithful", *, max_frames: int = 33) -> Any:
             return JSONResponse({"detail": f"image: {exc}"}, status_code=422)
         frames = min(args.frames or args.num_frames, max_frames)
         try:
-            video = await asyncio.to_thread(render_reference_video, behaviour, args.prompt, image, frames=frames,
+            video = await asyncio.to_thread(render, behaviour, args.prompt, image, frames=frames,
                                             fps=args.fps, seed=args.seed if args.seed is not None else 42)
         except LeomaError as exc:
             return JSONResponse({"detail": f"image: {exc}"}, status_code=422)
@@ -629,6 +633,8 @@ def read_log(rows: Any, hotkey: str, *, validator: str | None = None, last_tasks
             if check is None or (row.block, row.seq) >= check[:2]:
                 check = (row.block, row.seq, row.origin, body)
             continue
+        if not isinstance(body, (MinerResponded, VerdictRecorded, JudgeFailed)):
+            continue  # the kinds filtered above decode to these three
         entry = tasks.setdefault((row.origin, body.task_id), {"task_id": body.task_id, "validator": row.origin,
                                                                "block": row.block})
         if isinstance(body, MinerResponded):

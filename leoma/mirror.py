@@ -76,6 +76,7 @@ from leoma.events import (
     PeerSegmentRejected,
     TaskOpened,
     VerdictRecorded,
+    decode_body,
     encode_event,
     verify_chain,
 )
@@ -431,6 +432,12 @@ def _state_name(origin: str) -> str:
     return f"mirror/out/{origin}"
 
 
+def mirrored_origins(log: EventLog) -> list[str]:
+    """The origins this log has published to a bucket at least once, sorted."""
+    prefix = _state_name("")
+    return [name[len(prefix):] for name in log.state_names(prefix)]
+
+
 def uploaded_position(log: EventLog, origin: str) -> int:
     """How many own events of `origin` the log records as published (0 before the first push)."""
     raw = log.get_state(_state_name(origin))
@@ -750,6 +757,8 @@ class MirrorIn:
         own = log.own
         self.allowlist_origins = allowlist_origins or (lambda: (own,))
         self._gate = asyncio.Semaphore(max(1, concurrency))
+        self._allowlists: dict[str, tuple[int, tuple[int, int, AllowlistVerified] | None]] = {}
+        """The trusted origins' latest allowlists, as `_Entitlement` last read them."""
 
     async def sync(self, only: str | None = None, *, block: int | None = None) -> list[PeerSync]:
         """Sync every peer (or only `only`); one peer's failure never stops the others."""
@@ -854,7 +863,7 @@ class MirrorIn:
         head = self.log.head(hk)
         if cp.size < head.origin_seq or (cp.size == head.origin_seq and cp.head != head.hash):
             raise _Rejection(checkpoint_key(hk), f"{REWRITTEN}: checkpoint #{cp.size} contradicts the imported #{head.origin_seq}")
-        entitled = _Entitlement(self.log, hk, self.consensus, self.allowlist_origins)
+        entitled = _Entitlement(self.log, hk, self.consensus, self.allowlist_origins, self._allowlists)
         fetched = 0
         while head.origin_seq < cp.size and fetched < self.max_segments_per_sync:
             first, last = next_object(cp, head.origin_seq)
@@ -925,11 +934,21 @@ class _Entitlement:
     """
 
     def __init__(self, log: EventLog, peer: str, consensus: Consensus,
-                 origins: Callable[[], Collection[str]]) -> None:
+                 origins: Callable[[], Collection[str]],
+                 newest: dict[str, tuple[int, tuple[int, int, AllowlistVerified] | None]] | None = None) -> None:
         self.log, self.peer, self.consensus, self.origins = log, peer, consensus, origins
+        self.newest = {} if newest is None else newest
+        """origin -> (local seq looked up to, its latest allowlist then): shared across syncs by
+        `MirrorIn`, so each sync reads only the rows appended since."""
         self.allow: AllowlistVerified | None = None
         self.loaded = False
         self.opened: set[int] | None = None
+        self.complete = False
+        """Whether `opened` holds every task the peer opened (after a full read)."""
+        self.seen: set[int] = set()
+        """Task ids whose `task_opened` passed in this sync (possibly not imported yet)."""
+        self.found: set[int] = set()
+        """Task ids found opened under their key (a bounded cache)."""
 
     def reload(self) -> bool:
         """Look for an allowlist again; True when one is known now."""
@@ -941,13 +960,22 @@ class _Entitlement:
             self.loaded = True
             newest: tuple[int, int] | None = None
             for origin in sorted(set(self.origins())):
-                found = next(self.log.events(origin=origin, kinds=["allowlist_verified"], descending=True, limit=1), None)
-                if found is None:
-                    continue
-                body = found.event.payload()
-                if isinstance(body, AllowlistVerified) and (newest is None or (found.event.block, found.seq) > newest):
-                    newest, self.allow = (found.event.block, found.seq), body
+                found = self._latest_of(origin)
+                if found is not None and (newest is None or found[:2] > newest):
+                    newest, self.allow = found[:2], found[2]
         return self.allow
+
+    def _latest_of(self, origin: str) -> tuple[int, int, AllowlistVerified] | None:
+        """`origin`'s latest `allowlist_verified` (block, local seq, body), read incrementally."""
+        upto, held = self.newest.get(origin, (0, None))
+        last = self.log.last_seq()
+        if last > upto:
+            row = self.log.last_of_kind(origin, "allowlist_verified", after=upto)
+            if row is not None:
+                body = decode_body(row.body, row.v)
+                held = (row.block, row.seq, body) if isinstance(body, AllowlistVerified) else None
+            self.newest[origin] = (last, held)
+        return held
 
     def scan(self, events: Sequence[Event]) -> tuple[int, tuple[bool, str] | None]:
         """How many leading events pass, and for the first that does not: (refused?, why)."""
@@ -977,20 +1005,49 @@ class _Entitlement:
             if rightful != self.peer or opened.sampler != self.peer:
                 return True, (f"task_opened for task {opened.task_id} at block {e.block}: the rightful sampler was "
                               f"{(rightful or 'nobody')[:16]}")
-            self._opened().add(opened.task_id)
+            if self.opened is not None:
+                self.opened.add(opened.task_id)
+            self.seen.add(opened.task_id)
             return None
         verdict = e.payload()
         assert isinstance(verdict, VerdictRecorded)
-        if verdict.task_id not in self._opened():
+        if not self._was_opened(verdict.task_id):
             return True, f"verdict_recorded for task {verdict.task_id}, which this peer did not open"
         return None
 
     def _opened(self) -> set[int]:
+        """Every task id the peer has opened in this log (the full read; see `_was_opened`)."""
         if self.opened is None:
             self.opened = set()
             for row in self.log.rows(origin=self.peer, kinds=["task_opened"]):
                 self.opened.add(msgspec.json.decode(row.body, type=TaskOpened).task_id)
+            self.complete = True
         return self.opened
+
+    def _was_opened(self, task_id: int) -> bool:
+        """Whether the peer opened `task_id`: the tasks seen in this sync, else its event under the
+        sampler's key `task/<id>/opened` (one index read), else -- a task opened under another
+        key -- the full read of its `task_opened` events, once per sync (the old rule, exactly)."""
+        if task_id in self.seen or task_id in self.found:
+            return True
+        if self.complete:
+            return task_id in self._opened()
+        row = self.log.row_of(self.peer, f"task/{task_id}/opened")
+        if (row is not None and row.kind == "task_opened"
+                and msgspec.json.decode(row.body, type=_TaskId).task_id == task_id):
+            if len(self.found) >= _FOUND_LIMIT:
+                self.found.clear()  # bounded: a sync's verdicts name the few tasks of its window
+            self.found.add(task_id)
+            return True
+        return task_id in self._opened()
+
+
+class _TaskId(msgspec.Struct):
+    task_id: int
+
+
+_FOUND_LIMIT = 4096
+"""Task ids an `_Entitlement` remembers as opened between index reads."""
 
 
 # -- verifying a published log with no local database ---------------------------------------

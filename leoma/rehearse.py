@@ -67,6 +67,12 @@ class PrefixStore:
     async def close(self) -> None:
         await self.inner.close()
 
+    async def __aenter__(self) -> PrefixStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
 
 class WouldSet(msgspec.Struct, frozen=True, kw_only=True):
     """One entry of the weight vector the rehearsal would have submitted."""
@@ -124,14 +130,15 @@ async def rehearse(settings: Settings, *, scratch_dir: str | Path, **overrides: 
     scratch_log = EventLog(db, own=signer.ss58_address)
     try:
         # http=None: the owner's API is neither read nor written by a rehearsal
-        async with open_context(settings, signer=signer, log=scratch_log, own=PrefixStore(own, prefix), http=None,
+        staged = PrefixStore(own, prefix)
+        async with open_context(settings, signer=signer, log=scratch_log, own=staged, http=None,
                                 **overrides) as ctx:
             checked = await check_miners(ctx)
             block, _ = await ctx.chain.head()
             task_id, evaluated, passed, note = await _one_turn(ctx, sampler, block)
             reports = await MirrorIn(ctx.log, [Peer(h, st) for h, st in ctx.peers.items()], ctx.consensus.digest,
                                      consensus=ctx.consensus).sync(block=block) if ctx.peers else []
-            await MirrorOut(ctx.log, ctx.own, ctx.signer, ctx.consensus.digest).push()
+            await MirrorOut(ctx.log, staged, ctx.signer, ctx.consensus.digest).push()
             head, _ = await ctx.chain.head()
             length = ctx.consensus.epoch.length
             epoch = head // length

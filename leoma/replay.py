@@ -245,7 +245,9 @@ def replay_all(log: EventLog, targets: Iterable[Recorded],
         by_origin.setdefault(r.origin, []).append(i)
     for origin, indices in sorted(by_origin.items()):
         indices.sort(key=lambda i: (targets[i].body.epoch, targets[i].block, targets[i].origin_seq))
-        fold, scanned, seen, pending, count = EpochFold(origin), 0, {}, [], 0
+        fold, scanned, count = EpochFold(origin), 0, 0
+        seen: dict[Any, Any] = {}
+        pending: list[Any] = []
         for i in indices:
             recorded = targets[i]
             consensus = consensus_for(recorded)

@@ -600,7 +600,7 @@ class Validator:
         server = uvicorn.Server(uvicorn.Config(self.app(), host=host, port=port, log_level="warning",
                                                lifespan="off", access_log=False))
         # Our handlers own SIGINT/SIGTERM: uvicorn would otherwise take them over and re-raise them on exit.
-        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         self._server_task = asyncio.create_task(server.serve(), name="leoma-metrics")
         while not server.started:
             if self._server_task.done():

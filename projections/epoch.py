@@ -44,9 +44,11 @@ from leoma.events import (
     AllowlistVerified,
     EpochScored,
     FrontierEntry,
+    JudgeFailed,
     MinerAggregate,
     TaskOpened,
     ValidatorRate,
+    VerdictRecorded,
     WeightEntry,
     decode_body,
 )
@@ -177,6 +179,11 @@ class EpochFold:
         # Transient (not checkpointed): task_id -> (entries seen, newest block, resolved verdicts).
         self._resolved: dict[int, tuple[int, int, list[Verdict]]] = {}
         self._tallied: dict[int, tuple[int, str | None, int, list[tuple[str, bool]]]] = {}
+        # Transient: the per-sampler counts of the last window tallied, and what each task added
+        # to them (its sampler and resolved verdicts), so the next window only adds and removes
+        # the tasks that differ (`window_tally`).
+        self._counts: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
+        self._counted: dict[int, tuple[str, list[tuple[str, bool]]]] = {}
 
     @property
     def own(self) -> str:
@@ -189,17 +196,20 @@ class EpochFold:
         if row.seq > s.last_seq:
             s.last_seq = row.seq
         if kind == "verdict_recorded" or kind == "judge_failed":
+            lite: _VerdictLite | _JudgeLite | VerdictRecorded | JudgeFailed
             if row.v == VERSIONS[kind]:
                 lite = (_verdict_lite if kind == "verdict_recorded" else _judge_lite).decode(row.body)
             else:
-                lite = decode_body(row.body, row.v)
+                body = decode_body(row.body, row.v)
+                assert isinstance(body, (VerdictRecorded, JudgeFailed))
+                lite = body
             if lite.task_id < s.floor_task:
                 return  # can never count again
             names = self._names
             # A million verdicts name a few hundred hotkeys: keep one string object per name.
             origin = names.setdefault(row.origin, row.origin)
             miner = names.setdefault(lite.miner, lite.miner)
-            entry = (origin, miner, row.origin_seq, row.block, lite.passed if kind == "verdict_recorded" else None)
+            entry = (origin, miner, row.origin_seq, row.block, lite.passed if isinstance(lite, (_VerdictLite, VerdictRecorded)) else None)
             found = s.verdicts.get(lite.task_id)
             if found is None:
                 s.verdicts[lite.task_id] = [entry]
@@ -421,8 +431,8 @@ class EpochFold:
         (`origin_seq`) word on each miner at or before the block, a judge failure dropping it.
         A task's resolution is cached while its entries and sampler do not change.
         """
-        per_sampler: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
         existing: list[int] = []
+        contributions: dict[int, tuple[str, list[tuple[str, bool]]]] = {}
         seeded = seedview.resolved(self.state.seed, window, samplers)
         for task_id in sorted(window):
             sampler = samplers.get(task_id)
@@ -453,17 +463,13 @@ class EpochFold:
             if not resolved or sampler is None:
                 continue
             existing.append(task_id)
-            acc = per_sampler.get(sampler)
-            if acc is None:
-                acc = per_sampler[sampler] = ({}, {})
-            evaluated, passed_ = acc
-            for miner, p in resolved:
-                evaluated[miner] = evaluated.get(miner, 0) + 1
-                if p:
-                    passed_[miner] = passed_.get(miner, 0) + 1
+            contributions[task_id] = (sampler, resolved)
+        per_sampler = self._recount(contributions)
         by_miner: dict[str, list[ValidatorRate]] = {}
         for validator in sorted(per_sampler):
             evaluated, passed_ = per_sampler[validator]
+            if not evaluated:
+                continue
             for miner, n in evaluated.items():
                 rate = ValidatorRate(validator=validator, passed=passed_.get(miner, 0), evaluated=n)
                 found = by_miner.get(miner)
@@ -476,6 +482,47 @@ class EpochFold:
             rates = by_miner[miner]  # in validator order already
             scores[miner] = score_of(miner, rates, sum(r.evaluated for r in rates), len(existing))
         return Tally(scores=scores, existing_tasks=tuple(existing))
+
+    def _recount(self, contributions: dict[int, tuple[str, list[tuple[str, bool]]]]
+                 ) -> dict[str, tuple[dict[str, int], dict[str, int]]]:
+        """Per sampler, each miner's evaluated and passed counts over `contributions` (task ->
+        (sampler, resolved verdicts)): the last window's counts, minus the tasks that left or
+        changed, plus the tasks that came or changed. Equal to counting afresh; a window that
+        slides by a few tasks costs those tasks."""
+        counts, counted = self._counts, self._counted
+
+        def add(sampler: str, resolved: list[tuple[str, bool]], step: int) -> None:
+            acc = counts.get(sampler)
+            if acc is None:
+                acc = counts[sampler] = ({}, {})
+            evaluated, passed_ = acc
+            for miner, p in resolved:
+                n = evaluated.get(miner, 0) + step
+                if n:
+                    evaluated[miner] = n
+                else:
+                    del evaluated[miner]
+                if p:
+                    n = passed_.get(miner, 0) + step
+                    if n:
+                        passed_[miner] = n
+                    else:
+                        del passed_[miner]
+
+        for task_id in [t for t in counted if t not in contributions]:
+            sampler, resolved = counted.pop(task_id)
+            add(sampler, resolved, -1)
+        for task_id, (sampler, resolved) in contributions.items():
+            held = counted.get(task_id)
+            if held is not None:
+                if held[0] == sampler and held[1] is resolved:
+                    continue
+                add(held[0], held[1], -1)
+            add(sampler, resolved, 1)
+            counted[task_id] = (sampler, resolved)
+        for sampler in [v for v, (evaluated, _) in counts.items() if not evaluated]:
+            del counts[sampler]
+        return counts
 
     def decide(
         self,
@@ -554,7 +601,7 @@ class EpochFold:
         aggregates = []
         for hotkey in sorted(rows, key=lambda h: (rank.get(h, len(rank) + 1), h)):
             score, ok, reason = rows[hotkey]
-            common = dict(hotkey=hotkey, uid=miners.uid_by_hotkey.get(hotkey, -1),
+            common: dict[str, Any] = dict(hotkey=hotkey, uid=miners.uid_by_hotkey.get(hotkey, -1),
                           commit_block=miners.commit_block.get(hotkey, -1), eligible=ok, reason=reason,
                           rank=rank.get(hotkey, 0))
             if score is None:

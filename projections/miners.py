@@ -14,7 +14,7 @@ events).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -128,7 +128,7 @@ class MinersState(msgspec.Struct, kw_only=True):
     checks: dict[str, list[tuple[int, int, MinerChecked]]] = {}
 
 
-def _latest(items: list, until_block: int | None) -> Any:
+def _latest(items: Sequence[tuple[Any, ...]], until_block: int | None) -> Any:
     best = None
     for item in items:
         if until_block is not None and item[1] > until_block:
@@ -229,7 +229,7 @@ class MinersView:
         """
         s = self.state
 
-        def keep(items: list, group: Any = lambda item: None) -> list:
+        def keep(items: list[Any], group: Any = lambda item: None) -> list[Any]:
             best: dict[Any, Any] = {}
             for item in items:
                 if item[1] <= until_block:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+import leoma.devnet.simchain  # noqa: F401 - registers the `sim:` network, as the `leoma` command does
+
 
 @pytest.fixture(autouse=True)
 def _isolate_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:

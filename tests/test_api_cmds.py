@@ -89,6 +89,9 @@ def test_db_commands_write_the_api_log(tmp_path: Path) -> None:
     r = run("db", "add-validator", "--uid", "3", "--hotkey", key("//Bob").ss58_address, "--db", str(db),
             "--dev-key", "//Ferdie")
     assert r.exit_code == 1 and "already registered" in r.output
+    # The same add again is one event, not two (the key names the registry it was decided on).
+    r = run("db", "add-validator", "--uid", "3", "--hotkey", alice, "--stake", "1", "--db", str(db), "--dev-key", "//Ferdie")
+    assert r.exit_code == 0, r.output
     out = run("db", "list-validators", "--db", str(db)).output
     assert "    3  " + alice[:20] in out
     with EventLog(db, own=API_ID) as log:

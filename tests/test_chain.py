@@ -7,6 +7,7 @@ import os
 import socket
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -52,6 +53,29 @@ async def chain(sim: SimChain):
 def test_unknown_network_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown network"):
         Chain("mainnet")
+
+
+async def test_a_network_scheme_is_opened_by_the_adapter_that_registered_it(sim: SimChain) -> None:
+    from leoma.chain import register_scheme, registered_schemes
+    from leoma.devnet.simchain import open_backend
+
+    opened: list[str] = []
+
+    def factory(rest: str) -> Any:
+        opened.append(rest)
+        return open_backend(rest)
+
+    register_scheme("simcopy", factory)
+    assert {"sim", "simcopy"} <= set(registered_schemes())
+    async with Chain(f"simcopy:{sim.path}") as c:
+        assert (await c.head())[0] == 1000
+    assert opened == [str(sim.path)]
+
+
+async def test_an_unregistered_scheme_says_who_registers_schemes() -> None:
+    with pytest.raises(ConfigError, match="no adapter registered the scheme 'nosuch'.*registered: .*sim"):
+        async with Chain("nosuch:/x") as c:
+            await c.head()
 
 
 async def test_head_and_block_hash(chain: Chain, sim: SimChain) -> None:

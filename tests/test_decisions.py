@@ -91,3 +91,73 @@ def test_v2_fixture_joins_its_detail() -> None:
     assert isinstance(scored, EpochScored) and events[-1].v == 2 and len(scored.details) == 2
     joined = decisions.join(scored, [(e.key, bytes(e.body)) for e in events[:-1]])
     assert len(joined.aggregates) == scored.miners == 3
+
+
+def test_a_lean_read_is_the_full_read_without_the_rates(tmp_path: pathlib.Path) -> None:
+    """`detail="lean"` (get-rank, explain): the same aggregates but their rates, each one whole
+    on request, under the same checks as `join` (a lean read of a bad detail falls back to it)."""
+    log = EventLog(tmp_path / "l.db", own="5Own")
+    for epoch in (3, 4):
+        log.append_many(decisions.drafts(_big(validators=16, miners=200, epoch=epoch), block=epoch * 180))
+    full = decisions.latest(log)
+    lean = decisions.latest(log, detail="lean")
+    assert full is not None and lean is not None and len(lean.raw) == 200
+    assert lean.body.aggregates == tuple(msgspec.structs.replace(a, rates=()) for a in full.body.aggregates)
+    assert msgspec.structs.replace(lean.body, aggregates=()) == msgspec.structs.replace(full.body, aggregates=())
+    for a in full.body.aggregates:
+        assert decisions.aggregate(lean, a.hotkey) == a == decisions.aggregate(full, a.hotkey)
+    assert decisions.find(log, 3, detail="lean").body.epoch == 3  # type: ignore[union-attr]
+    # The stored JSON of the aggregates is exactly what aggregates_hash was made of.
+    small, parts = decisions.split(_big(validators=16, miners=200))
+    data = [(decisions.detail_key(small.epoch, p.part), encode_body(p)) for p in parts]
+    joined = decisions.join_lean(small, data)
+    assert joined is not None and joined[0].aggregates_hash == decisions.aggregates_hash(decisions.join(small, data).aggregates)
+    assert decisions.join_lean(small, [data[1], data[0], *data[2:]]) is None
+    assert decisions.join_lean(small, data[:-1]) is None
+    assert decisions.join_lean(msgspec.structs.replace(small, aggregates_hash="0" * 64), data) is None
+    log.close()
+
+
+def test_a_lean_read_of_a_forged_detail_says_what_join_says(tmp_path: pathlib.Path) -> None:
+    log = EventLog(tmp_path / "l.db", own="5Own")
+    small, parts = decisions.split(_big(validators=8, miners=64, epoch=5))
+    forged = msgspec.structs.replace(small, aggregates_hash="0" * 64)
+    from leoma.log import Draft
+
+    log.append_many([*(Draft(decisions.detail_key(5, p.part), 900, p) for p in parts),
+                     Draft(decisions.scored_key(5), 900, forged)])
+    with pytest.raises(LogError, match="aggregates_hash"):
+        decisions.latest(log, detail="lean")
+    log.close()
+
+
+def test_get_rank_and_explain_show_the_full_decision(tmp_path: pathlib.Path) -> None:
+    """The commands read the newest decision lean; what they print is the full decision's."""
+    import json
+
+    from click.testing import CliRunner
+
+    from leoma.consensus import DEFAULT
+    from leoma_cmd.main import cli
+
+    log = EventLog(tmp_path / "l.db", own="5Own")
+    for epoch in (3, 4):
+        big = msgspec.structs.replace(_big(validators=16, miners=120, epoch=epoch), consensus_digest=DEFAULT.digest)
+        log.append_many(decisions.drafts(big, block=epoch * 180))
+    full = decisions.latest(log)
+    assert full is not None
+    log.close()
+    runner = CliRunner()
+    rank = runner.invoke(cli, ["get-rank", "--json", "--db", str(tmp_path / "l.db")])
+    assert rank.exit_code == 0, rank.output
+    shown = json.loads(rank.output)
+    assert shown["epoch"] == 4 and [(r["miner_hotkey"], r["passed_count"], r["pass_rate"], r["eligible"], r["reason"])
+                                    for r in shown["ranks"]] == [
+        (a.hotkey, a.passed, a.avg_rate, a.eligible, a.reason) for a in full.body.aggregates]
+    miner = full.body.aggregates[7]
+    why = runner.invoke(cli, ["explain", miner.hotkey, "--json", "--db", str(tmp_path / "l.db")])
+    assert why.exit_code == 0, why.output
+    data = json.loads(why.output)
+    assert data["rates"] == [{"validator": r.validator, "passed": r.passed, "evaluated": r.evaluated}
+                             for r in miner.rates] and len(data["rates"]) == 16
+    assert (data["rank"], data["avg_rate"], data["eligible"]) == (miner.rank, miner.avg_rate, miner.eligible)

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from leoma.devnet.network import Devnet, DevnetConfig, consensus_toml, devnet_consensus
 from leoma.errors import LogError
-from leoma.events import decode_body
+from leoma.events import decode_body, encode_body
 from leoma.log import EventLog
 from leoma.mirror import fetch_checkpoint, uploaded_position
 from leoma.storage import DirectoryStore
@@ -104,6 +104,33 @@ def test_all_validators_agree_on_the_faithful_miner(run: Run) -> None:
     board = {row["miner"]: row for row in s["leaderboard"]}
     assert board["faithful"]["rank"] == 1 and board["copycat"]["rank"] == 0  # the duplicate is not ranked
     assert all(code == 0 for code in run.codes.values()), run.codes  # SIGTERM: clean exits
+
+
+def test_decisions_made_from_the_same_events_are_byte_identical(run: Run) -> None:
+    """Agreement is the whole decision, not the winner: window, every aggregate, winner, weights, frontier.
+
+    Under this run's faults (a killed validator, a bucket gone for an epoch) the validators may
+    decide an epoch having imported different amounts of each other's logs: their frontiers differ
+    and so, sometimes, their windows (the winner and weights still agree; the summary checks that).
+    Reading the frontier from the chain anchors (issue 16) makes every epoch's bodies identical;
+    until then, every epoch decided from the same frontier must be identical byte for byte.
+    """
+    net = run.net
+    per = {n.name: net.decisions(n) for n in net.validators}
+    assert len(per) == 3
+    first = per["validator1"]
+    common = sorted(set.intersection(*(set(d) for d in per.values())))
+    same_input = [e for e in common if all(d[e].frontier == first[e].frontier for d in per.values())]
+    for epoch in same_input:
+        bodies = {name: encode_body(d[epoch]) for name, d in per.items()}
+        if len(set(bodies.values())) != 1:
+            differ = sorted({f for d in per.values() for f in first[epoch].__struct_fields__
+                             if getattr(d[epoch], f) != getattr(first[epoch], f)})
+            pytest.fail(f"epoch {epoch}: decided from the same frontier, the decisions differ in {differ}")
+    scored = [e for e in same_input if first[e].winner]
+    assert scored, f"no scored epoch was decided from the same events by all three (common: {common})"
+    decided = first[scored[-1]]
+    assert decided.window and decided.aggregates and decided.weights and decided.frontier  # nothing compared empty
 
 
 def test_replay_reproduces_every_epoch_in_every_directory(run: Run) -> None:

@@ -6,9 +6,11 @@ Chromium renders the devnet's dashboard, whose winner must be the hotkey the cha
 point at, and every read route of the seed answers 200 with the seed's fields, from the
 events the API imported from the validators' directory buckets. A recent task's page shows its
 first frame and plays the miners' videos, served by the API from those buckets with HTTP
-ranges; the miner page charts its verdicts. Last, the dashboard outlives the devnet: kept up by
-`stop(keep_api=True)`, and served again by `leoma dashboard --dir`. Screenshots are written to
-the tests' tmp dirs (the paths are printed; `-s` shows them).
+ranges. Then the validators stop and the API imports all they published (one settled snapshot):
+the miner page charts exactly the verdicts the API reports, and the read routes agree with each
+other. Last, the dashboard outlives the devnet: kept up by `stop(keep_api=True)`, and served
+again by `leoma dashboard --dir`. Screenshots are written to the tests' tmp dirs (the paths
+are printed; `-s` shows them).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import httpx
 import pytest
 
 from leoma.devnet.network import Devnet, DevnetConfig
+from leoma.errors import LogError
+from leoma.log import EventLog
 from leoma.signing import keypair_from_uri
 from leoma.storage import validate_key
 from tests.browser import Browser
@@ -143,18 +147,49 @@ def test_task_page_shows_the_frame_and_plays_the_miners_videos(devnet: Devnet, d
         assert raw_get(base, f"/media/{sampler}/{refused}")[0] == 404, refused
 
 
-@pytest.mark.xfail(strict=False, reason="the live devnet can add a validator series between the API read and "
-                   "the page load (issue 23 follow-up)")
-def test_miner_page_charts_its_verdicts_per_validator(devnet: Devnet, decided: str, tmp_path: Path) -> None:
-    history = httpx.get(devnet.api_url + f"miners/{decided}/history", timeout=30).json()
-    expected = sum(len(s["points"]) for s in history["validators"])
-    assert expected > 0
+@pytest.fixture(scope="module")
+def settled(devnet: Devnet, decided: str) -> str:
+    """The devnet with its validators stopped and everything they published imported by the API.
+
+    The live devnet keeps adding tasks, verdicts and validator series; a page load and an API
+    read then see different moments. Stopped (the world and the API stay up), the validators'
+    buckets no longer change, so once the API holds every event each one published, every
+    read, the browser's and the test's, is of one snapshot. Tests that compare two reads use it;
+    they run after the tests that need the live devnet.
+    """
+    from leoma.mirror import uploaded_position
+
+    for node in devnet.validators:
+        assert devnet.stop_node(node.name) == 0, f"{node.name} did not stop cleanly"
+    published = {}
+    for node in devnet.validators:
+        with EventLog(devnet.db_path(node), readonly=True) as log:
+            published[node.hotkey] = uploaded_position(log, node.hotkey)
+    assert all(published.values()), published
+
+    def imported() -> dict[str, int]:
+        try:
+            log = EventLog(devnet.api_dir / "api.db", readonly=True)
+        except LogError:
+            return {}
+        with log:
+            return {hotkey: log.head(hotkey).origin_seq for hotkey in published}
+
+    assert devnet.wait_for(lambda: imported() == published, timeout=120, poll=0.5), (imported(), published)
+    return decided
+
+
+def test_miner_page_charts_its_verdicts_per_validator(devnet: Devnet, settled: str, tmp_path: Path) -> None:
+    history = httpx.get(devnet.api_url + f"miners/{settled}/history", timeout=30).json()
+    expected = sorted((s["validator_hotkey"], p["task_id"]) for s in history["validators"] for p in s["points"])
+    assert expected
     with Browser(tmp_path) as b:
-        b.goto(devnet.api_url + f"miner/{decided}")
+        b.goto(devnet.api_url + f"miner/{settled}")
         b.wait_for("document.querySelectorAll('#history-chart circle.pt').length > 0")
-        assert b.eval("document.querySelectorAll('#history-chart circle.pt').length") >= expected
-        colours = b.eval("new Set([...document.querySelectorAll('#history-chart circle.pt')].map(c => c.dataset.validator)).size")
-        assert colours == len(history["validators"])
+        # one point per verdict of each validator, coloured by validator: the API's history exactly
+        shown = b.eval("[...document.querySelectorAll('#history-chart circle.pt')]"
+                       ".map(c => [c.dataset.validator, Number(c.dataset.task)])")
+        assert sorted((v, t) for v, t in shown) == expected
         assert_picture(keep(b.screenshot(tmp_path / "devnet-miner.png")))
 
 
@@ -165,12 +200,10 @@ def signed_get(url: str, path: str, uri: str) -> Any:
         return client.request("GET", path, None, signed=True)
 
 
-@pytest.mark.xfail(strict=False, reason="with two judged miners the route order differs from the fold's "
-                   "(issue 23 follow-up)")
-def test_every_seed_read_route_answers_with_the_seeds_fields(devnet: Devnet, decided: str) -> None:
+def test_every_seed_read_route_answers_with_the_seeds_fields(devnet: Devnet, settled: str) -> None:
     url = devnet.api_url.rstrip("/")
     validator = devnet.validators[0]
-    miner = decided
+    miner = settled
     uid = devnet.sim.state().uid(miner)
 
     def get(path: str) -> Any:

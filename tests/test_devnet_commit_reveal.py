@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from leoma.devnet.network import Devnet, DevnetConfig
+from leoma.events import decode_body
 from leoma.log import EventLog
 
 pytestmark = pytest.mark.slow
 
 
 def _landing(net: Devnet, node) -> dict[int, list[str]]:  # type: ignore[no-untyped-def]
-    """Epoch -> the node's own weights event kinds, in order."""
+    """Epoch -> the node's own weights event kinds, in order (a refusal as `weights_refused:<reason>`)."""
     path = net.db_path(node)
     if not path.is_file():
         return {}
@@ -24,7 +25,10 @@ def _landing(net: Devnet, node) -> dict[int, list[str]]:  # type: ignore[no-unty
     with EventLog(path, readonly=True) as log:
         for row in log.rows(origin=node.hotkey):
             if row.kind.startswith("weights_"):
-                out.setdefault(int(row.key.split("/")[1]), []).append(row.kind)
+                kind = row.kind
+                if kind == "weights_refused":
+                    kind += ":" + decode_body(row.body, row.v).reason
+                out.setdefault(int(row.key.split("/")[1]), []).append(kind)
     return out
 
 
@@ -36,8 +40,6 @@ def _collect_leaks():  # type: ignore[no-untyped-def]
     gc.collect()
 
 
-@pytest.mark.xfail(strict=False, reason="on the merged main an earlier epoch's commit is not always read back "
-                   "as confirmed before the wait ends (issue 19 follow-up)")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_commit_reveal_devnet_agrees_and_confirms_every_epoch(tmp_path: Path) -> None:
     net = Devnet.create(tmp_path / "net", DevnetConfig(validators=2, commit_reveal=True))
@@ -52,7 +54,8 @@ def test_a_commit_reveal_devnet_agrees_and_confirms_every_epoch(tmp_path: Path) 
                        for n in net.validators for e in net.decisions(n) if e <= target)
 
         # a commit is revealed at the next chain epoch: give it two epochs' time
-        assert net.wait_for(all_landed, timeout=2 * net.config.epoch_length * net.config.block_time + 60)
+        assert net.wait_for(all_landed, timeout=2 * net.config.epoch_length * net.config.block_time + 60), \
+            {n.name: _landing(net, n) for n in net.validators}
         summary = net.summary()
     assert all(e["agreed"] for e in summary["epochs"]) and summary["agreed"], summary["epochs"]
     for node in net.validators:
@@ -61,6 +64,29 @@ def test_a_commit_reveal_devnet_agrees_and_confirms_every_epoch(tmp_path: Path) 
         assert decided and set(decided) <= set(landing), (node.name, landing)
         for epoch in decided:
             kinds = landing[epoch]
+            # The chain's rate limit may hold the first submission back a few blocks when the
+            # previous epoch's commit revealed at this epoch's start (a late first decision); that
+            # wait is the only refusal allowed, and only before the submission.
+            waits = kinds[:kinds.index("weights_submitted")] if "weights_submitted" in kinds else kinds
+            assert all(k.startswith("weights_refused:") and "TooFast" in k for k in waits), (node.name, epoch, kinds)
+            kinds = kinds[len(waits):]
             assert kinds[:2] == ["weights_submitted", "weights_committed"], (node.name, epoch, kinds)
+            assert not any(k.startswith("weights_refused") for k in kinds), (node.name, epoch, kinds)
             assert kinds.index("weights_revealed") < kinds.index("weights_confirmed"), (node.name, epoch, kinds)
             assert "weights_not_landed" not in kinds, (node.name, epoch, kinds)
+
+
+# Last in the file: its teardown collects again what the in-process devnet above leaked late.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_the_chain_epochs_of_a_commit_reveal_devnet_tile_the_validators_epochs(tmp_path: Path) -> None:
+    """A commit made at any block of a validator epoch reveals within that epoch or at its end, so
+    no two epochs' commits share a reveal block (where the later would overwrite the earlier)."""
+    net = Devnet.create(tmp_path / "net", DevnetConfig(validators=1, commit_reveal=True))
+    state = net.sim.state()
+    length, period = net.config.epoch_length, state.tempo + 1
+    assert length % period == 0 and period < length, (length, period)
+    epoch = state.block // length + 1
+    for block in range(epoch * length, (epoch + 1) * length):
+        reveal = (state.epoch_index(block) + state.params["reveal_period_epochs"]) * period
+        assert block < reveal <= (epoch + 1) * length, (block, reveal)
+    assert net.sim.head() // length == 100 and net.config.start_block % length == 0  # starts at an epoch boundary

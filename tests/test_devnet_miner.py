@@ -86,7 +86,7 @@ def joined(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Joined]:
         committed = run(commit_line.split()[1:], env)
         assert committed.exit_code == 0, committed.output
         j.commit_output = committed.output
-        assert net.wait_for(lambda: ranked_in(net, hotkey) is not None or bool(net.dead()), timeout=300, poll=1.0)
+        assert net.wait_for(lambda: status_source(net, hotkey) is not None or bool(net.dead()), timeout=300, poll=1.0)
         assert not net.dead(), net.dead()
         yield j
     finally:
@@ -105,14 +105,14 @@ def own_bodies(net: Devnet, name: str, kind: str) -> list[Any]:
         return [decode_body(r.body, r.v) for r in log.rows(kinds=[kind], origin=node.hotkey)]
 
 
-def ranked_in(net: Devnet, hotkey: str) -> tuple[str, Any] | None:
+def ranked_in(net: Devnet, hotkey: str, *, only: str | None = None) -> tuple[str, Any] | None:
     """(validator name, epoch decision) of the first validator whose decision ranks `hotkey` on verdicts.
 
     A valid miner is listed as soon as it is checked ("no verdicts in the window"); ranked means
     its verdicts were counted.
     """
     for node in net.validators:
-        if not net.db_path(node).is_file():
+        if (only is not None and node.name != only) or not net.db_path(node).is_file():
             continue
         try:
             log = EventLog(net.db_path(node), readonly=True)
@@ -124,6 +124,24 @@ def ranked_in(net: Devnet, hotkey: str) -> tuple[str, Any] | None:
                 scored = found.body
                 if any(a.hotkey == hotkey and a.evaluated > 0 for a in scored.aggregates):
                     return node.name, scored
+    return None
+
+
+def status_source(net: Devnet, hotkey: str) -> tuple[str, Any] | None:
+    """(validator name, epoch decision) to ask `leoma miner status --validator` about: a validator
+    whose decision ranks `hotkey` on verdicts and whose own log holds a verdict it gave `hotkey`.
+
+    A decision counts every allowlisted validator's verdicts (a peer's, imported, too), while
+    `miner status --validator V` lists the tasks V sampled: the first validator whose decision
+    ranks the miner may have counted only a peer's verdict, its own task for the miner still
+    unjudged.
+    """
+    for node in net.validators:
+        if not any(v.miner == hotkey for v in own_bodies(net, node.name, "verdict_recorded")):
+            continue
+        found = ranked_in(net, hotkey, only=node.name)
+        if found is not None:
+            return found
     return None
 
 
@@ -153,7 +171,8 @@ def test_the_validators_checker_sampler_and_scorer_took_it_in(joined: Joined) ->
 
 def test_miner_status_explains_each_step(joined: Joined) -> None:
     net, hotkey = joined.net, joined.hotkey
-    name, scored = ranked_in(net, hotkey) or ("", None)
+    name, scored = status_source(net, hotkey) or ("", None)
+    judged = {v.task_id for v in own_bodies(net, name, "verdict_recorded") if v.miner == hotkey}
     args = ["miner", "status", "--hotkey", hotkey, "--db", str(net.db_path(name)), "--validator",
             net.node(name).hotkey, "--network", f"sim:{net.chain_path}", "--netuid", str(CONFIG.netuid),
             "--chutes-api-url", net.world.url, "--tasks", "50"]
@@ -169,7 +188,9 @@ def test_miner_status_explains_each_step(joined: Joined) -> None:
     assert s["check"]["valid"] is True and s["check"]["commit_block"] == c["block"]
     assert {"chute_hot", "hf_revision"} <= {st["name"] for st in s["check"]["steps"]}
     assert s["chute"]["hot"] is True
-    assert any(t["verdict"] in ("passed", "failed") for t in s["tasks"])
+    # the verdicts this validator gave on its own tasks for the miner (the status lists its newest 50)
+    assert any(t["verdict"] in ("passed", "failed") and t["task_id"] in judged
+               for t in s["tasks"]), (judged, s["tasks"])
     assert s["rank"] is not None and s["rank"]["epoch"] >= scored.epoch
     table = run(args, env)
     assert table.exit_code == 0, table.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -96,28 +97,99 @@ def _tamper(path: Path, sql: str) -> None:
     conn.close()
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.integers(min_value=1, max_value=6), st.sampled_from(["edit_body", "edit_block", "drop", "reorder"]))
-def test_property_any_edited_dropped_or_reordered_event_fails_verify(tmp_path: Path, seq: int, how: str) -> None:
-    path = tmp_path / f"t{seq}{how}.db"
+def _tamper_guarded(path: Path, *sql: str) -> None:
+    """Edit rows behind the log's back and put its guards back, so only the edit itself can show."""
+    conn = sqlite3.connect(path)
+    guards = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger'").fetchall()
+    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        conn.execute(f"DROP TRIGGER {name}")
+    for statement in sql:
+        conn.execute(statement)
+    for (ddl,) in guards:
+        conn.execute(ddl)
+    conn.commit()
+    conn.close()
+
+
+def _other_char(text: str, at: int) -> str:
+    """`text` with the character at `at` replaced by a different one (still one character)."""
+    c = text[at]
+    return text[:at] + ("b" if c == "a" else "a") + text[at + 1:]
+
+
+# Every stored field of an event row. `prev` is not a column: it is the previous row's `hash`, so it
+# is edited by re-sealing a row after editing it (the next row's chain then breaks). The signature
+# is not in a local row either: it signs the mirror's checkpoint (tests/test_mirror.py tampers it).
+FIELDS = ("key", "key_hash", "kind", "origin", "origin_name", "origin_seq", "block", "at", "v", "body", "hash", "prev")
+
+
+@pytest.mark.parametrize("field", FIELDS)
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seq=st.integers(min_value=1, max_value=6), pos=st.integers(min_value=0, max_value=10**6))
+def test_property_any_edited_field_of_any_row_fails_verify(tmp_path: Path, field: str, seq: int, pos: int) -> None:
+    here = Path(tempfile.mkdtemp(dir=tmp_path))  # hypothesis reruns examples: a fresh pair of logs each
+    path = here / "a.db"
     with EventLog(path, own=A) as log:
         log.append_many(drafts(6))
-    sql = {
-        "edit_body": f"UPDATE events SET body = replace(body, '\"overall\":80', '\"overall\":99') WHERE seq = {seq}",
-        "edit_block": f"UPDATE events SET block = block + 1 WHERE seq = {seq}",
-        "drop": f"DELETE FROM events WHERE seq = {seq}",
-        "reorder": f"UPDATE events SET origin_seq = CASE origin_seq WHEN {seq} THEN 100 ELSE origin_seq END",
-    }[how]
-    if how == "drop" and seq == 6:
-        sql = "DELETE FROM events WHERE seq = 1"  # dropping the newest is indistinguishable from never writing it
-        seq = 1
-    _tamper(path, sql)
+        with EventLog(here / "b.db", own=B) as other:
+            other.append_many(drafts(2, start=10))
+            assert log.import_events(list(other.chain(B))) == 2  # rows 7 and 8: B's chain
+        key, kind, body, digest = log.conn.execute(
+            "SELECT key, kind, body, hash FROM events WHERE seq = ?", (seq,)).fetchone()
+        assert log.verify().ok
+    q = f"WHERE seq = {seq}"
+    where_bad = {seq}
+    if field in ("key", "kind", "body"):
+        text = {"key": key, "kind": kind, "body": body}[field]
+        edited = _other_char(text, pos % len(text)).replace("'", "''")
+        sql = [f"UPDATE events SET {field} = '{edited}' {q}"]
+    elif field == "key_hash":
+        sql = [f"UPDATE events SET key_hash = key_hash + {1 + pos} {q}"]
+    elif field in ("block", "at", "v"):
+        sql = [f"UPDATE events SET {field} = {field} + {1 + pos % 1000} {q}"]
+    elif field == "origin":  # the row moved to another origin's chain
+        sql = [f"UPDATE events SET origin_id = (SELECT id FROM origins WHERE hotkey = '{B}'), "
+               f"origin_seq = 3 {q}"]
+        where_bad = {seq, seq + 1, 6}  # A's gap (next row, or none if last) and B's foreign row
+    elif field == "origin_name":  # the origins table renamed under every row of A
+        sql = [f"UPDATE origins SET hotkey = '{B[:-1]}x' WHERE hotkey = '{A}'"]
+        where_bad = {1}
+    elif field == "origin_seq":
+        sql = [f"UPDATE events SET origin_seq = origin_seq + 100 {q}"]
+        where_bad = {seq, seq + 1}
+    elif field == "hash":
+        raw = bytearray(digest)
+        raw[pos % len(raw)] ^= 1 << (pos % 8)
+        sql = [f"UPDATE events SET hash = x'{bytes(raw).hex()}' {q}"]
+    else:  # prev: edit a row's body and re-seal its hash, so the row itself verifies
+        if seq == 6:
+            seq = 5  # the newest row has no successor locally: the signed checkpoint covers it
+            q = f"WHERE seq = {seq}"
+        with EventLog(path, readonly=True) as log:
+            row = next(log.chain(A, after=seq - 1, limit=1))
+        resealed = ev.seal(origin=A, origin_seq=row.origin_seq, key=row.key, block=row.block + 1, body=bytes(row.body),
+                           prev=row.prev, at=row.at, v=row.v)
+        sql = [f"UPDATE events SET block = block + 1, hash = x'{resealed.hash}' {q}"]
+        where_bad = {seq + 1}
+    _tamper_guarded(path, *sql)
     with EventLog(path, readonly=True) as log:
         report = log.verify()
-    assert not report.ok
-    assert any("guard" in p.reason for p in report.problems), "dropped triggers are reported"
-    first = report.first
-    assert first is not None and first.seq >= 1
+    assert not report.ok, f"editing {field} of row {seq} went unnoticed"
+    assert not any("guard" in p.reason for p in report.problems)  # the guards are back: the edit is what shows
+    assert {p.seq for p in report.problems} & where_bad, report.problems
+
+
+@pytest.mark.parametrize("seq", [1, 3, 5])
+def test_a_dropped_row_fails_verify(tmp_path: Path, seq: int) -> None:
+    # (dropping the newest row is indistinguishable from never writing it: the signed checkpoint covers that)
+    path = tmp_path / "d.db"
+    with EventLog(path, own=A) as log:
+        log.append_many(drafts(6))
+    _tamper_guarded(path, f"DELETE FROM events WHERE seq = {seq}")
+    with EventLog(path, readonly=True) as log:
+        report = log.verify()
+    assert not report.ok and report.first is not None and report.first.seq == seq + 1
+    assert "missing or reordered" in report.first.reason
 
 
 def test_verify_names_the_first_bad_seq(tmp_path: Path) -> None:
@@ -228,3 +300,13 @@ def test_state_is_bookkeeping_not_events(log: EventLog) -> None:
     log.set_state("mirror/uploaded", b"6")
     assert log.get_state("mirror/uploaded") == b"6"
     assert log.count() == 0
+
+
+def test_state_names_are_listed_by_a_literal_prefix(log: EventLog) -> None:
+    for name in ("mirror/out/A", "mirror/out/B", "mirror/outX", "mirror_out/C", "projection/epoch_fold"):
+        log.set_state(name, b"1")
+    assert log.state_names("mirror/out/") == ["mirror/out/A", "mirror/out/B"]
+    assert log.state_names("mirror_") == ["mirror_out/C"]  # `_` is a character, not a LIKE wildcard
+    assert log.state_names("%") == []
+    assert log.state_names() == sorted(["mirror/out/A", "mirror/out/B", "mirror/outX", "mirror_out/C",
+                                        "projection/epoch_fold"])

@@ -16,13 +16,14 @@ from typing import Any
 
 import click
 import httpx
+import pydantic
 import pytest
 from click.testing import CliRunner
 from leoma_cmd.miner_cmds import register
 
 from leoma import video
 from leoma.devnet.clips import render_source
-from leoma.devnet.world import World
+from leoma.devnet.world import World, render_reference_video
 from leoma.events import (
     CheckOutcome,
     EpochScored,
@@ -133,7 +134,6 @@ def test_render_chute_is_python_with_the_seed_fields_and_the_validators_fields()
 
 
 def test_validators_request_fields_are_accepted_not_dropped_fix_12_22() -> None:
-    pydantic = pytest.importorskip("pydantic")
     tree = ast.parse(render_chute("alice/leoma-x", SHA, "alice"))
     args = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "GenerateArgs")
     scope: dict[str, Any] = {}
@@ -443,7 +443,7 @@ def frame_b64() -> str:
 
 
 async def test_serve_reference_returns_an_832x480_mp4(frame_b64: str) -> None:
-    app = reference_app("faithful", max_frames=9)
+    app = reference_app("faithful", render=render_reference_video, max_frames=9)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://miner") as http:
         body = {"prompt": "The camera pans left.", "image": frame_b64, "frames": 81, "fps": 16,
                 "resolution": "480p", "fast": True}

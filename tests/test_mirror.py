@@ -584,6 +584,80 @@ async def test_a_verdict_for_a_task_the_peer_did_not_open_is_refused(tmp_path: P
     assert sync.rejected.startswith("not entitled: #1 verdict_recorded for task 7")
 
 
+async def test_a_verdict_is_checked_against_the_task_its_peer_opened_in_an_earlier_sync(
+        tmp_path: Path, logs: dict[str, EventLog]) -> None:
+    """Across syncs a verdict's task is found by the sampler's key (`task/<id>/opened`), and
+    checked by its body: a task under another key still counts (the full read), a key whose
+    body names another task does not."""
+    alice, bob = logs["alice"], logs["bob"]
+    validators = tuple(sorted((A, B)))
+    mine = [t for t in range(8) if validators[t % 2] == A]  # Alice's rotations: tasks 0/2/4/6 or 1/3/5/7
+    bob.append(ev.AllowlistVerified(owner_hotkey="o", digest="d", interval=100, validators=validators),
+               key="allow", block=1)
+    store = DirectoryStore(tmp_path / "bucket")
+    out = MirrorOut(alice, store, ALICE, DIGEST, 10)
+    mirror_in = MirrorIn(bob, [Peer(A, store)], DIGEST)
+    alice.append(task(mine[0], A), key=f"task/{mine[0]}/opened", block=mine[0] * 100 + 1)
+    alice.append(task(mine[1], A), key=f"opened-elsewhere/{mine[1]}", block=mine[1] * 100 + 1)
+    await out.push()
+    [sync] = await mirror_in.sync()
+    assert (sync.imported, sync.rejected) == (2, "")
+    alice.append(verdict(mine[0]), key=f"verdict/{mine[0]}", block=mine[0] * 100 + 2)  # found by its key
+    alice.append(verdict(mine[1]), key=f"verdict/{mine[1]}", block=mine[1] * 100 + 2)  # found by the full read
+    await out.push()
+    [sync] = await mirror_in.sync()
+    assert (sync.imported, sync.rejected) == (2, "")
+    # Task mine[2] stored under mine[3]'s sampler key: mine[3] was never opened.
+    alice.append(task(mine[2], A), key=f"task/{mine[3]}/opened", block=mine[2] * 100 + 1)
+    await out.push()
+    [sync] = await mirror_in.sync()
+    assert (sync.imported, sync.rejected) == (1, "")
+    alice.append(verdict(mine[3]), key=f"verdict/{mine[3]}", block=mine[3] * 100 + 2)
+    await out.push()
+    [sync] = await MirrorIn(bob, [Peer(A, store)], DIGEST).sync()
+    assert sync.rejected.startswith(f"not entitled: #6 verdict_recorded for task {mine[3]}"), sync.rejected
+
+
+async def test_entitlement_follows_an_allowlist_recorded_between_syncs(tmp_path: Path, logs: dict[str, EventLog]) -> None:
+    """The latest allowlist is remembered across syncs and read again for what was appended since."""
+    alice, bob = logs["alice"], logs["bob"]
+    both = tuple(sorted((A, B)))
+    t = next(t for t in range(2) if both[t % 2] == A)
+    bob.append(ev.AllowlistVerified(owner_hotkey="o", digest="d", interval=100, validators=both), key="allow/1", block=1)
+    store = DirectoryStore(tmp_path / "bucket")
+    out = MirrorOut(alice, store, ALICE, DIGEST, 10)
+    mirror_in = MirrorIn(bob, [Peer(A, store)], DIGEST)
+    alice.append(task(t, A), key=f"task/{t}/opened", block=t * 100 + 1)
+    await out.push()
+    [sync] = await mirror_in.sync()
+    assert (sync.imported, sync.rejected) == (1, "")
+    fill(bob, 3)
+    # A newer allowlist without Alice: her next rightful-looking task is no longer hers.
+    bob.append(ev.AllowlistVerified(owner_hotkey="o", digest="d", interval=100, validators=(B,)), key="allow/2",
+               block=2)
+    alice.append(task(t + 2, A), key=f"task/{t + 2}/opened", block=(t + 2) * 100 + 1)
+    await out.push()
+    [sync] = await mirror_in.sync()
+    assert sync.rejected.startswith("not entitled: #2 task_opened"), sync.rejected
+
+
+def test_last_of_kind_is_the_latest_row_by_local_seq(tmp_path: Path) -> None:
+    with EventLog(tmp_path / "k.db", own=A) as log:
+        assert log.last_of_kind(A, "allowlist_verified") is None
+        assert log.last_of_kind(B, "allowlist_verified") is None
+        allow = ev.AllowlistVerified(owner_hotkey="o", digest="d", interval=100, validators=(A,))
+        log.append(allow, key="allow/1", block=50)
+        fill(log, 5)
+        log.append(allow, key="allow/2", block=10)  # a lower block, appended later: still the latest
+        fill(log, 5)
+        found = log.last_of_kind(A, "allowlist_verified")
+        assert found is not None and found.key == "allow/2"
+        after = log.last_of_kind(A, "allowlist_verified", after=found.seq - 1)
+        assert after is not None and after.key == "allow/2"
+        assert log.last_of_kind(A, "allowlist_verified", after=found.seq) is None
+        assert log.last_of_kind(A, "chain_head_observed", after=1).seq == log.last_seq()
+
+
 # ---- restore -------------------------------------------------------------------------------
 
 
@@ -657,6 +731,10 @@ def test_mirror_commands_push_pull_status_and_verify(tmp_path: Path, logs: dict[
     assert pushed.exit_code == 0, pushed.output
     assert json.loads(pushed.output)["size"] == 7
 
+    before = runner.invoke(cli, ["mirror", "status", "--db", bob_db, "--hotkey", B, "--peers", peers, "--json"])
+    assert before.exit_code == 0, before.output
+    assert [(r["role"], r["local"], r["published"], r["lag_events"]) for r in json.loads(before.stdout)] == [
+        ("own", 0, None, 0), ("peer", 0, 7, 7)]  # published, not imported yet: the lag `/metrics` reports too
     pulled = runner.invoke(cli, ["mirror", "pull", "--db", bob_db, "--dev-key", "//Bob", "--json"],
                            env={"PEER_VALIDATORS": peers})
     assert pulled.exit_code == 0, pulled.output

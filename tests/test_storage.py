@@ -268,11 +268,17 @@ async def test_s3_list_pages_past_1000_keys(moto_endpoint: str, s3_bucket: str) 
         assert await keys_of(st, "p/", start_after="p/00998") == keys[999:]
 
 
-async def test_s3_ensure_bucket_is_idempotent(moto_endpoint: str, s3_bucket: str) -> None:
+async def test_s3_ensure_bucket_creates_once_and_keeps_what_is_there(moto_endpoint: str, s3_bucket: str) -> None:
     async with make_s3(moto_endpoint, s3_bucket) as st:
+        with pytest.raises(StorageError, match=s3_bucket):
+            await st.put("k", b"v")  # the bucket does not exist yet
         await st.ensure_bucket()
-        await st.ensure_bucket()
-        await st.put("k", b"v")
+        await st.put("k", b"v", if_absent=True)
+        await st.ensure_bucket()  # again: the bucket is there, nothing is recreated or emptied
+        assert await st.get("k") == b"v"
+        assert await keys_of(st, "") == ["k"]
+        with pytest.raises(ObjectExists):
+            await st.put("k", b"other", if_absent=True)
 
 
 async def test_s3_missing_bucket_is_named(moto_endpoint: str, s3_bucket: str) -> None:

@@ -37,7 +37,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from leoma import __version__
-from leoma.api import media, pages, views
+from leoma.api import media, pages, registry, views
 from leoma.api.auth import AuthError, Verifier, is_ss58
 from leoma.api.settings import ApiSettings
 from leoma.api.state import (
@@ -650,10 +650,10 @@ async def validators_add(request: Request) -> Response:
             stake_rao = meta.stakes_rao[m_uid]
     if uid is None:
         raise HttpError(404, "Hotkey not found on the subnet metagraph; pass uid explicitly to add it anyway.")
-    holder = next((v for v in state.registry.values() if v.uid == uid and v.hotkey != hotkey), None)
-    if holder is not None:
-        # The seed silently replaced the other validator (§12.32); refuse instead.
-        raise HttpError(409, f"uid {uid} is already registered to {holder.hotkey}; remove it first")
+    try:
+        registry.check_uid_free(state, uid, hotkey)
+    except registry.UidTaken as exc:
+        raise HttpError(409, str(exc)) from None
     if item.stake is not None:
         stake_rao = int(round(item.stake * views.RAO_PER_TAO))
     _admin_event(service, admin, request, AdminActed(admin=admin, action=VALIDATOR_ADD, target=hotkey, uid=uid,

@@ -119,7 +119,7 @@ async def task_page(state: ApiState, extras: TaskExtras, task_id: int, media: Me
     opened = rec.opened
     miners = sorted(set(rec.responses) | set(opened.miners if opened else ())
                     | {m for r in records for m in r.verdicts})
-    entries = []
+    entries: list[dict[str, Any]] = []
     for m in miners:
         resp = rec.responses.get(m)
         verdicts = [_verdict(r.origin, r.verdicts[m]) for r in records if m in r.verdicts]

@@ -38,12 +38,13 @@ from leoma.events import (
     MetagraphObserved,
     MinerChecked,
     MinerReportReceived,
+    VERSIONS,
     MinerResponded,
     TaskOpened,
     VerdictRecorded,
     decode_body,
 )
-from leoma.decisions import join
+from leoma.decisions import join, join_lean
 from leoma.errors import LogError
 from leoma.log import EventLog, Row
 from projections.epoch import OWN_KINDS, SHARED_KINDS, EpochFold, EpochState, StatePruned
@@ -176,6 +177,8 @@ class ApiState:
         """Each validator's newest decisions (stripped to the lead history's needs), oldest first."""
         self._latest: dict[str, tuple[int, int, int, EpochScored]] = {}
         self._parts: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
+        self._latest_parts: dict[str, tuple[EpochScored, list[tuple[str, bytes]]]] = {}
+        """The stored body and detail parts of a newest decision not yet joined whole."""
         self.samples = SampleLog()
         """(at, local seq, origin, task_id, miner) of every retained verdict, in log order."""
         self.keep_tasks = keep_tasks
@@ -187,6 +190,8 @@ class ApiState:
         self._folds: dict[str, EpochFold] = {}
         self._decision_cache: dict[tuple[str, int], Decision | None] = {}
         self._report_ids: dict[str, str] = {}
+        self._interned: dict[str, str] = {}
+        """One string object per hotkey across the million verdict entries."""
 
     # -- folding -----------------------------------------------------------------------------
 
@@ -199,9 +204,20 @@ class ApiState:
             newest = self.log.newest_row("task_opened")
             if newest is not None:
                 self.task_floor = max(self.task_floor, self._task_id(newest) - self.keep_tasks + 1)
-        for row, at in self.log.stamped_rows(after=self.last_seq):
-            self.apply(row.seq, at, row)
+        names = self.log.origin_names()
+        own = self.own
+        current = VERSIONS["verdict_recorded"]
+        for seq, oid, oseq, key, kind, v, block, body, at in self.log.stamped_raw_rows(
+                after=self.last_seq, keyless="verdict_recorded"):
+            name = names.get(oid)
+            if name is None:
+                names = self.log.origin_names()
+                name = names[oid]
             n += 1
+            if kind == "verdict_recorded" and v == current and name != own:
+                self._apply_verdict(seq, at, name, oseq, block, body)  # the bulk: `apply`, inline
+            else:
+                self.apply(seq, at, Row(seq, name, oseq, key, kind, v, block, body))
             if n % 50_000 == 0:
                 self._bound()
         if n:
@@ -224,11 +240,11 @@ class ApiState:
             return
         block = min(blocks)
         interval = max((a[2].interval for a in self.allowlists.values()), default=0)
-        floor = lookback_floor(block, interval, self.consensus.window.max_lookback_blocks) if interval > 0 else None
-        if floor is not None and floor > self._shared.floor_task:
-            self._shared.floor_task = floor
-            self._shared.claims[:] = [c for c in self._shared.claims if c[3] >= floor]
-            for task_id in [t for t in self._shared.verdicts if t < floor]:
+        lookback = lookback_floor(block, interval, self.consensus.window.max_lookback_blocks) if interval > 0 else None
+        if lookback is not None and lookback > self._shared.floor_task:
+            self._shared.floor_task = lookback
+            self._shared.claims[:] = [c for c in self._shared.claims if c[3] >= lookback]
+            for task_id in [t for t in self._shared.verdicts if t < lookback]:
                 del self._shared.verdicts[task_id]
         for fold in self._folds.values():
             fold.state.floor_task = max(fold.state.floor_task, self._shared.floor_task)
@@ -300,20 +316,74 @@ class ApiState:
                 self.metagraph = (row.block, row.origin_seq, body)
         elif isinstance(body, EpochScored):
             parts = self._parts.pop((row.origin, body.epoch), [])
+            small, pending = body, None
             if body.details:
-                try:
-                    body = join(body, parts)
-                except LogError:
-                    return  # parts missing: not a decision the API can show
+                # Checked as `join` checks it, without decoding the per-validator rates: only the
+                # newest decision is served whole, and it is joined when it is first asked for.
+                lean = join_lean(body, parts)
+                if lean is not None:
+                    body, pending = lean[0], (small, parts)
+                else:
+                    try:
+                        body = join(body, parts)
+                    except LogError:
+                        return  # parts missing: not a decision the API can show
             item = (row.block, row.origin_seq, at, body)
-            held = self._latest.get(row.origin)
-            if held is None or (body.epoch, row.origin_seq) > (held[3].epoch, held[1]):
+            held_decision = self._latest.get(row.origin)
+            if held_decision is None or (body.epoch, row.origin_seq) > (held_decision[3].epoch, held_decision[1]):
                 self._latest[row.origin] = item
+                if pending is None:
+                    self._latest_parts.pop(row.origin, None)
+                else:
+                    self._latest_parts[row.origin] = pending
             history = self.decisions.setdefault(row.origin, [])
             history.append((row.block, row.origin_seq, at, _lead_only(body)))
             if len(history) > self.keep_decisions:
                 history.sort(key=lambda d: (d[3].epoch, d[1]))
                 del history[: len(history) - self.keep_decisions]
+
+    def _apply_verdict(self, seq: int, at: int, origin: str, origin_seq: int, block: int, body: str | bytes) -> None:
+        """`apply` of a current-version `verdict_recorded` of another origin, decoded once lightly.
+
+        The same steps: the origin's info, the shared fold's verdict entry (`EpochFold.apply`,
+        above its floor), and -- for the tasks the API serves -- the full verdict record.
+        """
+        if seq > self.last_seq:
+            self.last_seq = seq
+        info = self.origins.get(origin)
+        if info is None:
+            info = self.origins[origin] = OriginInfo(origin=origin)
+        if origin_seq > info.head_seq:
+            info.head_seq = origin_seq
+        info.events += 1
+        if block > info.last_block:
+            info.last_block = block
+        if at > info.last_at:
+            info.last_at = at
+        shared = self._shared
+        if seq > shared.last_seq:
+            shared.last_seq = seq
+        lite = _verdict_lite.decode(body)
+        task_id = lite.task_id
+        if task_id >= shared.floor_task:
+            interned = self._interned
+            entry = (interned.setdefault(origin, origin), interned.setdefault(lite.miner, lite.miner), origin_seq, block,
+                     lite.passed)
+            found = shared.verdicts.get(task_id)
+            if found is None:
+                shared.verdicts[task_id] = [entry]
+            else:
+                found.append(entry)
+        if task_id < self.task_floor:
+            self.samples.total += 1
+            return  # an old task: past what the API serves
+        verdict = decode_body(body, VERSIONS["verdict_recorded"])
+        assert isinstance(verdict, VerdictRecorded)
+        rec = self._task(task_id, origin)
+        held = rec.verdicts.get(verdict.miner)
+        if held is None or origin_seq > held[2]:
+            rec.verdicts[verdict.miner] = (verdict, at, origin_seq, seq)
+        self.samples.append((at, seq, origin, task_id, verdict.miner))
 
     @staticmethod
     def _task_id(row: Row) -> int:
@@ -389,6 +459,13 @@ class ApiState:
 
     def latest_decision(self, origin: str) -> tuple[int, int, int, EpochScored] | None:
         """A validator's newest `epoch_scored` (highest epoch, then latest in its chain), whole."""
+        pending = self._latest_parts.pop(origin, None)
+        if pending is not None:
+            block, seq, at, lean = self._latest[origin]
+            try:
+                self._latest[origin] = (block, seq, at, join(*pending))
+            except LogError:
+                pass  # cannot happen when the lean read checked out; keep what was read
         return self._latest.get(origin)
 
     def head_block(self) -> int:
@@ -414,7 +491,8 @@ class ApiState:
         else:
             head = self.origins[ref].last_block if ref in self.origins else 0
             epoch = head // length
-            metas = self._folds[ref].state.miners.metagraphs if self._folds[ref].state.miners else []
+            miners_state = self._folds[ref].state.miners
+            metas = miners_state.metagraphs if miners_state else []
             netuid = max(metas, key=lambda m: (m[1], m[0]))[2].netuid if metas else 0
         epoch_block = epoch * length
         fold = self._folds[ref]
@@ -449,6 +527,17 @@ class ApiState:
 
 class _TaskOnly(msgspec.Struct):
     task_id: int = -1
+
+
+class _VerdictLite(msgspec.Struct):
+    """What the shared fold reads of a verdict (`projections.epoch`'s light decoder)."""
+
+    task_id: int
+    miner: str
+    passed: bool
+
+
+_verdict_lite = msgspec.json.Decoder(_VerdictLite)
 
 
 _task_only = msgspec.json.Decoder(_TaskOnly)

@@ -113,7 +113,7 @@ def miners_active(state: ApiState, rows: dict[str, ConsensusMiner], dec: Decisio
     aggs = {a.hotkey: a for a in aggregates(dec)}
     window = set(dec.decision.window) if dec else set()
     winner = dec.decision.winner if dec else ""
-    out = []
+    out: list[dict[str, Any]] = []
     for m in rows.values():
         if not m.is_valid:
             continue

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,8 +54,22 @@ DEFAULT_MINERS = ("faithful", "static", "noisy", "wrong_resolution", "slow", "co
                   "one_frame", "frozen", "corrupt_tail", "slowloris", "proxy_of_faithful", "source_clip",
                   "lone_surrogate")
 OWNER_URI = "//Owner"
-_API_MAIN = ("import click\nfrom leoma_cmd.api_cmds import register\n"
-             "group = click.Group('leoma')\nregister(group)\ngroup()\n")
+
+
+def leoma_executable() -> str:
+    """The `leoma` command of this installation (beside the running interpreter, else on PATH).
+
+    The devnet starts validators and the API as `leoma serve` / `leoma api` processes: it runs the
+    command, it does not import the command-line package.
+    """
+    beside = Path(sys.executable).with_name("leoma")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("leoma")
+    if found is None:
+        raise ConfigError("the `leoma` command is not installed beside this Python or on PATH: "
+                          "install the package (pip install -e .) to run a devnet with processes")
+    return found
 
 
 class DevnetConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,6 +99,31 @@ class DevnetConfig(msgspec.Struct, frozen=True, kw_only=True):
     def epoch_length(self) -> int:
         return self.interval * self.epoch_intervals
 
+    @property
+    def tempo(self) -> int:
+        """The simulated chain's tempo: its epochs are `tempo + 1` blocks, counted from block 0.
+
+        With commit-reveal a commit reveals at the start of the chain epoch after its own. Chain
+        epochs of half a validator epoch tile the validators' epochs, so a decision committed in
+        the first half of its epoch reveals at its middle (far from the next epoch's commit and
+        the rate limit the reveal's `LastUpdate` starts), one committed later at its end, and no
+        two epochs' commits ever share a reveal block. With `tempo = epoch_length` (81-block
+        chain epochs against 80-block validator epochs) the grids drift: a commit some 20
+        blocks late shared its chain epoch with the next epoch's commit, both revealed in one
+        block, the later overwrote the earlier, and the earlier decision (a burn before the
+        first winner) was never on chain to confirm. Without commit-reveal the tempo is one
+        validator epoch (it only sets the weights-overdue threshold of `/healthz`).
+        """
+        if self.commit_reveal and self.epoch_length % 2 == 0:
+            return self.epoch_length // 2 - 1
+        return self.epoch_length
+
+    @property
+    def start_block(self) -> int:
+        """The chain's first block: two tasks before epoch 100, so the first task comes soon after
+        the validators are up; with commit-reveal at epoch 100 itself, so the first decision is
+        committed early in its epoch (see `tempo`)."""
+        return self.epoch_length * 100 - (0 if self.commit_reveal else 2 * self.interval)
 
 class Progress(msgspec.Struct, frozen=True, kw_only=True):
     """One look at the running devnet."""
@@ -254,8 +294,8 @@ class Devnet:
         owner = _kp(OWNER_URI)
         # Start the chain so the first task boundary comes soon after the validators are up.
         sim = SimChain.create(root / "chain.jsonl", owner=owner.ss58_address, block_time=config.block_time,
-                              clock="realtime", netuid=config.netuid, tempo=config.epoch_length,
-                              start_block=config.epoch_length * 100 - 2 * config.interval,
+                              clock="realtime", netuid=config.netuid, tempo=config.tempo,
+                              start_block=config.start_block,
                               weights_rate_limit=max(1, config.interval // 4), commit_reveal=config.commit_reveal)
         sim.register(owner.ss58_address, stake=10**12, validator_permit=True)
         nodes: list[_Node] = []
@@ -407,9 +447,8 @@ class Devnet:
         env.update(self.env(node))
         env.setdefault("PYTHONUNBUFFERED", "1")
         logf = open(self.node_dir(node) / "serve.log", "ab")  # noqa: SIM115 - owned by the process
-        # `python -m leoma_cmd.serve_cmds serve` is `leoma serve` without depending on the CLI wiring.
         self.procs[node.name] = subprocess.Popen(
-            [sys.executable, "-m", "leoma_cmd.serve_cmds", "serve"], env=env, cwd=self.node_dir(node),
+            [leoma_executable(), "serve"], env=env, cwd=self.node_dir(node),
             stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         logf.close()
 
@@ -527,8 +566,7 @@ class Devnet:
         env.update(self.api_env(port))
         env.setdefault("PYTHONUNBUFFERED", "1")
         logf = open(self.api_dir / "api.log", "ab")  # noqa: SIM115 - owned by the process
-        # `leoma api` without depending on the rest of the CLI wiring (as the validators run `serve`).
-        self.api = subprocess.Popen([sys.executable, "-c", _API_MAIN, "api"], env=env, cwd=self.api_dir,
+        self.api = subprocess.Popen([leoma_executable(), "api"], env=env, cwd=self.api_dir,
                                     stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         logf.close()
         url = f"http://127.0.0.1:{port}/"

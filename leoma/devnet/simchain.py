@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from leoma.chain import Backend, register_scheme
 from leoma.devnet import beacon
 from leoma.errors import ChainError, ConfigError
 
@@ -202,7 +203,7 @@ class _State:
             fields = [f for group in fields for f in group]
         if len(fields) > 3:
             raise _Refused("TooManyFieldsInCommitmentInfo")
-        stored = []
+        stored: list[dict[str, Any]] = []
         for f in fields:
             if isinstance(f, dict) and "TimelockEncrypted" in f:
                 tle = f["TimelockEncrypted"]
@@ -736,8 +737,8 @@ def _read(s: _State, module: str, item: str, params: list) -> Any:
             uid = int(params[1])
             return s.hotkeys[uid] if int(params[0]) == s.netuid and uid < len(s.hotkeys) else None
         if item == "Owner":
-            uid = s.uid(params[0])
-            return s.coldkeys[uid] if uid is not None else None
+            owner_uid = s.uid(params[0])
+            return s.coldkeys[owner_uid] if owner_uid is not None else None
         if item == "TokenSymbol":
             return None
         if item == "Weights":  # double map (netuid, uid) -> [(dest, u16)]
@@ -821,3 +822,13 @@ def _metagraph(s: _State, netuid: int) -> dict | None:
         "axons": [{"ip": 0, "port": 0, "ip_type": 4} for _ in range(n)], "identities": [None] * n,
         "tao_in": 0, "alpha_in": 0, "moving_price": {"bits": 0}, "identity": None,
     }
+
+
+def open_backend(path: str) -> Backend:
+    """The `sim:PATH` network: a `SimSubstrate` over the journal at PATH, sealing to its own beacon."""
+    substrate = SimSubstrate(SimChain.open(path))
+    return Backend(substrate=substrate, seal=substrate.seal, sealing=substrate.sealing)
+
+
+# The chain adapter knows nothing of the devnet: the simulated chain plugs itself in through the seam.
+register_scheme("sim", open_backend)

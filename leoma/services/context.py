@@ -53,6 +53,13 @@ class ServiceContext:
     def netuid(self) -> int:
         return self.settings.netuid
 
+    def need_judge(self) -> Any:
+        """The judge adapter (a context opened without `need_judge=True` has none)."""
+        if self.judge is None:
+            raise ConfigError("this service needs the judge: open the context with need_judge=True "
+                              "(and set GEMINI_API_KEY)")
+        return self.judge
+
 
 def load_signer(settings: Settings) -> Any:
     """The hotkey keypair: LEOMA_DEV_KEY (devnet) or the wallet's hotkey."""

@@ -208,7 +208,7 @@ async def _open_task(ctx: ServiceContext, task_id: int, interval: int, step: int
     key, choice, data = picked
     clip = await asyncio.to_thread(video.cut_clip, data, choice.start, choice.seconds)
     frame = await asyncio.to_thread(video.first_frame_png, clip)
-    prompt = safe_text(await ctx.judge.describe(clip), max_chars=4000)  # AdapterError: nothing recorded, retried next poll
+    prompt = safe_text(await ctx.need_judge().describe(clip), max_chars=4000)  # AdapterError: nothing recorded, retried next poll
     opened = TaskOpened(
         task_id=task_id, interval=interval, sampler=ctx.hotkey, failover_step=step, block_hash=task_hash,
         source_key=key, clip_start_ms=round(choice.start * 1000), clip_ms=round(choice.seconds * 1000),
@@ -504,7 +504,7 @@ async def _evaluate(ctx: ServiceContext, opened: TaskOpened, frame: bytes, block
             async with budget.hold(size):
                 if clip is None:
                     clip = await ctx.own.get(key)  # type: ignore[union-attr]
-                result = await ctx.judge.evaluate(frame, opened.prompt, clip)
+                result = await ctx.need_judge().evaluate(frame, opened.prompt, clip)
                 del clip  # the video and the judge request's copies of it go before the next one
                 _return_freed_memory()
             if hasattr(result, "passed"):

@@ -39,18 +39,29 @@ def _hotkey(kind: str, i: int) -> str:
     return "5" + hashlib.sha256(f"{kind}{i}".encode()).hexdigest()[:47]
 
 
-def plain_decode(path: str) -> float:
+def plain_decode(path: str, newest: int | None = None) -> float:
+    """`SELECT body` + msgspec decode of every event (or of the first `newest` rows only: the
+    same rows, the same work, at every month)."""
     import msgspec
 
     from leoma.events import Payload
 
     decoder = msgspec.json.Decoder(Payload)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    sql, args = "SELECT body FROM events", ()
+    if newest is not None:
+        sql, args = "SELECT body FROM events WHERE seq <= ?", (newest,)
     t = time.perf_counter()
-    for (body,) in conn.execute("SELECT body FROM events"):
+    for (body,) in conn.execute(sql, args):
         decoder.decode(body)
     conn.close()
     return time.perf_counter() - t
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 async def simulate(n_validators: int, miners_n: int, epochs_per_month: int, root: Path) -> None:
@@ -93,14 +104,19 @@ async def simulate(n_validators: int, miners_n: int, epochs_per_month: int, root
     tasks_per_epoch = LENGTH // INTERVAL
     print(f"\n{n_validators} validators, {miners_n} miners: {epochs_per_month} epochs/month, {tasks_per_epoch} "
           f"tasks/epoch, {(miners_n + 1) * tasks_per_epoch * epochs_per_month:,} task events/month")
-    print(f"{'month':>5} {'events':>9} {'plain s':>8} {'sync s':>7} {'idle s':>7} {'step s':>7} {'rank s':>7} "
-          f"{'replay s':>8} {'api s':>7} {'step/plain':>10} {'replay/plain':>12}")
+    print(f"{'month':>5} {'events':>9} {'load':>5} {'plain s':>8} {'unit s':>7} {'sync s':>7} {'idle s':>7} "
+          f"{'step s':>7} {'rank s':>7} {'api s':>7} {'replay s':>8} {'step/plain':>10} {'replay/plain':>12}")
+    unit_rows = (miners_n + 1) * tasks_per_epoch
+    curve: list[dict[str, float]] = []
     mine.append_many([Draft("allowlist/0", 1, AllowlistVerified(owner_hotkey=owner, digest="d" * 64, interval=INTERVAL,
                                                                   validators=tuple(ring)))])
     async with Chain(f"sim:{sim.path}") as chain:  # the SDK's first import is not a step's cost
         await chain.head()
     epoch = 0
     for month in range(1, 13):
+        syncs: list[float] = []
+        idles: list[float] = []
+        steps: list[float] = []
         for _ in range(epochs_per_month):
             epoch += 1
             start = (epoch - 1) * LENGTH
@@ -138,6 +154,9 @@ async def simulate(n_validators: int, miners_n: int, epochs_per_month: int, root
             step_s = time.perf_counter() - t
             assert result.scored, result
             await outs[me].push()
+            syncs.append(sync_s)
+            idles.append(idle_s)
+            steps.append(step_s)
         # month's end: the tools and the API on the observer's log as it is now
         t = time.perf_counter()
         rank = CliRunner().invoke(cli, ["get-rank", "--json", "--db", mine.path])
@@ -153,8 +172,28 @@ async def simulate(n_validators: int, miners_n: int, epochs_per_month: int, root
         api.decision(me)
         api_s = time.perf_counter() - t
         plain_s = plain_decode(mine.path)
-        print(f"{month:>5} {mine.count():>9,} {plain_s:8.3f} {sync_s:7.3f} {idle_s:7.3f} {step_s:7.3f} {rank_s:7.3f} "
-              f"{replay_s:8.3f} {api_s:7.3f} {step_s / plain_s:10.3f} {replay_s / plain_s:12.3f}")
+        # A baseline of constant work, measured now: the log's first two epochs of events, decoded
+        # five times (the median). The machine is shared, so the curve is read over it too.
+        unit_s = _median([plain_decode(mine.path, 2 * unit_rows) for _ in range(5)])
+        import os
+
+        load = os.getloadavg()[0]
+        point = {"sync": _median(syncs), "idle": _median(idles), "step": _median(steps), "rank": rank_s,
+                 "api": api_s, "replay": replay_s, "unit": unit_s, "plain": plain_s, "load": load}
+        curve.append(point)
+        print(f"{month:>5} {mine.count():>9,} {load:5.1f} {plain_s:8.3f} {unit_s:7.4f} {point['sync']:7.3f} "
+              f"{point['idle']:7.3f} {point['step']:7.3f} {rank_s:7.3f} {api_s:7.3f} {replay_s:8.3f} "
+              f"{point['step'] / plain_s:10.3f} {replay_s / plain_s:12.3f}")
+    print("\nflatness, month 12 / month 1 (target <= 1.5x for every steady-loop cost; the sync, idle sync "
+          "and step are each month's median; 'per unit' divides each cost by the same moment's unit baseline):")
+    first, last = curve[0], curve[-1]
+    for name in ("sync", "idle", "step", "rank", "api"):
+        raw = last[name] / first[name]
+        unit = (last[name] / last["unit"]) / (first[name] / first["unit"])
+        ok = "ok" if min(raw, unit) <= 1.5 else "OVER"
+        print(f"  {name:6} {first[name]:8.4f} s -> {last[name]:8.4f} s  raw {raw:5.2f}x  per unit {unit:5.2f}x  {ok}")
+    print(f"  (replay EPOCH reads the history its decision read, by design: {first['replay']:.3f} s -> "
+          f"{last['replay']:.3f} s, against a full plain decode {first['plain']:.3f} s -> {last['plain']:.3f} s)")
     for lg in [*logs.values(), api_log]:
         lg.close()
     for st in stores.values():

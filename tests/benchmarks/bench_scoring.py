@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -139,7 +140,8 @@ def measure(name: str, path: str, validators: int, miners: int, tasks: int) -> d
         extra["verdicts"] = len(mine)
     else:
         raise SystemExit(f"unknown path {name}")
-    return {"name": name, "seconds": seconds, "rss_mb": _rss(), **extra}
+    # The machine is shared: the 1-minute load average at the end of each figure, to read it by.
+    return {"name": name, "seconds": seconds, "rss_mb": _rss(), "load": round(os.getloadavg()[0], 1), **extra}
 
 
 def run_child(name: str, path: Path, args: argparse.Namespace) -> dict:
@@ -158,6 +160,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=3840)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--only", help="comma-separated paths to measure (default: all)")
+    parser.add_argument("--pairs", action="store_true",
+                        help="run each path right after its own baseline (plain or cold), for a shared machine")
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -167,6 +171,9 @@ def main() -> None:
     path = realsize.ensure(args.validators, args.miners, args.tasks)
     wanted = args.only.split(",") if args.only else list(PATHS)
     results: dict[str, list[dict]] = {}
+    if args.pairs:
+        _pairs(path, args, wanted)
+        return
     for run in range(args.runs):
         for name in ["plain", *[w for w in wanted if w != "plain"]]:
             results.setdefault(name, []).append(run_child(name, path, args))
@@ -185,6 +192,23 @@ def main() -> None:
             notes = {k: v for k, v in r.items() if k not in ("name", "seconds", "rss_mb")}
             print(f"{name:15} {i + 1:>3} {r['seconds']:9.3f} {ratio_p:7.2f} {ratio_c:7.3f} {r['rss_mb']:7.0f}  "
                   f"{goal} {notes}")
+
+
+BASELINE = {"cold": "plain", "api": "plain", "replay": "cold", "replay-all": "cold", "warm": "cold"}
+
+
+def _pairs(path: Path, args: argparse.Namespace, wanted: list[str]) -> None:
+    """Each path measured right after a fresh measure of its baseline, so both see the same load."""
+    print(f"log: {path.name}, {path.stat().st_size / 1e6:.0f} MB; each path right after its baseline")
+    print(f"{'path':15} {'run':>3} {'seconds':>9} {'baseline':>9} {'base s':>8} {'ratio':>7} {'RSS MB':>7} {'load':>5}")
+    for run in range(args.runs):
+        for name in wanted:
+            base = BASELINE.get(name)
+            b = run_child(base, path, args) if base else None
+            r = run_child(name, path, args)
+            ratio = f"{r['seconds'] / b['seconds']:7.3f}" if b else "      -"
+            print(f"{name:15} {run + 1:>3} {r['seconds']:9.3f} {base or '-':>9} "
+                  f"{b['seconds'] if b else 0:8.3f} {ratio} {r['rss_mb']:7.0f} {r['load']:5.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ weight setter path (`weight_setter.decide_epoch`, from its checkpoint) and appen
 `leoma.decisions.drafts` -- except the last epoch, left undecided for the cold and warm runs.
 The checkpoint as it stood before the last epoch is kept under `bench/checkpoint`.
 
-The cache path names every parameter, so a change of shape builds a new file.
+The cache path names every parameter and the packaged consensus's digest, so a change of shape
+or of the default consensus (which the decisions are stamped with) builds a new file.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def hotkey(kind: str, i: int) -> str:
 def cache_path(validators: int, miners: int, tasks: int) -> Path:
     folder = Path(os.environ.get("LEOMA_BENCH_CACHE", Path(tempfile.gettempdir()) / "leoma-bench"))
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"realsize-v2-{validators}v-{miners}m-{tasks}t.db"
+    from leoma.consensus import DEFAULT
+
+    return folder / f"realsize-v2-{validators}v-{miners}m-{tasks}t-{DEFAULT.digest[:8]}.db"
 
 
 def names(validators: int, miners: int) -> tuple[list[str], list[str], str]:

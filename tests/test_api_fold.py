@@ -1,0 +1,92 @@
+"""The owner API's cold start folds the bulk of the log (verdicts) inline and reads decisions
+lean: the state it ends with is the state of applying every row through `ApiState.apply`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from leoma import decisions
+from leoma.api.state import ApiState
+from leoma.consensus import DEFAULT
+from leoma.log import EventLog
+from projections.epoch import EpochFold
+from tests.builders import NETUID, LogBuilder
+
+VALS = ["val-A", "val-B", "val-C"]
+MINERS = ["m1", "m2", "m3", "m4"]
+INTERVAL = 10
+LENGTH = DEFAULT.epoch.length
+
+
+def _network(tasks: int) -> LogBuilder:
+    b = LogBuilder()
+    for v in VALS:
+        b.allowlist(v, VALS, interval=INTERVAL, block=1)
+    b.metagraph("val-A", ["owner", *MINERS], block=2)
+    for uid, m in enumerate(MINERS, start=1):
+        b.checked("val-A", m, uid=uid, block=3, commit_block=uid)
+    for task in range(10, 10 + tasks):
+        v = VALS[task % 3]
+        b.opened(v, task, block=task * INTERVAL + 1, interval=INTERVAL, miners=MINERS)
+        for i, m in enumerate(MINERS):
+            b.verdict(v, task, m, (task + i) % (i + 2) == 0, block=task * INTERVAL + 3)
+        if task % 7 == 0:  # a second word, and a judge failure
+            b.verdict(v, task, MINERS[0], task % 2 == 0, block=task * INTERVAL + 6, key=f"again/{task}")
+            b.judge_failed(v, task, MINERS[1], block=task * INTERVAL + 7)
+    return b
+
+
+def _slow_refresh(state: ApiState) -> None:
+    """Every row through `ApiState.apply`, as the API folded before the inline bulk path."""
+    newest = state.log.newest_row("task_opened")
+    if newest is not None:
+        state.task_floor = max(state.task_floor, state._task_id(newest) - state.keep_tasks + 1)
+    for n, (row, at) in enumerate(state.log.stamped_rows(after=state.last_seq), start=1):
+        state.apply(row.seq, at, row)
+        if n % 50_000 == 0:
+            state._bound()
+    state._bound()
+
+
+def _log(tmp_path: Path) -> EventLog:
+    b = _network(240)
+    log = b.to_log(tmp_path / "v.db", own="val-A")
+    seen, fold = 0, EpochFold("val-A")
+    for epoch in range(3, 14):
+        fold.apply_many(log.rows(after=seen))
+        seen = log.last_seq()
+        decision = fold.decide(epoch, epoch * LENGTH, NETUID, DEFAULT, log.frontier(until_seq=seen))
+        log.append_many(decisions.drafts(decision, block=epoch * LENGTH))
+    api_log = EventLog(tmp_path / "api.db", own="api")
+    api_log.import_events([s.event for s in log.events()])
+    log.close()
+    return api_log
+
+
+def test_the_api_cold_start_ends_in_the_state_of_a_row_by_row_fold(tmp_path: Path) -> None:
+    api_log = _log(tmp_path)
+    fast = ApiState(api_log, own="api", consensus=DEFAULT, keep_tasks=40, keep_decisions=5)
+    slow = ApiState(api_log, own="api", consensus=DEFAULT, keep_tasks=40, keep_decisions=5)
+    fast.refresh()
+    _slow_refresh(slow)
+    plain = msgspec.to_builtins
+    assert fast.last_seq == slow.last_seq == api_log.last_seq()
+    assert plain(fast.origins) == plain(slow.origins)
+    assert plain(fast.tasks) == plain(slow.tasks) and len(fast.tasks) == 40
+    assert list(fast.samples) == list(slow.samples) and len(fast.samples) == len(slow.samples)
+    assert fast.task_floor == slow.task_floor > 10
+    assert plain(fast._shared) == plain(slow._shared)
+    assert {o: plain(f.state) for o, f in fast._folds.items()} == {o: plain(f.state) for o, f in slow._folds.items()}
+    assert plain(fast.decisions) == plain(slow.decisions)
+    # The newest decision is served whole: the one the validator recorded, rates and all.
+    recorded = decisions.latest(api_log, origin="val-A")
+    assert recorded is not None and recorded.body.aggregates and recorded.body.aggregates[0].rates
+    for state in (fast, slow):
+        newest = state.latest_decision("val-A")
+        assert newest is not None and newest[3] == recorded.body
+        decided = state.decision("val-A")
+        assert decided is not None and decided.reproduced
+    assert fast.decision("val-A") == slow.decision("val-A")
+    api_log.close()
