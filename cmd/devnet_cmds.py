@@ -75,9 +75,15 @@ def should_serve(serve: bool | None, *, with_api: bool, as_json: bool, interacti
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead.")
 @click.option("--commit-reveal", is_flag=True,
               help="Run the subnet with commit-reveal weights: timelocked commits the chain reveals an epoch later.")
+@click.option("--chaos", is_flag=True,
+              help="Run the adversarial devnet instead (anchored decisions under mirror delays, an unreadable "
+                   "bucket, a restart, a backdating validator and a lying anchor); exits 1 unless every epoch "
+                   "is agree-or-hold. Uses --dir and --epochs (at least 10).")
+@click.option("--seed", type=int, default=7, show_default=True, help="With --chaos: the seed of the faults.")
 @friendly_errors
 def devnet_cmd(root: str, validators: int, epochs: int, processes: bool, resume: bool, block_time: float | None,
-               with_api: bool, serve: bool | None, as_json: bool, commit_reveal: bool = False) -> None:
+               with_api: bool, serve: bool | None, as_json: bool, commit_reveal: bool = False,
+               chaos: bool = False, seed: int = 7) -> None:
     """Run a whole subnet on this machine: a simulated chain, an owner, validators, miners.
 
     Shows progress (block, whose turn, tasks judged, epochs decided) and the owner's dashboard
@@ -97,6 +103,9 @@ def devnet_cmd(root: str, validators: int, epochs: int, processes: bool, resume:
     from leoma.logging_setup import setup_logging
 
     setup_logging("WARNING")
+    if chaos:
+        _run_chaos(Path(root), max(10, epochs), seed, as_json)
+        return
     path = Path(root)
     if resume:
         net = Devnet.resume(path)
@@ -139,6 +148,39 @@ def devnet_cmd(root: str, validators: int, epochs: int, processes: bool, resume:
         net.serve_api_until_interrupted()
         click.echo("dashboard stopped.")
     sys.exit(0 if summary["agreed"] and finished else 1)
+
+
+def _run_chaos(path: Path, epochs: int, seed: int, as_json: bool) -> None:
+    """`leoma devnet --chaos`: one line per epoch as it is decided, then the verdict."""
+    import asyncio
+    import sys
+
+    from leoma.devnet.chaos import report_json, run_chaos
+
+    if path.exists() and any(path.iterdir()):
+        raise click.UsageError(f"{path} is not empty: --chaos starts a fresh network (pass another --dir)")
+
+    def line(r: Any) -> None:
+        if as_json:
+            return
+        held = ", ".join(f"{hk[:8]}… {why}" for hk, why in sorted(r.held.items()))
+        click.echo(f"epoch {r.epoch}: {len(r.decided)} decided ({len(set(r.decided.values()))} distinct)"
+                   f"{', winner ' + r.winner[:8] + '…' if r.winner else ''}{'; held: ' + held if held else ''}"
+                   f"{'; late tasks ' + str(list(r.late)) if r.late else ''}"
+                   f"{'  [' + '; '.join(r.faults) + ']' if r.faults else ''}")
+
+    report = asyncio.run(run_chaos(path, epochs=epochs, seed=seed, on_epoch=line))
+    if as_json:
+        print_json(report_json(report))
+    else:
+        for problem in report.problems:
+            click.echo(f"PROBLEM: {problem}")
+        click.echo(("agree-or-hold in every epoch" if report.ok else "NOT agree-or-hold") +
+                   f"; backdated task {report.backdated_task} counted for no one: "
+                   f"{all(report.backdated_task not in e.window for e in report.epochs)}")
+        click.echo(f"replay: leoma replay --all --from-bucket {report.buckets[report.validators[0]]} "
+                   f"--hotkey {report.validators[0]} --network {report.chain} --peers '<the other buckets>'")
+    sys.exit(0 if report.ok else 1)
 
 
 def _print_dashboard(s: dict[str, Any]) -> None:

@@ -78,6 +78,9 @@ def replay_cmd(epoch: int | None, db_path: str, every: bool, origin: str | None,
             # beside the log when its digest matches, else the one the log recorded; else stop.
             results = replay_all(log, targets, lambda r: consensus_for(log, r.body.consensus_digest,
                                                                        also=tuple(known.values())))
+            if network:
+                results = _check_anchors(log, targets, results, network, lambda r: consensus_for(
+                    log, r.body.consensus_digest, also=tuple(known.values())))
     ok = all(r.reproduced for r in results)
     if as_json:
         import msgspec
@@ -90,6 +93,34 @@ def replay_cmd(epoch: int | None, db_path: str, every: bool, origin: str | None,
             for d in r.differences:
                 click.echo(f"  {d.field}: recorded {d.recorded!r} != replayed {d.replayed!r}")
     sys.exit(0 if ok else 1)
+
+
+def _check_anchors(log, targets, results, network: str, consensus_of):  # type: ignore[no-untyped-def]
+    """Anchored decisions: the anchors their makers recorded must be what the chain's
+    `CommitmentOf` held at each cutoff block; a difference is reported as `anchors_on_chain`."""
+    import asyncio
+
+    import msgspec
+
+    from leoma import anchors
+    from leoma.chain import Chain
+    from leoma.replay import Difference
+
+    async def go() -> list:  # type: ignore[type-arg]
+        out = list(results)
+        async with Chain(network) as chain:
+            for i, recorded in enumerate(targets):
+                consensus = consensus_of(recorded)
+                if not consensus.anchors.enabled:
+                    continue
+                seen = [o for o in anchors.observations(log, origin=recorded.origin) if o.epoch == recorded.body.epoch]
+                problems = await anchors.verify_observed(chain, recorded.body.netuid, consensus, seen[-1]) if seen else []
+                if problems:
+                    extra = tuple(Difference("anchors_on_chain", p, "") for p in problems)
+                    out[i] = msgspec.structs.replace(out[i], differences=out[i].differences + extra)
+        return out
+
+    return asyncio.run(go())
 
 
 def _known_consensus(chosen, chosen_path: str | None, db: Path) -> dict:  # type: ignore[no-untyped-def]
@@ -147,6 +178,11 @@ def explain_cmd(miner: str, db_path: str, epoch: int | None, origin: str | None,
         decision = _latest_decision(log, epoch, origin or log.own)
         # The thresholds of the consensus the decision was made under, as its log recorded it.
         consensus = consensus_for(log, decision.body.consensus_digest)
+        anchor_rows: list = []  # type: ignore[type-arg]
+        if consensus.anchors.enabled:
+            from leoma.services.anchored import explain as explain_anchors
+
+            anchor_rows = explain_anchors(log, decision.body.epoch, origin=decision.origin)
     from leoma.decisions import aggregate
 
     body = decision.body
@@ -167,9 +203,23 @@ def explain_cmd(miner: str, db_path: str, epoch: int | None, origin: str | None,
         "rates": [{"validator": r.validator, "passed": r.passed, "evaluated": r.evaluated} for r in agg.rates],
         "dominance": _plain(comparisons),
     }
+    if anchor_rows:
+        data["anchors"] = anchor_rows
+        data["late_tasks"] = [{"origin": t.origin, "task_id": t.task_id, "block": t.block, "anchored_at": t.anchored_at}
+                              for t in body.late_tasks]
     if as_json:
         print_json(data)
         return
+    if anchor_rows:
+        click.echo(f"epoch {body.epoch}: decided on anchored events (cutoff block "
+                   f"{consensus.anchor_cutoff(body.epoch)})")
+        print_table(["validator", "anchored", "head", "anchor block", "status"],
+                    [(r["validator"][:12] + "…", r["anchored_size"], (r["anchored_head"] or "-")[:12],
+                      r["anchor_block"] or "-", r["status"]) for r in anchor_rows])
+        for t in body.late_tasks:
+            click.echo(f"task {t.task_id} by {t.origin[:12]}… (claims block {t.block}) ignored: first anchored "
+                       f"at block {t.anchored_at}, after its slot + {consensus.anchor_grace} blocks")
+        click.echo()
     click.echo(f"epoch {body.epoch}: {agg.hotkey} (uid {agg.uid}) rank {agg.rank or '-'}, "
                f"{'eligible' if agg.eligible else 'NOT eligible: ' + agg.reason}")
     click.echo(f"average pass rate {agg.avg_rate} ({_pct(agg.avg_rate)}), completeness {agg.completeness} "

@@ -66,7 +66,10 @@ def parse_commitment(text: str | None) -> str | None:
     """The digest after the `leoma:allowlist:v1:` prefix, stripped; None if absent or empty."""
     if not text or not text.startswith(COMMITMENT_PREFIX):
         return None
-    rest = text[len(COMMITMENT_PREFIX) :].strip()
+    rest = text[len(COMMITMENT_PREFIX) :]
+    # An owner-validator keeps its anchor (`leoma:anchor:...`) as another field of the same
+    # commitment; the SDK joins the fields' bytes, so the digest ends where the next one starts.
+    rest = rest.split("leoma:", 1)[0].strip()
     return rest or None
 
 

@@ -312,6 +312,40 @@ class Chain:
 
         return await self._call(f"reading the commitment of {hotkey}", go)
 
+    async def commitment_fields(self, netuid: int, hotkey: str, *, block: int | None = None) -> tuple[int, list[bytes]] | None:
+        """`hotkey`'s plain `CommitmentOf` at `block` (default: the head): the block it was set at
+        and the bytes of each `Raw` field, in order; None when it has none (anchors read this)."""
+
+        async def go(c: Any) -> tuple[int, list[bytes]] | None:
+            one = await c.identity.commitment(netuid, hotkey, block=block)
+            if one is None:
+                return None
+            raw: list[bytes] = []
+            for entry in one.fields or []:
+                items = entry.items() if isinstance(entry, dict) else []
+                for variant, value in items:
+                    if str(variant).startswith("Raw") and isinstance(value, str):
+                        raw.append(bytes.fromhex(value.removeprefix("0x")))
+            return int(one.block), raw
+
+        return await self._call(f"reading the commitment of {hotkey}", go)
+
+    async def set_commitment_fields(self, wallet: Any, netuid: int, fields: list[bytes]) -> int:
+        """Commit up to 3 `Raw` fields (<= 128 bytes each) in one commitment; returns the inclusion
+        block. A hotkey has one commitment per subnet: every field it keeps must be sent again."""
+        import bittensor as bt
+
+        if not 1 <= len(fields) <= 3 or any(len(f) > 128 for f in fields):
+            raise ConfigError(f"a commitment holds 1 to 3 fields of at most 128 bytes, not {[len(f) for f in fields]}")
+        call = bt.calls.Commitments.set_commitment(
+            netuid=netuid, info={"fields": [{f"Raw{len(f)}": "0x" + f.hex()} for f in fields]})
+
+        async def go(c: Any) -> int:
+            res = await self._submit("setting a commitment", c, call, wallet)
+            return int(str(res.extrinsic_id).split("-")[0]) if res.extrinsic_id else await c.block()
+
+        return await self._call("setting a commitment", go, retry=False)
+
     async def owner_hotkey(self, netuid: int) -> str | None:
         """The subnet owner's hotkey, or None."""
 

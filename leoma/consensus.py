@@ -178,7 +178,25 @@ class Gates(_Section, frozen=True):
     reply_deadline_share: str = "3/4"
 
 
+class Anchors(_Section, frozen=True):
+    """Decisions fixed by the chain (`leoma.anchors`): off until a subnet moves all its validators.
+
+    When `enabled`, each validator commits its mirror checkpoint (size, head) on chain once per
+    epoch; the decision for epoch E reads, per allowlisted validator, exactly the events its
+    newest anchor at or before the cutoff block `E * epoch.length - cutoff_margin` covers, or
+    holds. A task counts only if the first anchor covering its `task_opened` was committed by
+    the end of the rotation slot it claims plus `grace_blocks` (0 = one epoch).
+    """
+
+    enabled: bool = False
+    cutoff_margin: int = 20
+    grace_blocks: int = 0
+
+
 ADDITIVE_DEFAULTS: dict[tuple[str, str], object] = {
+    ("anchors", "enabled"): False,
+    ("anchors", "cutoff_margin"): 20,
+    ("anchors", "grace_blocks"): 0,
     ("window", "settle"): "rotations",
     ("window", "producers"): "rightful",
     ("window", "completeness_tolerance"): "0",
@@ -208,6 +226,7 @@ class Consensus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     video: Video = Video()
     request: Request = Request()
     gates: Gates = Gates()
+    anchors: Anchors = Anchors()
 
     def __post_init__(self) -> None:
         # Validate every ratio once, so a typo fails at start-up rather than mid-epoch.
@@ -247,6 +266,9 @@ class Consensus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             raise ConfigError("gates.hash_frames must be at least 2")
         if self.rotation.interval < 1 or self.epoch.length < 1 or self.window.tasks < 1:
             raise ConfigError("rotation.interval, epoch.length and window.tasks must be >= 1")
+        if self.anchors.enabled and (not 0 <= self.anchors.cutoff_margin < self.epoch.length
+                                     or self.anchors.grace_blocks < 0):
+            raise ConfigError("anchors.cutoff_margin must be >= 0 and below epoch.length; anchors.grace_blocks >= 0")
 
     @cached_property
     def canonical(self) -> bytes:
@@ -255,6 +277,8 @@ class Consensus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         for (section, key), default in ADDITIVE_DEFAULTS.items():
             if raw.get(section, {}).get(key) == default:
                 del raw[section][key]
+                if not raw[section]:
+                    del raw[section]  # a section added later, all at its defaults
         return msgspec.json.encode(raw, order="sorted")
 
     @cached_property
@@ -281,6 +305,15 @@ class Consensus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     @property
     def aspect_weights(self) -> dict[str, Fraction]:
         return {k: fraction(v, name=f"judge.aspect_weights.{k}") for k, v in self.judge.aspect_weights.items()}
+
+    def anchor_cutoff(self, epoch: int) -> int:
+        """The block whose anchors fix the inputs of epoch `epoch`'s decision."""
+        return max(0, epoch * self.epoch.length - self.anchors.cutoff_margin)
+
+    @property
+    def anchor_grace(self) -> int:
+        """Blocks after a task's rotation slot within which its first anchor must land."""
+        return self.anchors.grace_blocks or self.epoch.length
 
     def grace_blocks(self, interval: int) -> int:
         """Blocks before the first backup may take a task (the seed's `grace_blocks_for`)."""

@@ -350,6 +350,16 @@ class WeightEntry(Part, frozen=True, kw_only=True):
     weight: int
 
 
+class LateTask(Part, frozen=True, kw_only=True):
+    """A task ignored by the anchored rule: its first anchor came after its slot plus the grace."""
+
+    origin: str
+    task_id: int
+    block: int
+    anchored_at: int = -1
+    """The block of the first anchor covering its `task_opened` (-1: not anchored yet)."""
+
+
 class EpochScored(Body, frozen=True, tag="epoch_scored", kw_only=True):
     """A validator's decision for an epoch, with everything needed to replay it.
 
@@ -385,6 +395,8 @@ class EpochScored(Body, frozen=True, tag="epoch_scored", kw_only=True):
     miners: int = 0
     aggregates_hash: str = ""
     details: tuple[str, ...] = ()
+    late_tasks: tuple[LateTask, ...] = ()
+    """Anchored rule only: claims in reach of the window that were anchored too late to count."""
 
 
 class EpochDetailRecorded(Body, frozen=True, tag="epoch_detail", kw_only=True):
@@ -496,6 +508,61 @@ class WeightsNotLanded(Body, frozen=True, tag="weights_not_landed", kw_only=True
     last_update: int = 0
 
 
+# -- anchors (decisions fixed by the chain: `leoma.anchors`, `projections.anchors`) -----------------
+
+
+class AnchorEntry(Part, frozen=True, kw_only=True):
+    """One validator's anchor as the chain held it: its checkpoint's size and head, and the
+    block the commitment was set at (size 0: no anchor)."""
+
+    origin: str
+    size: int = 0
+    head: str = ""
+    block: int = 0
+
+
+class AnchorCommitted(Body, frozen=True, tag="anchor_committed", kw_only=True):
+    """This validator committed its mirror checkpoint on chain for `epoch` (at `commit_block`)."""
+
+    epoch: int
+    size: int
+    head: str
+    commit_block: int
+    payload: str
+
+
+class AnchorFailed(Body, frozen=True, tag="anchor_failed", kw_only=True):
+    """An anchor was refused or failed; `reason` is the chain's error (or why none was sent)."""
+
+    epoch: int
+    size: int
+    head: str
+    reason: str
+    attempt: int = 1
+    retried: bool = True
+
+
+class AnchorsObserved(Body, frozen=True, tag="anchors_observed", kw_only=True):
+    """Every allowlisted validator's newest anchor at or before epoch `epoch`'s cutoff block,
+    read from the chain's `CommitmentOf` at that block (the envelope's block is the cutoff)."""
+
+    epoch: int
+    cutoff_block: int
+    validators: tuple[str, ...]
+    anchors: tuple[AnchorEntry, ...]
+
+
+class EpochHeld(Body, frozen=True, tag="epoch_held", kw_only=True):
+    """This validator could not read everything the anchors of `epoch` cover: it holds (keeps
+    its last weights) instead of deciding on less. `peer` is the validator it could not read."""
+
+    epoch: int
+    peer: str
+    reason: str
+    anchored_size: int = 0
+    local_size: int = 0
+
+
 Payload = Union[
     ChainHeadObserved,
     MetagraphObserved,
@@ -524,6 +591,10 @@ Payload = Union[
     WeightsCommitted,
     WeightsRevealed,
     WeightsNotLanded,
+    AnchorCommitted,
+    AnchorFailed,
+    AnchorsObserved,
+    EpochHeld,
 ]
 
 KINDS: Final[dict[str, type[Body]]] = {t.kind_name(): t for t in Payload.__args__}  # type: ignore[attr-defined]

@@ -29,7 +29,7 @@ from leoma.log import EventLog, Row
 from projections.epoch import KINDS, EpochFold, StatePruned
 
 __all__ = ["Recorded", "Difference", "ReplayResult", "recorded_epochs", "find_epoch", "rows_at_frontier",
-           "diff", "replay_epoch", "replay_all", "download_published"]
+           "diff", "replay_epoch", "replay_all", "download_published", "replay_anchored"]
 
 
 class Difference(msgspec.Struct, frozen=True):
@@ -182,11 +182,34 @@ def replay_epoch(log: EventLog, recorded: Recorded, *, consensus: Consensus | No
     differs = _digest_differs(recorded, consensus)
     if differs is not None:
         return differs
+    if consensus.anchors.enabled:
+        return replay_anchored(log, recorded, consensus)
     fold = EpochFold(recorded.origin)
     seqs, until = _bounds(log, recorded)
     pending: list[tuple] = []
     n = _feed(fold, log, seqs, 0, until, pending)
     return _result(log, recorded, n, _decide(fold, recorded, consensus))
+
+
+def replay_anchored(log: EventLog, recorded: Recorded, consensus: Consensus) -> ReplayResult:
+    """Replay a decision made under the anchored rule (`[anchors] enabled`): from the anchors its
+    maker recorded (`anchors_observed`), the anchored events of every origin, the view origin's
+    observations and the no-backdating rule (`leoma.services.anchored`). A decision whose
+    frontier is not what the anchors fixed, or whose anchored events the log cannot supply,
+    does not reproduce."""
+    from leoma.services.anchored import Held, replay_anchored as again
+
+    body = recorded.body
+    out = again(log, body.epoch, recorded.block, body.netuid, consensus, recorded.origin)
+    if out is None:
+        return ReplayResult(recorded.origin, body.epoch, recorded.block, 0, (
+            Difference("anchors", "a decision under the anchored rule", "no anchors_observed recorded for its epoch"),))
+    if isinstance(out, Held):
+        return ReplayResult(recorded.origin, body.epoch, recorded.block, 0, (
+            Difference("anchors", f"decided on {out.peer[:12]}…'s events up to #{out.anchored_size}",
+                       f"this log holds {out.reason} (#{out.local_size})"),))
+    n = sum(f.origin_seq for f in out.frontier)
+    return _result(log, recorded, n, out)
 
 
 def _exact(log: EventLog, seqs: dict[str, int], until: int, origins: Iterable[str]) -> bool:
@@ -254,6 +277,9 @@ def replay_all(log: EventLog, targets: Iterable[Recorded],
             differs = _digest_differs(recorded, consensus)
             if differs is not None:
                 results[i] = differs
+                continue
+            if consensus.anchors.enabled:
+                results[i] = replay_anchored(log, recorded, consensus)
                 continue
             seqs, until = _bounds(log, recorded)
             if any(seqs.get(o, 0) < s for o, s in seen.items()) or recorded.block < fold.state.floor_block:

@@ -398,6 +398,11 @@ class Validator:
     async def _weights(self) -> None:
         from leoma.services import weight_setter
 
+        if self.ctx.consensus.anchors.enabled:  # the anchored rule: anchor what the mirror published
+            from leoma import anchors
+
+            await anchors.anchor_step(self.ctx.log, self.ctx.chain, self._wallet, self.settings.netuid,
+                                      self.ctx.consensus)
         result = await weight_setter.step(
             log_=self.ctx.log, chain=self.ctx.chain, wallet=self._wallet, netuid=self.settings.netuid,
             consensus=self.ctx.consensus, sync_peers=self._pull if self._mirror_in is not None else None,

@@ -33,7 +33,7 @@ produced tasks, an earlier epoch) raises `StatePruned`; the caller then folds fr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
@@ -184,6 +184,9 @@ class EpochFold:
         # the tasks that differ (`window_tally`).
         self._counts: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
         self._counted: dict[int, tuple[str, list[tuple[str, bool]]]] = {}
+        self.admit: Callable[[str, int, int, int], bool] | None = None
+        """The anchored rule's no-backdating check, `(origin, origin_seq, block, task_id) -> counts`
+        (`projections.anchors.admit`); None under the current rule: every claim counts."""
 
     @property
     def own(self) -> str:
@@ -368,7 +371,18 @@ class EpochFold:
 
     def claims_at(self, epoch_block: int) -> list[TaskClaim]:
         """Every `task_opened` claim recorded at or before `epoch_block`."""
-        return [TaskClaim(o, t, b) for (o, _seq, b, t) in self.state.claims if b <= epoch_block]
+        admit = self.admit
+        return [TaskClaim(o, t, b) for (o, seq, b, t) in self.state.claims
+                if b <= epoch_block and (admit is None or admit(o, seq, b, t))]
+
+    def refused_claims(self, epoch_block: int) -> list[tuple[str, int, int, int]]:
+        """`(origin, origin_seq, block, task_id)` of the claims at or before `epoch_block` that the
+        anchored rule refuses (none under the current rule), by task then origin."""
+        admit = self.admit
+        if admit is None:
+            return []
+        return sorted(((o, seq, b, t) for (o, seq, b, t) in self.state.claims
+                       if b <= epoch_block and not admit(o, seq, b, t)), key=lambda c: (c[3], c[0], c[1]))
 
     def window_at(self, epoch_block: int, validators: Sequence[str], interval: int, consensus: Consensus) -> Window:
         """The settled window at `epoch_block`, under the consensus's window rules.

@@ -474,6 +474,38 @@ def weight_steps(*blocks: int) -> Probe:
     return probe
 
 
+def anchored_epoch(anchor_block: int) -> Probe:
+    """The anchored rule: anchor the log's head at `anchor_block`, then what epoch 10 decides on
+    (the anchor's epoch, the cutoff observed, the window, the tasks refused as late, the burn)."""
+
+    def probe(c: Consensus, env: Env) -> Any:
+        from leoma import anchors
+        from leoma.chain import Chain
+        from leoma.services import weight_setter
+
+        tmp = env.fresh("anchored")
+        sim, log, alice = _weight_world(tmp)
+
+        async def go() -> Any:
+            sim.advance_to(anchor_block)
+            head = log.head(alice.ss58_address)
+            async with Chain(f"sim:{sim.path}") as chain:
+                done = await anchors.anchor_step(log, chain, alice, 99, c, published=(head.origin_seq, head.hash))
+                sim.advance_to(10 * 180 + 5)
+                r = await weight_setter.step(log_=log, chain=chain, wallet=alice, netuid=99, consensus=c)
+            seen = anchors.observed(log, 10)
+            d = r.decision
+            return (getattr(done, "epoch", None), seen.cutoff_block if seen else None, d.window if d else None,
+                    len(d.late_tasks) if d else None, d.burn_reason if d else r.held)
+
+        try:
+            return asyncio.run(go())
+        finally:
+            log.close()
+
+    return probe
+
+
 # Epoch 10 scores at block 1800 (length 180); far later every task is past the lookback floor.
 FAR = 10 * 180 + DEFAULT.window.max_lookback_blocks + 2 * 180
 
@@ -578,6 +610,10 @@ ROWS: dict[str, Row] = {
     "gates.copy_max_bits": Row(3, copy_found),
     "gates.source_max_bits": Row(25, gate()),
     "gates.reply_deadline_share": Row("1/2", reply_deadline),
+    # anchors: decisions fixed by the chain
+    "anchors.enabled": Row(True, weight_steps(10 * 180 + 5)),
+    "anchors.cutoff_margin": Row(100, anchored_epoch(1750), base={"anchors.enabled": True}),
+    "anchors.grace_blocks": Row(1000, anchored_epoch(1750), base={"anchors.enabled": True}),
 }
 
 

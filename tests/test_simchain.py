@@ -266,3 +266,33 @@ async def test_commits_are_rate_limited_and_capped(chain: SimChain) -> None:
             assert (await client.submit_call(raw_weight_commit(b"c", 1), VALIDATOR, signer="hotkey")).success
         capped = await client.submit_call(raw_weight_commit(b"d", 1), VALIDATOR, signer="hotkey")
         assert not capped.success and capped.error.name == "TooManyUnrevealedCommits"
+
+
+async def test_commitments_are_limited_by_space_per_epoch_not_by_block(chain: SimChain) -> None:
+    """pallets/commitments: each commit uses max(100, its bytes) of 3100 per hotkey and subnet
+    epoch; a `Raw` field holds at most 128 bytes; the call is free (no deposit)."""
+    tempo = chain.state().tempo
+    async with bt.Client("local", substrate=SimSubstrate(chain)) as client:
+        start = chain.head()
+        accepted = 0
+        for _ in range(32):  # 31 small commits fit (31 x 100 = 3100), the 32nd does not
+            res = await client.submit_call(raw_commit(b"tiny"), MINER, signer="hotkey")
+            if not res.success:
+                assert res.error.name == "SpaceLimitExceeded"
+                break
+            accepted += 1
+        assert accepted == 31
+        assert chain.state().epoch_index(chain.head()) == chain.state().epoch_index(start)
+        one = await client.identity.commitment(NETUID, MINER.ss58_address)
+        assert one is not None and one.deposit.rao == 0
+        # another hotkey has its own budget
+        assert (await client.submit_call(raw_commit(b"x"), VALIDATOR, signer="hotkey")).success
+        # big fields count their bytes: 3 x 128 = 384 per commit
+        big = bt.calls.Commitments.set_commitment(netuid=NETUID, info={"fields": [{"Raw128": "0x" + "61" * 128}] * 3})
+        assert (await client.submit_call(big, VALIDATOR, signer="hotkey")).success
+        four = bt.calls.Commitments.set_commitment(netuid=NETUID, info={"fields": [{"Raw1": "0x61"}] * 4})
+        res = await client.submit_call(four, VALIDATOR, signer="hotkey")
+        assert not res.success and res.error.name == "TooManyFieldsInCommitmentInfo"
+        # the next subnet epoch resets the window
+        chain.advance_to((chain.state().epoch_index(chain.head()) + 1) * (tempo + 1))
+        assert (await client.submit_call(raw_commit(b"tiny"), MINER, signer="hotkey")).success

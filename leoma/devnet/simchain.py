@@ -66,9 +66,17 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "max_weights_limit": U16_MAX,
     "commit_reveal": False,
     "reveal_period_epochs": 1,
+    "commitments_max_space": 3100,
 }
 COMMIT_REVEAL_VERSION = 4
 MAX_UNREVEALED_COMMITS = 10
+# pallets/commitments (subtensor): `set_commitment` is `Pays::No` and the runtime's deposits are
+# zero; at most `MaxCommitFields` = 3 fields, a `Raw` field holds at most 128 bytes; each commit
+# uses max(100, sum of its fields' bytes) of `MaxSpace` (default 3100) per (netuid, hotkey) and
+# subnet epoch, else `SpaceLimitExceeded`; only a hotkey registered on the netuid may commit.
+MAX_COMMIT_FIELDS = 3
+MAX_RAW_BYTES = 128
+MIN_USED_SPACE = 100
 
 
 def _jsonable(value: Any) -> Any:
@@ -136,6 +144,8 @@ class _State:
     registered_at: list[int] = field(default_factory=list)
     last_update: list[int] = field(default_factory=list)
     commitment_of: dict[str, dict] = field(default_factory=dict)
+    used_space: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """`UsedSpaceOf`: hotkey -> (subnet epoch of the window, bytes used in it)."""
     revealed: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     pending: list[tuple[int, int, str, int, bytes | None]] = field(default_factory=list)
     weights: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
@@ -201,22 +211,38 @@ class _State:
         fields = list((params.get("info") or {}).get("fields") or [])
         if fields and isinstance(fields[0], list):  # the SDK's legacy double-wrapped shape
             fields = [f for group in fields for f in group]
-        if len(fields) > 3:
+        if len(fields) > MAX_COMMIT_FIELDS:
             raise _Refused("TooManyFieldsInCommitmentInfo")
         stored: list[dict[str, Any]] = []
+        space = 0
         for f in fields:
             if isinstance(f, dict) and "TimelockEncrypted" in f:
                 tle = f["TimelockEncrypted"]
                 reveal_round = int(tle["reveal_round"])
                 self.pending.append((reveal_round, seq, signer, block, _unseal(self.seed, tle["encrypted"], reveal_round)))
                 stored.append({"TimelockEncrypted": {"encrypted": tle["encrypted"], "reveal_round": reveal_round}})
+                space += len(_as_bytes(tle["encrypted"]))
             elif isinstance(f, dict) and len(f) == 1:
                 variant, value = next(iter(f.items()))
                 if variant.startswith("Raw") and len(_as_bytes(value)) != int(variant[3:] or -1):
                     raise _Refused("BadEncoding")  # RawN must carry exactly N bytes
+                if variant.startswith("Raw"):
+                    if int(variant[3:]) > MAX_RAW_BYTES:
+                        raise _Refused("BadEncoding")  # Raw is a BoundedVec<u8, 128>
+                    space += len(_as_bytes(value))
+                elif variant in ("Sha256", "BlakeTwo256", "Keccak256", "ShaThree256"):
+                    space += 32
                 stored.append({variant: "0x" + _as_bytes(value).hex() if variant.startswith("Raw") else value})
             else:
                 stored.append(f)
+        required = max(MIN_USED_SPACE, space)
+        epoch = self.epoch_index(block)
+        window, used = self.used_space.get(signer, (epoch, 0))
+        if window != epoch:
+            used = 0
+        if used + required > int(self.params.get("commitments_max_space", 3100)):
+            raise _Refused("SpaceLimitExceeded")
+        self.used_space[signer] = (epoch, used + required)
         self.commitment_of[signer] = {"block": block, "deposit": 0, "info": {"fields": stored}}
 
     def _weights_common(self, signer: str, block: int, params: dict, limit_error: str) -> int:

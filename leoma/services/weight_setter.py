@@ -78,6 +78,8 @@ class StepResult(msgspec.Struct, frozen=True, kw_only=True):
     """Submitted as a timelocked commit (commit-reveal)."""
     pending: str = ""
     """Why a submission is not confirmed yet and is read back next step (e.g. awaiting its reveal)."""
+    held: str = ""
+    """Anchored rule: why this validator holds this epoch (a peer's anchored events it cannot read)."""
 
 
 def fold_to(log_: EventLog, own: str, until_seq: int, *, fresh: bool = False) -> EpochFold:
@@ -115,6 +117,33 @@ def decide_epoch(log_: EventLog, *, own: str, epoch: int, epoch_block: int, netu
     return decision
 
 
+async def _decide_anchored(log_: EventLog, chain: Any, netuid: int, consensus: Consensus, epoch: int,
+                           epoch_block: int) -> EpochScored | str:
+    """The anchored decision of `epoch`, or why this validator holds (recorded once per peer and reason)."""
+    from leoma import anchors
+    from leoma.events import EpochHeld
+    from leoma.services.anchored import Held, decide_anchored
+
+    observed = await anchors.observe(log_, chain, netuid, consensus, epoch)
+    if observed is None:
+        return f"the chain has not reached epoch {epoch}'s cutoff block {consensus.anchor_cutoff(epoch)}"
+    out = decide_anchored(log_, epoch=epoch, epoch_block=epoch_block, netuid=netuid, consensus=consensus,
+                          observed=observed)
+    if isinstance(out, Held):
+        if out.reason == "no_anchors":
+            reason = f"held: no allowlisted validator anchored before epoch {epoch}'s cutoff"
+        else:
+            reason = (f"held: {out.peer[:12]}… anchored #{out.anchored_size}, this log "
+                      + ("holds another event there" if out.reason == "head_mismatch" else f"holds #{out.local_size}"))
+        key = f"epoch/{epoch}/held/{out.peer or '-'}/{out.reason}"
+        if log_.get(log_.own or "", key) is None:  # recorded (and said) once per epoch, peer and reason
+            log_.append(EpochHeld(epoch=epoch, peer=out.peer, reason=out.reason, anchored_size=out.anchored_size,
+                                  local_size=out.local_size), key=key, block=epoch_block)
+            log.warning("epoch %s %s; keeping the last weights", epoch, reason, extra={"epoch": epoch})
+        return reason
+    return out
+
+
 def _own(log_: EventLog, key: str) -> Any:
     event = log_.get(log_.own or "", key)
     return event.payload() if event is not None else None
@@ -144,7 +173,14 @@ async def step(
                 await sync_peers()
             except Exception as exc:  # peers are best effort: decide on what we have
                 log.warning("peer sync before epoch %s failed: %s", epoch, exc, extra={"epoch": epoch})
-        decision = decide_epoch(log_, own=own, epoch=epoch, epoch_block=epoch_block, netuid=netuid, consensus=consensus)
+        if consensus.anchors.enabled:
+            anchored = await _decide_anchored(log_, chain, netuid, consensus, epoch, epoch_block)
+            if isinstance(anchored, str):
+                return StepResult(epoch=epoch, block=head, held=anchored)
+            decision = anchored
+        else:
+            decision = decide_epoch(log_, own=own, epoch=epoch, epoch_block=epoch_block, netuid=netuid,
+                                    consensus=consensus)
         log_.append_many(decisions.drafts(decision, block=epoch_block))
         decision = decisions.sealed(decision)
         scored = True
