@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import logging
+import tempfile
 import time
-from typing import Any, Callable, Literal
+from typing import IO, Any, Callable, Literal
 
 import httpx
 import msgspec
@@ -33,6 +35,17 @@ GENERATE_FPS = _PINNED.request.fps
 GENERATE_FRAMES = _PINNED.request.frames
 # Statuses that are ours or the gateway's, never the miner's code: auth, rate limit, gateway.
 _INFRA_4XX = {401, 403, 408, 429}
+SPOOL_BYTES = 1 << 18
+"""A reply streams into memory up to this size, then into a temporary file: what many miners
+answering at once cost in memory is bounded by the number of calls, never by their replies' size."""
+
+
+def _read_spool(spool: IO[bytes]) -> bytes:
+    try:
+        spool.seek(0)
+        return spool.read()
+    finally:
+        spool.close()
 
 
 class ChuteInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,6 +72,8 @@ class MinerReply(msgspec.Struct, frozen=True, kw_only=True):
     height: int = 0
     reason: str = ""
     """A short code for a miner fault: `timeout`, `too_large`, `http_<status>`, `not_a_video`, `resolution`."""
+    body: Any = None
+    """`generate(..., spooled=True)` only: the unread body (a temporary file); `ChutesClient.open_reply` reads it."""
 
 
 def _fail(kind: Literal["miner", "infra"], detail: str, *, latency_ms: int = 0, attempts: int = 0,
@@ -115,6 +130,7 @@ class ChutesClient:
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._cache: dict[str, tuple[float, ChuteInfo]] = {}
         self._inflight: dict[str, asyncio.Future[ChuteInfo | None]] = {}
+        self._request_body: tuple[tuple[str, bytes], bytes] | None = None
         self.info_requests = 0  # how many chute-info requests actually went out (for tests/metrics)
         limits = httpx.Limits(max_connections=max_concurrency + 8, max_keepalive_connections=max_concurrency)
         self._http = httpx.AsyncClient(transport=transport, limits=limits, follow_redirects=False)
@@ -211,13 +227,18 @@ class ChutesClient:
         }
 
     async def generate(
-        self, chute: ChuteInfo | str, prompt: str, image_png: bytes, *, timeout: float = 300.0
+        self, chute: ChuteInfo | str, prompt: str, image_png: bytes, *, timeout: float = 300.0,
+        spooled: bool = False,
     ) -> MinerReply:
         """Ask one chute for a video and classify the outcome; never raises for a bad miner.
 
         `timeout` is the call's **total** deadline: connecting, waiting for the first byte,
         reading the whole body and any infra retries all fit in it, so a miner that drips its
         reply a byte at a time is cut off (`reason="timeout"`) like one that never answers.
+
+        With `spooled=True` an answered call returns at once with the body unread in
+        `reply.body` (memory holds at most `SPOOL_BYTES` of it); `open_reply` reads and checks
+        it, so a caller can bound how many bodies sit in memory at once.
         """
         if isinstance(chute, ChuteInfo):
             if not chute.hot:
@@ -228,8 +249,10 @@ class ChutesClient:
         else:
             slug = chute
         url = self.generate_url_template.format(slug=slug)
-        payload = self.generate_payload(prompt, image_png)
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        content = self._encoded_request(prompt, image_png)
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
         deadline = self._clock() + self.retry_budget
         loop = asyncio.get_running_loop()
         async with self._semaphore:
@@ -242,13 +265,20 @@ class ChutesClient:
                                                 retry_on=_Retry, sleep=self._sleep)
             started = time.perf_counter()
             attempts = 0
+            spool: IO[bytes] | None = None
             try:
                 async for attempt in policy:
                     with attempt:
                         attempts += 1
                         started = time.perf_counter()
-                        async with asyncio.timeout_at(total_deadline):
-                            body = await self._post(url, payload, headers, timeout)
+                        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+                        try:
+                            async with asyncio.timeout_at(total_deadline):
+                                await self._post(url, content, headers, timeout, spool)
+                        except BaseException:
+                            spool.close()  # a failed attempt's partial body goes at once
+                            spool = None
+                            raise
             except TimeoutError:
                 # Only hot chutes are called, so running out the clock is the miner's fault.
                 latency = int((time.perf_counter() - started) * 1000)
@@ -261,11 +291,28 @@ class ChutesClient:
                 latency = int((time.perf_counter() - started) * 1000)
                 return _fail("miner", str(exc), latency_ms=latency, attempts=attempts, reason=exc.reason)
             latency = int((time.perf_counter() - started) * 1000)
-        return await self._validate(body, latency, attempts)
+        reply = MinerReply(status="ok", latency_ms=latency, attempts=attempts, body=spool)
+        return reply if spooled else await self.open_reply(reply)
 
-    async def _post(self, url: str, payload: dict[str, Any], headers: dict[str, str], timeout: float) -> bytes:
+    async def open_reply(self, reply: MinerReply) -> MinerReply:
+        """Read a spooled reply's body and check it is a video of the right size (the file is closed)."""
+        if reply.body is None:
+            return reply
+        body = await asyncio.to_thread(_read_spool, reply.body)
+        return await self._validate(body, reply.latency_ms, reply.attempts)
+
+    def _encoded_request(self, prompt: str, image_png: bytes) -> bytes:
+        # One task asks every miner the same thing: encode it once, not once per miner.
+        key = (prompt, image_png)
+        if self._request_body is None or self._request_body[0] != key:
+            payload = self.generate_payload(prompt, image_png)
+            self._request_body = (key, json.dumps(payload, separators=(",", ":")).encode())
+        return self._request_body[1]
+
+    async def _post(self, url: str, content: bytes, headers: dict[str, str], timeout: float,
+                    sink: IO[bytes]) -> None:
         try:
-            async with self._http.stream("POST", url, json=payload, headers=headers, timeout=timeout) as resp:
+            async with self._http.stream("POST", url, content=content, headers=headers, timeout=timeout) as resp:
                 if resp.status_code in _INFRA_4XX or resp.status_code >= 500:
                     raise _Retry(f"HTTP {resp.status_code} from the chute gateway")
                 if resp.status_code != 200:
@@ -275,17 +322,15 @@ class ChutesClient:
                 if declared and declared.isdigit() and int(declared) > self.max_response_bytes:
                     raise _MinerFault(f"reply of {declared} bytes exceeds the cap {self.max_response_bytes}",
                                       reason="too_large")
-                # Refused the moment it passes the cap: an oversized reply costs at most the cap in
-                # memory, never its own size (chunks, not a growing buffer that copies as it grows).
-                chunks: list[bytes] = []
+                # Refused the moment it passes the cap, and spooled to disk past SPOOL_BYTES: an
+                # oversized reply costs a temporary file up to the cap, never memory of its size.
                 size = 0
                 async for chunk in resp.aiter_bytes():
                     size += len(chunk)
                     if size > self.max_response_bytes:
                         raise _MinerFault(f"reply exceeds the cap of {self.max_response_bytes} bytes",
                                           reason="too_large")
-                    chunks.append(chunk)
-                return b"".join(chunks)
+                    sink.write(chunk)
         except httpx.TimeoutException as exc:
             # Only hot chutes are called, so running out the clock is the miner's fault.
             raise _MinerFault(f"timeout after {timeout:g}s ({type(exc).__name__})", reason="timeout") from exc

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import socket
+import tracemalloc
 
 import httpx
 import pytest
@@ -27,7 +29,9 @@ def world():
         w.add_miner(behaviour, name=behaviour)
     w.add_miner("copycat", name="copycat", copies="faithful")
     w.add_miner("slowloris", name="slowloris")
+    w.add_miner("oversize", name="oversize")
     w.drip_seconds = 0.05
+    w.oversize_bytes = 40_000_000
     w.start_thread()
     yield w
     w.stop_thread()
@@ -238,3 +242,44 @@ async def test_mock_transport_seam(frame_png):
     async with ChutesClient("http://t", "", "http://t/{slug}", transport=transport, retry_budget=0.0) as c:
         reply = await c.generate("s", PROMPT, frame_png)
     assert reply.failure == "infra"
+
+
+async def test_a_spooled_reply_is_read_and_checked_by_open_reply(world, frame_png):
+    """`spooled=True` returns the body unread; `open_reply` gives what a plain call gives."""
+    async with client(world) as c:
+        plain = await c.generate(world.miners["static"].slug, PROMPT, frame_png, timeout=30)
+        spooled = await c.generate(world.miners["static"].slug, PROMPT, frame_png, timeout=30, spooled=True)
+        assert spooled.status == "ok" and spooled.video == b"" and spooled.body is not None
+        opened = await c.open_reply(spooled)
+    assert spooled.body.closed
+    assert (opened.status, opened.sha256, opened.video, opened.width) == ("ok", plain.sha256, plain.video, 832)
+    assert opened.sha256 == hashlib.sha256(opened.video).hexdigest()
+
+
+async def test_a_spooled_garbage_reply_is_refused_when_opened(world, frame_png):
+    async with client(world) as c:
+        reply = await c.open_reply(await c.generate(world.miners["garbage"].slug, PROMPT, frame_png, timeout=30,
+                                                    spooled=True))
+    assert (reply.status, reply.failure, reply.reason, reply.video) == ("failed", "miner", "not_a_video", b"")
+
+
+async def test_a_huge_reply_never_sits_in_memory(world, frame_png):
+    """40 MB streamed without a content-length against a 30 MB cap: refused at the cap, and what
+    the call holds in memory meanwhile is the spool's share, not the reply's size."""
+    async with client(world, max_response_bytes=30_000_000) as c:
+        tracemalloc.start()
+        try:
+            reply = await c.generate(world.miners["oversize"].slug, PROMPT, frame_png, timeout=60)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert (reply.failure, reply.reason) == ("miner", "too_large")
+    assert peak < 12_000_000, f"the call held {peak / 1e6:.1f} MB of a reply refused at 30 MB"
+
+
+async def test_every_miner_is_asked_the_same_encoded_request(world, frame_png):
+    async with client(world) as c:
+        first = c._encoded_request(PROMPT, frame_png)
+        assert c._encoded_request(PROMPT, frame_png) is first  # encoded once per task, not per miner
+        assert json.loads(first) == c.generate_payload(PROMPT, frame_png)
+        assert json.loads(c._encoded_request("another prompt", frame_png))["prompt"] == "another prompt"

@@ -152,3 +152,44 @@ def test_measurements_are_integers_and_reproducible() -> None:
     assert a == b
     assert msgspec.json.decode(msgspec.json.encode(a), type=GateMeasurements) == a
     assert all(isinstance(getattr(a, f), (int, bool, str, tuple)) for f in a.__struct_fields__)
+
+
+# -- the one-decode measurement against a plain reading of the gates' definitions -------------------
+
+
+def plain_measure(data: bytes) -> tuple[int, int, int]:
+    """Frames, motion and cut as the definitions read, written the slow and obvious way: every frame
+    decoded to its luma plane, block means in float64, one Python step per frame."""
+    import io
+
+    import av
+    import numpy as np
+
+    w, h = gates.ANALYSIS_SIZE
+    smalls = []
+    with av.open(io.BytesIO(data)) as container:
+        for frame in container.decode(video=0):
+            y = frame.to_ndarray(format="yuv420p")[: frame.height]
+            bh, bw = (frame.height // 2) // h, (frame.width // 2) // w
+            smalls.append(y[: 2 * h * bh: 2, : 2 * w * bw: 2].astype(np.float64).reshape(h, bh, w, bw).mean(axis=(1, 3)))
+    n = len(smalls)
+    motion = sum(float(np.abs(s - smalls[0]).mean()) for s in smalls[1:]) / (n - 1)
+    cut = max(float(np.abs(b - a).mean()) for a, b in zip(smalls, smalls[1:]))
+    return n, round(motion * 100), round(cut / 255.0 * 1000)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_one_decode_measures_what_the_plain_definition_does(seed: int) -> None:
+    """The fast path (block sums read from the decoded plane, whole-clip array operations) gives the
+    same integers as the plain definition, on honest miners and on the cheats the gates catch, so
+    every verdict and threshold stays where it was pinned."""
+    clip, frame, prompt, source = task_media(seed)
+    for behaviour in ("faithful", "flaky", "noisy", "frozen", "static"):
+        data = render_reference_video(behaviour, prompt, frame, frames=17 if seed % 2 else 33, seed=seed)
+        m = gates.measure(data, frame, source=source)
+        assert (m.frames, m.motion_c, m.max_cut_milli) == plain_measure(data), behaviour
+    cut = video.encode_mp4(video.decode_frames(render_reference_video("faithful", prompt, frame, frames=17))[:9]
+                           + [f // 2 + 128 for f in video.decode_frames(
+                               render_reference_video("faithful", prompt, task_media(seed + 1)[1], frames=17))][9:], 16)
+    m = gates.measure(cut, frame, source=source)
+    assert (m.frames, m.motion_c, m.max_cut_milli) == plain_measure(cut)

@@ -4,15 +4,21 @@ reason, real encoded videos, and no task loses the other miners' verdicts becaus
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
+from leoma import gates
+from leoma.chutes import ChutesClient
 from leoma.events import decode_body
+from leoma.services import sampler
 from leoma.services.checker import check_miners
-from leoma.services.sampler import GATES_JUDGE, sample_turn
+from leoma.services.sampler import GATES_JUDGE, ByteBudget, sample_turn
 from projections.gates import rederive
 from tests.validator_fixtures import ValidatorWorld, build_validator_world
 
@@ -104,3 +110,81 @@ async def test_a_slowloris_miner_cannot_take_the_task_down(tmp_path: Path) -> No
         assert closed is not None and closed.reason == "" and closed.evaluated == 3
     finally:
         await vw.stop()
+
+
+async def test_the_byte_budget_holds_its_limit_and_lets_a_large_hold_go_alone() -> None:
+    budget = ByteBudget(16)
+    live: list[int] = []
+    seen: list[int] = []
+
+    async def hold(size: int) -> None:
+        async with budget.hold(size):
+            live.append(size)
+            seen.append(sum(live))
+            await asyncio.sleep(0.01)
+            live.remove(size)
+
+    await asyncio.gather(*(hold(s) for s in (10, 10, 6, 40, 5, 5, 5, 5)))
+    assert all(total <= 16 or total == 40 for total in seen)  # within the limit, or the 40 alone
+    assert budget.peak == 40 and budget.held == 0  # the 40 ran, alone; nothing is left held
+    assert 16 in seen or 15 in seen  # holds that fit together do run together
+
+
+async def test_replies_are_decoded_and_judged_a_few_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The memory bound on the real path: a reply past the cap is refused while it streams (to
+    disk), at most REPLY_DECODES replies are decoded at once, videos reach the judge within the
+    byte budget, and every miner gets the verdict it gets without any bound."""
+    vw = await build_validator_world(tmp_path, behaviours=("faithful", "noisy", "flaky", "frozen", "one_frame",
+                                                           "corrupt_tail", "oversize"))
+    vw.world.oversize_bytes = 30_000_000
+    lock = threading.Lock()
+    decoding = {"now": 0, "peak": 0}
+    judging = {"now": 0, "peak": 0}
+    real_measure = gates.measure
+
+    def counted_measure(*args: Any, **kw: Any) -> Any:
+        with lock:
+            decoding["now"] += 1
+            decoding["peak"] = max(decoding["peak"], decoding["now"])
+        try:
+            time.sleep(0.2)  # long enough that unbounded decodes would overlap
+            return real_measure(*args, **kw)
+        finally:
+            with lock:
+                decoding["now"] -= 1
+
+    monkeypatch.setattr(gates, "measure", counted_measure)
+    monkeypatch.setattr(sampler, "JUDGE_VIDEO_BYTES", 1)  # every video goes to the judge alone
+    try:
+        v = vw.validators[0]
+        chutes = ChutesClient(vw.world.url, "", vw.world.generate_url_template, retry_base_delay=0.02,
+                              retry_budget=3.0, max_response_bytes=20_000_000)
+        # no slow miner here: a long per-call deadline, so busy cores cannot turn a miner into a timeout
+        settings = vw.settings(v, REQUEST_TIMEOUT="600")
+        async with vw.context(v, settings=settings, chutes=chutes) as ctx:
+            real_evaluate = ctx.judge.evaluate
+
+            async def counted_evaluate(*args: Any) -> Any:
+                judging["now"] += 1
+                judging["peak"] = max(judging["peak"], judging["now"])
+                try:
+                    await asyncio.sleep(0.1)
+                    return await real_evaluate(*args)
+                finally:
+                    judging["now"] -= 1
+
+            ctx.judge.evaluate = counted_evaluate  # type: ignore[method-assign]
+            await check_miners(ctx)
+            vw.advance_to_turn(v)
+            closed = await sample_turn(ctx)
+            verdicts = {vw.name_of(b.miner): b for b in bodies(ctx, "verdict_recorded")}
+        await chutes.aclose()
+    finally:
+        await vw.stop()
+    assert {n: b.reason for n, b in verdicts.items()} == {
+        "faithful": "", "noisy": "", "flaky": "", "frozen": "gate:frozen", "one_frame": "gate:frame_count",
+        "corrupt_tail": "gate:decode", "oversize": "too_large"}
+    assert verdicts["faithful"].passed and verdicts["faithful"].judge_model != GATES_JUDGE
+    assert closed is not None and closed.evaluated == 7
+    assert decoding["peak"] == sampler.REPLY_DECODES  # bounded, and the bound is used
+    assert judging["peak"] == 1

@@ -17,12 +17,13 @@ the consensus config; nothing here decides a verdict.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from leoma import gates, seedformat, video
@@ -56,6 +57,10 @@ __all__ = [
 log = logging.getLogger("leoma.sampler")
 
 PRESENTATION_ORDER = "single-video benchmark"
+REPLY_DECODES = 2
+"""Miner replies read into memory and decoded at once, at most (the machine's cores, not the
+miners): while they wait, answered replies sit in temporary files, so how many miners answer and
+how large their replies are never sizes the validator's memory."""
 TURN_OVER = "turn over"
 
 
@@ -242,8 +247,10 @@ async def _call_miners(ctx: ServiceContext, opened: TaskOpened, frame: bytes, bl
         return
     checks = _latest_checks(ctx)
     sem = asyncio.Semaphore(ctx.settings.max_concurrent_miners)
+    decodes = asyncio.Semaphore(REPLY_DECODES)
     source = await _source_hashes(ctx, opened)
     image = await asyncio.to_thread(gates.conditioning_gray, frame)
+    arrived: set[str] = set()  # answered before the deadline: judged even if their decode waits past it
 
     async def one(miner: str) -> None:
         async with sem:
@@ -253,11 +260,18 @@ async def _call_miners(ctx: ServiceContext, opened: TaskOpened, frame: bytes, bl
                 reply_body = MinerResponded(task_id=T, miner=miner, status="failed", failure_class="infra",
                                             detail="chute not available (no chute info)")
             else:
-                reply = await ctx.chutes.generate(info, opened.prompt, frame, timeout=ctx.settings.request_timeout)
+                reply = await ctx.chutes.generate(info, opened.prompt, frame, timeout=ctx.settings.request_timeout,
+                                                  spooled=True)
+        if info is not None:
+            arrived.add(miner)
+            async with decodes:
+                reply = await ctx.chutes.open_reply(reply)
                 reply_body = await _record_reply(ctx, T, miner, reply, image, source)
-            ctx.log.append(reply_body, key=f"response/{T}/{miner}", block=block)
-            log.info("task=%s miner=%s %s %s %s %s", T, miner[:12], reply_body.status, reply_body.failure_class,
-                     reply_body.reason, reply_body.detail[:120])
+                del reply  # the body goes before the next decode starts
+                _return_freed_memory()
+        ctx.log.append(reply_body, key=f"response/{T}/{miner}", block=block)
+        log.info("task=%s miner=%s %s %s %s %s", T, miner[:12], reply_body.status, reply_body.failure_class,
+                 reply_body.reason, reply_body.detail[:120])
 
     tasks = {m: asyncio.create_task(one(m)) for m in pending}
     poll = max(0.05, min(1.0, ctx.settings.sampler_poll_interval))
@@ -269,7 +283,7 @@ async def _call_miners(ctx: ServiceContext, opened: TaskOpened, frame: bytes, bl
             if deadline_block is not None and (await ctx.chain.head())[0] >= deadline_block:
                 break
     finally:
-        late = [m for m, t in tasks.items() if not t.done()]
+        late = [m for m, t in tasks.items() if not t.done() and m not in arrived]
         for m in late:
             tasks[m].cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
@@ -337,6 +351,55 @@ def _keep_video(ctx: ServiceContext, T: int, miner: str, data: bytes) -> None:
     cache = ctx.state.setdefault("videos", {})
     if sum(len(v) for v in cache.values()) + len(data) <= VIDEO_CACHE_BYTES:
         cache[(T, miner)] = data
+
+
+def _return_freed_memory() -> None:
+    """Give freed heap back to the system (glibc keeps it otherwise, after the many-megabyte
+    buffers of a decode or a judge request; RSS would then track the turn's history, not its need)."""
+    global _TRIM
+    if _TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc: nothing to do
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM: Any = None
+
+JUDGE_VIDEO_BYTES = 16_000_000
+"""Bytes of videos on their way to the judge at once, at most (a larger video goes alone): the
+judge's client holds several encoded copies of each, so this, not the miners' count or the size
+of their videos, bounds what judging costs in memory."""
+
+
+class ByteBudget:
+    """At most `limit` bytes held at once by the `hold`s inside it; a hold larger than the whole
+    budget waits until it is alone, so every hold gets its turn."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.peak = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        """Wait until `size` bytes fit (or nothing else is held), hold them for the block."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.held == 0 or self.held + size <= self.limit)
+            self.held += size
+            self.peak = max(self.peak, self.held)
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.held -= size
+                self._changed.notify_all()
 
 
 def _gate_detail(reason: str, m: Any) -> str:
@@ -427,13 +490,23 @@ async def _evaluate(ctx: ServiceContext, opened: TaskOpened, frame: bytes, block
             and m not in copied]
     j = ctx.consensus.judge
     sem = asyncio.Semaphore(4)
+    budget = ByteBudget(JUDGE_VIDEO_BYTES)
 
     async def one(miner: str) -> None:
         async with sem:
             clip = ctx.state.get("videos", {}).pop((T, miner), None)
-            if clip is None:
-                clip = await ctx.own.get(events["responses"][miner].object_key)  # type: ignore[union-attr]
-            result = await ctx.need_judge().evaluate(frame, opened.prompt, clip)
+            key = events["responses"][miner].object_key
+            if clip is not None:
+                size = len(clip)
+            else:
+                info = await ctx.own.head(key)  # type: ignore[union-attr]
+                size = info.size if info is not None else 0
+            async with budget.hold(size):
+                if clip is None:
+                    clip = await ctx.own.get(key)  # type: ignore[union-attr]
+                result = await ctx.need_judge().evaluate(frame, opened.prompt, clip)
+                del clip  # the video and the judge request's copies of it go before the next one
+                _return_freed_memory()
             if hasattr(result, "passed"):
                 body: Any = VerdictRecorded(
                     task_id=T, miner=miner, passed=result.passed, overall=result.overall_score,
