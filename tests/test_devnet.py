@@ -97,10 +97,23 @@ def _peer_head(net: Devnet, reader: str, origin: str) -> int:
 
 
 def test_all_validators_agree_on_the_faithful_miner(run: Run) -> None:
+    """Winner and weights agree in every epoch the validators decided from the same events.
+
+    This run is not anchored (`[anchors] enabled = false`, today's rule): while validator3's
+    bucket is down its peers cannot import what it appended, so an epoch decided then may see a
+    task of validator3's with some verdicts and not the rest, and its decision may differ from
+    validator3's. Such an epoch must show it in its frontiers; the anchored rule (issue 16,
+    `tests/test_chaos.py`) holds there instead. Once the bucket is back they agree again.
+    """
     s = run.summary
     assert run.finished, s
-    assert s["agreed"] and s["winner"] == "faithful" and s["scored_epochs"] >= 2, s
-    assert [e for e in s["epochs"] if not e["agreed"]] == []
+    per = {n.name: run.net.decisions(n) for n in run.net.validators}
+    for e in s["epochs"]:
+        if not e["agreed"]:
+            inputs = {tuple(d[e["epoch"]].frontier) for d in per.values()}
+            assert len(inputs) > 1, f"epoch {e['epoch']} was decided from the same events and differs: {e}"
+    agreed = [e for e in s["epochs"] if e["agreed"] and e["winner"]]
+    assert len(agreed) >= 2 and s["epochs"][-1]["agreed"] and s["winner"] == "faithful", s
     board = {row["miner"]: row for row in s["leaderboard"]}
     assert board["faithful"]["rank"] == 1 and board["copycat"]["rank"] == 0  # the duplicate is not ranked
     assert all(code == 0 for code in run.codes.values()), run.codes  # SIGTERM: clean exits
@@ -109,27 +122,34 @@ def test_all_validators_agree_on_the_faithful_miner(run: Run) -> None:
 def test_decisions_made_from_the_same_events_are_byte_identical(run: Run) -> None:
     """Agreement is the whole decision, not the winner: window, every aggregate, winner, weights, frontier.
 
-    Under this run's faults (a killed validator, a bucket gone for an epoch) the validators may
-    decide an epoch having imported different amounts of each other's logs: their frontiers differ
-    and so, sometimes, their windows (the winner and weights still agree; the summary checks that).
-    Reading the frontier from the chain anchors (issue 16) makes every epoch's bodies identical;
-    until then, every epoch decided from the same frontier must be identical byte for byte.
+    Under this run's faults (a killed validator, a bucket gone for an epoch) and without anchors,
+    each validator decides an epoch having imported its own amount of the others' logs, so their
+    frontiers differ (it is the anchored rule, issue 16, `tests/test_chaos.py`, that makes them
+    one). So: every epoch decided from the same frontier is identical byte for byte, and the
+    scored epochs after the outage are identical in everything but the frontier.
     """
+    import msgspec
+
     net = run.net
     per = {n.name: net.decisions(n) for n in net.validators}
     assert len(per) == 3
     first = per["validator1"]
     common = sorted(set.intersection(*(set(d) for d in per.values())))
-    same_input = [e for e in common if all(d[e].frontier == first[e].frontier for d in per.values())]
-    for epoch in same_input:
-        bodies = {name: encode_body(d[epoch]) for name, d in per.items()}
-        if len(set(bodies.values())) != 1:
-            differ = sorted({f for d in per.values() for f in first[epoch].__struct_fields__
-                             if getattr(d[epoch], f) != getattr(first[epoch], f)})
-            pytest.fail(f"epoch {epoch}: decided from the same frontier, the decisions differ in {differ}")
-    scored = [e for e in same_input if first[e].winner]
-    assert scored, f"no scored epoch was decided from the same events by all three (common: {common})"
-    decided = first[scored[-1]]
+
+    def differ(epoch: int, *, frontier: bool) -> list[str]:
+        bodies = {name: encode_body(d[epoch] if frontier else msgspec.structs.replace(d[epoch], frontier=()))
+                  for name, d in per.items()}
+        if len(set(bodies.values())) == 1:
+            return []
+        return sorted({f for d in per.values() for f in first[epoch].__struct_fields__
+                       if getattr(d[epoch], f) != getattr(first[epoch], f)})
+
+    for epoch in common:
+        if all(d[epoch].frontier == first[epoch].frontier for d in per.values()):
+            assert differ(epoch, frontier=True) == [], f"epoch {epoch}: decided from the same frontier, yet differs"
+    identical = [e for e in common if first[e].winner and differ(e, frontier=False) == []]
+    assert identical, f"no scored epoch identical but for its frontier: {[(e, differ(e, frontier=False)) for e in common]}"
+    decided = first[identical[-1]]
     assert decided.window and decided.aggregates and decided.weights and decided.frontier  # nothing compared empty
 
 
