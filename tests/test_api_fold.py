@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from leoma import decisions
 from leoma.api.state import ApiState
@@ -90,3 +92,32 @@ def test_the_api_cold_start_ends_in_the_state_of_a_row_by_row_fold(tmp_path: Pat
         assert decided is not None and decided.reproduced
     assert fast.decision("val-A") == slow.decision("val-A")
     api_log.close()
+
+
+def _lead_only_by_sort(d):  # type: ignore[no-untyped-def]
+    """The lead history's stripping as first written: a stable sort of the eligible by rate."""
+    from fractions import Fraction
+
+    eligible = sorted((a for a in d.aggregates if a.eligible), key=lambda a: -Fraction(a.avg_rate))
+    win = next((a for a in d.aggregates if a.hotkey == d.winner), None)
+    other = next((a for a in eligible if a.hotkey != d.winner), None)
+    kept = tuple(msgspec.structs.replace(a, rates=()) for a in (win, other) if a is not None)
+    return msgspec.structs.replace(d, aggregates=kept, frontier=(), validators=(), active=(),
+                                   window=(d.window[0], d.window[-1]) if d.window else ())
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from(["1/2", "2/4", "1/3", "0", "1", "3/5", "0.6", "2/3", "07/10"]),
+                               st.booleans(), st.sampled_from(MINERS + ["m5", "m6"])), max_size=12),
+       winner=st.sampled_from(["", *MINERS]))
+def test_the_lead_history_keeps_the_winner_and_the_best_other_eligible(rows, winner) -> None:  # type: ignore[no-untyped-def]
+    """Ties keep the decision's order; unreduced and decimal rates compare by value."""
+    from leoma.api.state import _lead_only
+    from leoma.events import EpochScored, MinerAggregate, ValidatorRate
+
+    aggregates = tuple(MinerAggregate(hotkey=h, avg_rate=r, eligible=e, rank=i,
+                                      rates=(ValidatorRate(validator="val-A", passed=1, evaluated=2),))
+                       for i, (r, e, h) in enumerate(rows))
+    d = EpochScored(epoch=3, netuid=NETUID, consensus_digest="x", frontier=(),
+                    winner=winner, window=(1, 2, 3), aggregates=aggregates)
+    assert _lead_only(d) == _lead_only_by_sort(d)

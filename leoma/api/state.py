@@ -145,11 +145,32 @@ class SampleLog:
         return self.total
 
 
+def _rate(text: str) -> Fraction:
+    """`Fraction(text)` for a stored rate, fast for the `n/d` and `n` forms `str(Fraction)` writes."""
+    num, sep, den = text.partition("/")
+    if num.isascii() and num.isdigit() and (not sep or (den.isascii() and den.isdigit())):
+        return Fraction(int(num), int(den) if sep else 1)
+    return Fraction(text)
+
+
 def _lead_only(d: EpochScored) -> EpochScored:
-    """A decision stripped to what the lead history reads: the winner and the best other eligible."""
-    eligible = sorted((a for a in d.aggregates if a.eligible), key=lambda a: -Fraction(a.avg_rate))
-    win = next((a for a in d.aggregates if a.hotkey == d.winner), None)
-    other = next((a for a in eligible if a.hotkey != d.winner), None)
+    """A decision stripped to what the lead history reads: the winner and the best other eligible.
+
+    The best other is the first eligible non-winner of the highest `avg_rate` (in the decision's
+    order among equals: what a stable sort by descending rate puts first).
+    """
+    winner = d.winner
+    win = other = None
+    best = Fraction(0)
+    for a in d.aggregates:
+        if a.hotkey == winner:
+            if win is None:
+                win = a
+            continue
+        if a.eligible:
+            rate = _rate(a.avg_rate)
+            if other is None or rate > best:
+                other, best = a, rate
     kept = tuple(msgspec.structs.replace(a, rates=()) for a in (win, other) if a is not None)
     return msgspec.structs.replace(d, aggregates=kept, frontier=(), validators=(), active=(),
                                    window=(d.window[0], d.window[-1]) if d.window else ())
@@ -213,6 +234,16 @@ class ApiState:
         names = self.log.origin_names()
         own = self.own
         current = VERSIONS["verdict_recorded"]
+        # The bulk (another origin's current-version verdicts) is `apply` inline, with the
+        # state it touches held in locals: the same steps as `_apply_verdict`, a million times.
+        origins = self.origins
+        shared = self._shared
+        verdicts = shared.verdicts
+        interned = self._interned
+        samples = self.samples
+        decode_lite = _verdict_lite.decode
+        shared_floor, task_floor = shared.floor_task, self.task_floor
+        last = self.last_seq
         for seq, oid, oseq, key, kind, v, block, body, at in self.log.stamped_raw_rows(
                 after=self.last_seq, keyless="verdict_recorded"):
             name = names.get(oid)
@@ -221,11 +252,45 @@ class ApiState:
                 name = names[oid]
             n += 1
             if kind == "verdict_recorded" and v == current and name != own:
-                self._apply_verdict(seq, at, name, oseq, block, body)  # the bulk: `apply`, inline
+                if seq > last:
+                    last = seq
+                info = origins.get(name)
+                if info is None:
+                    info = origins[name] = OriginInfo(origin=name)
+                if oseq > info.head_seq:
+                    info.head_seq = oseq
+                info.events += 1
+                if block > info.last_block:
+                    info.last_block = block
+                if at > info.last_at:
+                    info.last_at = at
+                lite = decode_lite(body)
+                task_id = lite.task_id
+                if task_id >= shared_floor:
+                    miner = lite.miner
+                    entry = (interned.setdefault(name, name), interned.setdefault(miner, miner), oseq, block,
+                             lite.passed)
+                    found = verdicts.get(task_id)
+                    if found is None:
+                        verdicts[task_id] = [entry]
+                    else:
+                        found.append(entry)
+                if task_id < task_floor:
+                    samples.total += 1  # an old task: past what the API serves
+                else:
+                    self._keep_verdict(seq, at, name, oseq, task_id, body)
             else:
+                if last > self.last_seq:
+                    self.last_seq = last
                 self.apply(seq, at, Row(seq, name, oseq, key, kind, v, block, body))
+                last = self.last_seq
             if n % 50_000 == 0:
                 self._bound()
+                shared_floor, task_floor = shared.floor_task, self.task_floor
+        if last > self.last_seq:
+            self.last_seq = last
+        if last > shared.last_seq:
+            shared.last_seq = last
         if n:
             self._bound()
             self._decision_cache.clear()
@@ -398,6 +463,10 @@ class ApiState:
         if task_id < self.task_floor:
             self.samples.total += 1
             return  # an old task: past what the API serves
+        self._keep_verdict(seq, at, origin, origin_seq, task_id, body)
+
+    def _keep_verdict(self, seq: int, at: int, origin: str, origin_seq: int, task_id: int, body: str | bytes) -> None:
+        """The full record of a verdict on a task the API serves (its body decoded in full)."""
         verdict = decode_body(body, VERSIONS["verdict_recorded"])
         assert isinstance(verdict, VerdictRecorded)
         rec = self._task(task_id, origin)
