@@ -481,34 +481,43 @@ class EpochFold:
             existing.append(task_id)
             contributions[task_id] = (sampler, resolved)
         per_sampler = self._recount(contributions)
-        # Per miner, `(validator, passed, evaluated)` in validator order: `score_of` of those
-        # rates, computed inline (the rates are already in validator order), because a decision
-        # at real size scores hundreds of miners over tens of validators.
-        by_miner: dict[str, list[tuple[str, int, int]]] = {}
+        # Per miner, its rates in validator order, and `score_of` of them computed inline: a
+        # decision at real size scores hundreds of miners over tens of validators. A validator's
+        # equal counts share one (frozen) `ValidatorRate`; the exact sum of passed/evaluated is
+        # taken per distinct `evaluated` (the same rational as summing rate by rate).
+        by_miner: dict[str, list[ValidatorRate]] = {}
         for validator in sorted(per_sampler):
             evaluated, passed_ = per_sampler[validator]
             if not evaluated:
                 continue
             passed_of = passed_.get
+            made: dict[tuple[int, int], ValidatorRate] = {}
             for miner, n in evaluated.items():
-                item = (validator, passed_of(miner, 0), n)
+                p = passed_of(miner, 0)
+                rate = made.get((p, n))
+                if rate is None:
+                    rate = made[(p, n)] = ValidatorRate(validator=validator, passed=p, evaluated=n)
                 found = by_miner.get(miner)
                 if found is None:
-                    by_miner[miner] = [item]
+                    by_miner[miner] = [rate]
                 else:
-                    found.append(item)
+                    found.append(rate)
         scores: dict[str, MinerScore] = {}
         existing_n = len(existing)
         for miner in sorted(by_miner):
-            rates = []
-            num, den, counted_n, passed_sum, evaluated_sum = 0, 1, 0, 0, 0
-            for validator, p, e in by_miner[miner]:
-                rates.append(ValidatorRate(validator=validator, passed=p, evaluated=e))
+            rates = by_miner[miner]
+            by_den: dict[int, int] = {}
+            passed_sum = evaluated_sum = counted_n = 0
+            for r in rates:
+                p, e = r.passed, r.evaluated
                 passed_sum += p
                 evaluated_sum += e
-                if e > 0:  # exact sum of passed/evaluated over a common denominator, as `score_of`
-                    num, den = num * e + p * den, den * e
+                if e > 0:
+                    by_den[e] = by_den.get(e, 0) + p
                     counted_n += 1
+            num, den = 0, 1
+            for e in sorted(by_den):
+                num, den = num * e + by_den[e] * den, den * e
             scores[miner] = MinerScore(
                 hotkey=miner, rates=tuple(rates), passed=passed_sum, evaluated=evaluated_sum, tasks=evaluated_sum,
                 avg_rate=Fraction(num, den * counted_n) if counted_n else Fraction(0),
