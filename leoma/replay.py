@@ -231,28 +231,21 @@ def _feed(fold: EpochFold, log: EventLog, seqs: dict[str, int], after: int, unti
     if until <= after:
         return 0
     names = log.origin_names()
-    counter = [0]
-
-    def counted(rows):  # type: ignore[no-untyped-def]
-        for r in rows:
-            counter[0] += 1
-            yield r
-
+    before = fold.applied
     if _exact(log, seqs, until, names.values()):
-        fold.apply_raw(counted(log.raw_rows(kinds=KINDS, after=after, until_seq=until)), names)
-        return counter[0]
+        fold.apply_raw(log.raw_rows(kinds=KINDS, after=after, until_seq=until), names)
+        return fold.applied - before
     bound = {oid: seqs.get(name, 0) for oid, name in names.items()}
 
     def covered(rows):  # type: ignore[no-untyped-def]
         for r in rows:
             if r[2] <= bound.get(r[1], 0):
-                counter[0] += 1
                 yield r
             else:
                 pending.append(r)
 
     fold.apply_raw(covered(log.raw_rows(kinds=KINDS, after=after, until_seq=until)), names)
-    return counter[0]
+    return fold.applied - before
 
 
 def replay_all(log: EventLog, targets: Iterable[Recorded],

@@ -34,6 +34,7 @@ produced tasks, an earlier epoch) raises `StatePruned`; the caller then folds fr
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 import msgspec
@@ -62,7 +63,6 @@ from projections.scores import (
     Verdict,
     eligibility,
     required_distinct_validators,
-    score_of,
 )
 from projections.weights import FULL_WEIGHT, NO_METAGRAPH, NO_VERDICTS, NO_WINDOW, NO_ALLOWLIST, kept_epoch, payout
 from projections.window import (
@@ -181,6 +181,8 @@ class EpochFold:
         # the tasks that differ (`window_tally`).
         self._counts: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
         self._counted: dict[int, tuple[str, list[tuple[str, bool]]]] = {}
+        self.applied = 0
+        """How many rows `apply_raw` has taken (a count for reports; not part of the state)."""
         self.admit: Callable[[str, int, int, int], bool] | None = None
         """The anchored rule's no-backdating check, `(origin, origin_seq, block, task_id) -> counts`
         (`projections.anchors.admit`); None under the current rule: every claim counts."""
@@ -255,7 +257,9 @@ class EpochFold:
         current = VERSIONS["verdict_recorded"]
         origin_of = {oid: interned.setdefault(name, name) for oid, name in names.items()}
         last = s.last_seq
+        n = 0
         for seq, oid, oseq, kind, v, block, body in rows:
+            n += 1
             if seq > last:
                 last = seq
             if kind == "verdict_recorded" and v == current:
@@ -273,6 +277,7 @@ class EpochFold:
             else:
                 self.apply(_RawRow(seq, origin_of[oid], oseq, "", kind, v, block, body))
         s.last_seq = max(s.last_seq, last)
+        self.applied += n
         return self
 
     def apply_many(self, rows: Iterable[Any]) -> EpochFold:
@@ -476,22 +481,48 @@ class EpochFold:
             existing.append(task_id)
             contributions[task_id] = (sampler, resolved)
         per_sampler = self._recount(contributions)
+        # Per miner, its rates in validator order, and `score_of` of them computed inline: a
+        # decision at real size scores hundreds of miners over tens of validators. A validator's
+        # equal counts share one (frozen) `ValidatorRate`; the exact sum of passed/evaluated is
+        # taken per distinct `evaluated` (the same rational as summing rate by rate).
         by_miner: dict[str, list[ValidatorRate]] = {}
         for validator in sorted(per_sampler):
             evaluated, passed_ = per_sampler[validator]
             if not evaluated:
                 continue
+            passed_of = passed_.get
+            made: dict[tuple[int, int], ValidatorRate] = {}
             for miner, n in evaluated.items():
-                rate = ValidatorRate(validator=validator, passed=passed_.get(miner, 0), evaluated=n)
+                p = passed_of(miner, 0)
+                rate = made.get((p, n))
+                if rate is None:
+                    rate = made[(p, n)] = ValidatorRate(validator=validator, passed=p, evaluated=n)
                 found = by_miner.get(miner)
                 if found is None:
                     by_miner[miner] = [rate]
                 else:
                     found.append(rate)
         scores: dict[str, MinerScore] = {}
+        existing_n = len(existing)
         for miner in sorted(by_miner):
-            rates = by_miner[miner]  # in validator order already
-            scores[miner] = score_of(miner, rates, sum(r.evaluated for r in rates), len(existing))
+            rates = by_miner[miner]
+            by_den: dict[int, int] = {}
+            passed_sum = evaluated_sum = counted_n = 0
+            for r in rates:
+                p, e = r.passed, r.evaluated
+                passed_sum += p
+                evaluated_sum += e
+                if e > 0:
+                    by_den[e] = by_den.get(e, 0) + p
+                    counted_n += 1
+            num, den = 0, 1
+            for e in sorted(by_den):
+                num, den = num * e + by_den[e] * den, den * e
+            scores[miner] = MinerScore(
+                hotkey=miner, rates=tuple(rates), passed=passed_sum, evaluated=evaluated_sum, tasks=evaluated_sum,
+                avg_rate=Fraction(num, den * counted_n) if counted_n else Fraction(0),
+                completeness=Fraction(evaluated_sum, existing_n) if existing_n else Fraction(0),
+            )
         return Tally(scores=scores, existing_tasks=tuple(existing))
 
     def _recount(self, contributions: dict[int, tuple[str, list[tuple[str, bool]]]]
@@ -586,6 +617,8 @@ class EpochFold:
         arithmetic = consensus.ranking.arithmetic
         rows: dict[str, tuple[MinerScore | None, bool, str]] = {}
         standings: list[Standing] = []
+        # Parsed once per decision, not per miner (each read of the property parses its text).
+        completeness, tolerance = consensus.completeness, consensus.completeness_tolerance
         for hotkey in sorted(set(counted.scores) | set(miners.checked)):
             score = counted.scores.get(hotkey)
             if score is None:
@@ -594,8 +627,8 @@ class EpochFold:
                 continue
             ok, reason = eligibility(
                 score, valid=rank_invalid or miners.is_valid(hotkey), invalid_reason=miners.reason(hotkey),
-                completeness_threshold=consensus.completeness, min_distinct=min_distinct,
-                completeness_tolerance=consensus.completeness_tolerance,
+                completeness_threshold=completeness, min_distinct=min_distinct,
+                completeness_tolerance=tolerance,
             )
             if ok and not miners.is_valid(hotkey):
                 reason = f"invalid: {miners.reason(hotkey)} (ranked, as the seed ranks; never paid)"

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from leoma import decisions
 from leoma.api.state import ApiState
@@ -89,4 +91,62 @@ def test_the_api_cold_start_ends_in_the_state_of_a_row_by_row_fold(tmp_path: Pat
         decided = state.decision("val-A")
         assert decided is not None and decided.reproduced
     assert fast.decision("val-A") == slow.decision("val-A")
+    api_log.close()
+
+
+def _lead_only_by_sort(d):  # type: ignore[no-untyped-def]
+    """The lead history's stripping as first written: a stable sort of the eligible by rate."""
+    from fractions import Fraction
+
+    eligible = sorted((a for a in d.aggregates if a.eligible), key=lambda a: -Fraction(a.avg_rate))
+    win = next((a for a in d.aggregates if a.hotkey == d.winner), None)
+    other = next((a for a in eligible if a.hotkey != d.winner), None)
+    kept = tuple(msgspec.structs.replace(a, rates=()) for a in (win, other) if a is not None)
+    return msgspec.structs.replace(d, aggregates=kept, frontier=(), validators=(), active=(),
+                                   window=(d.window[0], d.window[-1]) if d.window else ())
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from(["1/2", "2/4", "1/3", "0", "1", "3/5", "0.6", "2/3", "07/10"]),
+                               st.booleans(), st.sampled_from(MINERS + ["m5", "m6"])), max_size=12),
+       winner=st.sampled_from(["", *MINERS]))
+def test_the_lead_history_keeps_the_winner_and_the_best_other_eligible(rows, winner) -> None:  # type: ignore[no-untyped-def]
+    """Ties keep the decision's order; unreduced and decimal rates compare by value."""
+    from leoma.api.state import _lead_only
+    from leoma.events import EpochScored, MinerAggregate, ValidatorRate
+
+    aggregates = tuple(MinerAggregate(hotkey=h, avg_rate=r, eligible=e, rank=i,
+                                      rates=(ValidatorRate(validator="val-A", passed=1, evaluated=2),))
+                       for i, (r, e, h) in enumerate(rows))
+    d = EpochScored(epoch=3, netuid=NETUID, consensus_digest="x", frontier=(),
+                    winner=winner, window=(1, 2, 3), aggregates=aggregates)
+    assert _lead_only(d) == _lead_only_by_sort(d)
+
+
+def test_the_api_checks_a_decisions_parts_as_join_lean_does(tmp_path: Path) -> None:
+    """Heads checked in place give the lean read's lead entry; an edited, swapped or missing
+    part is refused by both."""
+    from leoma.api.state import _checked_heads, _lead_of_heads, _lead_only
+
+    api_log = _log(tmp_path)
+    recorded = decisions.latest(api_log, origin="val-A", detail=False)
+    assert recorded is not None and recorded.body.details
+    small = recorded.body
+    parts = [(decisions.detail_key(small.epoch, i), api_log.body_of("val-A", decisions.detail_key(small.epoch, i)))
+             for i in range(len(small.details))]
+    lean = decisions.join_lean(small, parts)  # type: ignore[arg-type]
+    heads = _checked_heads(small, parts)  # type: ignore[arg-type]
+    assert lean is not None and heads is not None
+    assert [h.hotkey for h in heads] == [a.hotkey for a in lean[0].aggregates]
+    assert _lead_of_heads(small, heads) == _lead_only(lean[0])
+    key, data = parts[0]
+    edited = data.replace(b'"rank":1', b'"rank":2')  # type: ignore[union-attr]
+    assert edited != data
+    for bad in ([(key, edited), *parts[1:]], parts[:-1] if len(parts) > 1 else [],
+                list(reversed(parts)) if len(parts) > 1 else [(key, data + b" ")]):
+        assert decisions.join_lean(small, bad) is None  # type: ignore[arg-type]
+        assert _checked_heads(small, bad) is None  # type: ignore[arg-type]
+    # The aggregates hash is checked too: a decision naming another one is refused.
+    other = msgspec.structs.replace(small, aggregates_hash="0" * 64)
+    assert decisions.join_lean(other, parts) is None and _checked_heads(other, parts) is None  # type: ignore[arg-type]
     api_log.close()

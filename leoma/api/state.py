@@ -24,6 +24,7 @@ epoch). A decision arrives as `epoch_detail` parts followed by its small `epoch_
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from fractions import Fraction
 from typing import Any
@@ -38,6 +39,7 @@ from leoma.events import (
     EpochHeld,
     EpochScored,
     MetagraphObserved,
+    MinerAggregate,
     MinerChecked,
     MinerReportReceived,
     VERSIONS,
@@ -46,7 +48,7 @@ from leoma.events import (
     VerdictRecorded,
     decode_body,
 )
-from leoma.decisions import join, join_lean
+from leoma.decisions import _HEAD_FIELDS, _agg_head, _part_raw, join
 from leoma.errors import LogError
 from leoma.log import EventLog, Row
 from projections.epoch import OWN_KINDS, SHARED_KINDS, EpochFold, EpochState, StatePruned
@@ -145,14 +147,79 @@ class SampleLog:
         return self.total
 
 
-def _lead_only(d: EpochScored) -> EpochScored:
-    """A decision stripped to what the lead history reads: the winner and the best other eligible."""
-    eligible = sorted((a for a in d.aggregates if a.eligible), key=lambda a: -Fraction(a.avg_rate))
-    win = next((a for a in d.aggregates if a.hotkey == d.winner), None)
-    other = next((a for a in eligible if a.hotkey != d.winner), None)
-    kept = tuple(msgspec.structs.replace(a, rates=()) for a in (win, other) if a is not None)
+def _rate(text: str) -> Fraction:
+    """`Fraction(text)` for a stored rate, fast for the `n/d` and `n` forms `str(Fraction)` writes."""
+    num, sep, den = text.partition("/")
+    if num.isascii() and num.isdigit() and (not sep or (den.isascii() and den.isdigit())):
+        return Fraction(int(num), int(den) if sep else 1)
+    return Fraction(text)
+
+
+def _lead_pick(winner: str, aggregates: Iterable[Any]) -> tuple[Any, Any]:
+    """The winner's aggregate and the best other eligible: the first eligible non-winner of the
+    highest `avg_rate` (in the decision's order among equals: what a stable sort by descending
+    rate puts first)."""
+    win = other = None
+    best = Fraction(0)
+    for a in aggregates:
+        if a.hotkey == winner:
+            if win is None:
+                win = a
+            continue
+        if a.eligible:
+            rate = _rate(a.avg_rate)
+            if other is None or rate > best:
+                other, best = a, rate
+    return win, other
+
+
+def _stripped(d: EpochScored, kept: tuple[MinerAggregate, ...]) -> EpochScored:
     return msgspec.structs.replace(d, aggregates=kept, frontier=(), validators=(), active=(),
                                    window=(d.window[0], d.window[-1]) if d.window else ())
+
+
+def _lead_only(d: EpochScored) -> EpochScored:
+    """A decision stripped to what the lead history reads: the winner and the best other eligible."""
+    return _stripped(d, tuple(msgspec.structs.replace(a, rates=()) for a in _lead_pick(d.winner, d.aggregates)
+                              if a is not None))
+
+
+def _head_aggregate(head: Any) -> MinerAggregate:
+    """A `MinerAggregate` without its rates, from a decoded head (`leoma.decisions._AggHead`)."""
+    return MinerAggregate(**{f: getattr(head, f) for f in _HEAD_FIELDS})
+
+
+def _lead_of_heads(small: EpochScored, heads: list[Any]) -> EpochScored:
+    """`_lead_only` of the lean decision `small` + `heads`, building only the two aggregates kept."""
+    return _stripped(small, tuple(_head_aggregate(h) for h in _lead_pick(small.winner, heads) if h is not None))
+
+
+def _checked_heads(small: EpochScored, parts: list[tuple[str, bytes]]) -> list[Any] | None:
+    """`leoma.decisions.join_lean`'s checks, returning the decoded aggregate heads (None when
+    anything does not check out): each part's digest, epoch, index and kind, then
+    `aggregates_hash` over the stored JSON of the aggregates, hashed in place (nothing copied)."""
+    if not small.details or len(parts) != len(small.details):
+        return None
+    raws: list[msgspec.Raw] = []
+    for i, ((_, data), digest) in enumerate(zip(parts, small.details)):
+        if hashlib.sha256(data).hexdigest() != digest:
+            return None
+        try:
+            body = _part_raw.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        if body.epoch != small.epoch or body.part != i or body.kind != "epoch_detail":
+            return None
+        raws.extend(body.aggregates)
+    whole = hashlib.sha256(b"[")
+    for j, raw in enumerate(raws):
+        if j:
+            whole.update(b",")
+        whole.update(raw)
+    whole.update(b"]")
+    if whole.hexdigest() != small.aggregates_hash:
+        return None
+    return [_agg_head.decode(raw) for raw in raws]
 
 
 class ApiState:
@@ -183,7 +250,7 @@ class ApiState:
         """Per epoch, the validators that held instead of deciding (anchored rule), with why."""
         self._latest: dict[str, tuple[int, int, int, EpochScored]] = {}
         self._parts: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
-        self._latest_parts: dict[str, tuple[EpochScored, list[tuple[str, bytes]]]] = {}
+        self._latest_parts: dict[str, tuple[EpochScored, list[tuple[str, bytes]], list[Any]]] = {}
         """The stored body and detail parts of a newest decision not yet joined whole."""
         self.samples = SampleLog()
         """(at, local seq, origin, task_id, miner) of every retained verdict, in log order."""
@@ -213,19 +280,79 @@ class ApiState:
         names = self.log.origin_names()
         own = self.own
         current = VERSIONS["verdict_recorded"]
+        # The bulk (another origin's current-version verdicts) is `apply` inline, with the
+        # state it touches held in locals: the same steps as `_apply_verdict`, a million times.
+        origins = self.origins
+        shared = self._shared
+        verdicts = shared.verdicts
+        interned = self._interned
+        samples = self.samples
+        decode_lite = _verdict_lite.decode
+        shared_floor, task_floor = shared.floor_task, self.task_floor
+        last = self.last_seq
+        skipped = 0  # verdicts of tasks past what the API serves, for `samples.total`
+        # Rows come in runs of one origin (a mirror's import): its name and info are looked up
+        # once per run.
+        run_oid: int | None = None
+        run_name = ""
+        run_bulk = False
+        info = OriginInfo(origin="")
         for seq, oid, oseq, key, kind, v, block, body, at in self.log.stamped_raw_rows(
                 after=self.last_seq, keyless="verdict_recorded"):
-            name = names.get(oid)
-            if name is None:
-                names = self.log.origin_names()
-                name = names[oid]
             n += 1
-            if kind == "verdict_recorded" and v == current and name != own:
-                self._apply_verdict(seq, at, name, oseq, block, body)  # the bulk: `apply`, inline
+            if oid != run_oid:
+                name = names.get(oid)
+                if name is None:
+                    names = self.log.origin_names()
+                    name = names[oid]
+                run_oid, run_name, run_bulk = oid, name, name != own
+                run_info = origins.get(name)
+                if run_info is None:
+                    run_info = origins[name] = OriginInfo(origin=name)
+                info = run_info
+            if run_bulk and kind == "verdict_recorded" and v == current:
+                if seq > last:
+                    last = seq
+                if oseq > info.head_seq:
+                    info.head_seq = oseq
+                info.events += 1
+                if block > info.last_block:
+                    info.last_block = block
+                if at > info.last_at:
+                    info.last_at = at
+                lite = decode_lite(body)
+                task_id = lite.task_id
+                if task_id >= shared_floor:
+                    miner = lite.miner
+                    entry = (interned.setdefault(run_name, run_name), interned.setdefault(miner, miner), oseq, block,
+                             lite.passed)
+                    found = verdicts.get(task_id)
+                    if found is None:
+                        verdicts[task_id] = [entry]
+                    else:
+                        found.append(entry)
+                if task_id < task_floor:
+                    skipped += 1  # an old task: past what the API serves
+                else:
+                    self._keep_verdict(seq, at, run_name, oseq, task_id, body)
             else:
-                self.apply(seq, at, Row(seq, name, oseq, key, kind, v, block, body))
+                if last > self.last_seq:
+                    self.last_seq = last
+                samples.total += skipped
+                skipped = 0
+                self.apply(seq, at, Row(seq, run_name, oseq, key, kind, v, block, body))
+                last = self.last_seq
+                run_oid = None  # `apply` may have added the origin's info
             if n % 50_000 == 0:
+                samples.total += skipped
+                skipped = 0
                 self._bound()
+                shared_floor, task_floor = shared.floor_task, self.task_floor
+        samples.total += skipped
+        if last > self.last_seq:
+            self.last_seq = last
+        if last > shared.last_seq:
+            shared.last_seq = last
         if n:
             self._bound()
             self._decision_cache.clear()
@@ -325,13 +452,15 @@ class ApiState:
                 self.metagraph = (row.block, row.origin_seq, body)
         elif isinstance(body, EpochScored):
             parts = self._parts.pop((row.origin, body.epoch), [])
-            small, pending = body, None
+            small, pending, lead = body, None, None
             if body.details:
                 # Checked as `join` checks it, without decoding the per-validator rates: only the
-                # newest decision is served whole, and it is joined when it is first asked for.
-                lean = join_lean(body, parts)
-                if lean is not None:
-                    body, pending = lean[0], (small, parts)
+                # newest decision is served whole, and it is joined when it is first asked for;
+                # until then it is held as its stored body and the checked heads of its parts.
+                heads = _checked_heads(body, parts)
+                if heads is not None:
+                    pending = (small, parts, heads)
+                    lead = _lead_of_heads(small, heads)
                 else:
                     try:
                         body = join(body, parts)
@@ -346,7 +475,7 @@ class ApiState:
                 else:
                     self._latest_parts[row.origin] = pending
             history = self.decisions.setdefault(row.origin, [])
-            history.append((row.block, row.origin_seq, at, _lead_only(body)))
+            history.append((row.block, row.origin_seq, at, lead if lead is not None else _lead_only(body)))
             if len(history) > self.keep_decisions:
                 history.sort(key=lambda d: (d[3].epoch, d[1]))
                 del history[: len(history) - self.keep_decisions]
@@ -398,6 +527,10 @@ class ApiState:
         if task_id < self.task_floor:
             self.samples.total += 1
             return  # an old task: past what the API serves
+        self._keep_verdict(seq, at, origin, origin_seq, task_id, body)
+
+    def _keep_verdict(self, seq: int, at: int, origin: str, origin_seq: int, task_id: int, body: str | bytes) -> None:
+        """The full record of a verdict on a task the API serves (its body decoded in full)."""
         verdict = decode_body(body, VERSIONS["verdict_recorded"])
         assert isinstance(verdict, VerdictRecorded)
         rec = self._task(task_id, origin)
@@ -482,11 +615,14 @@ class ApiState:
         """A validator's newest `epoch_scored` (highest epoch, then latest in its chain), whole."""
         pending = self._latest_parts.pop(origin, None)
         if pending is not None:
-            block, seq, at, lean = self._latest[origin]
+            block, seq, at, _small = self._latest[origin]
+            small, parts, heads = pending
             try:
-                self._latest[origin] = (block, seq, at, join(*pending))
+                self._latest[origin] = (block, seq, at, join(small, parts))
             except LogError:
-                pass  # cannot happen when the lean read checked out; keep what was read
+                # The parts checked out lean (a rate that does not decode as one): what was read.
+                lean = tuple(_head_aggregate(h) for h in heads)
+                self._latest[origin] = (block, seq, at, msgspec.structs.replace(small, aggregates=lean))
         return self._latest.get(origin)
 
     def head_block(self) -> int:
