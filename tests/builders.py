@@ -21,6 +21,7 @@ from leoma.events import (
     AllowlistVerified,
     Body,
     CommitmentObserved,
+    EpochScored,
     Event,
     JudgeFailed,
     MetagraphObserved,
@@ -114,3 +115,25 @@ def rows_of(events: Iterable[Event]) -> list[Row]:
         Row(i, e.origin, e.origin_seq, e.key, e.kind, e.v, e.block, bytes(e.body))
         for i, e in enumerate(events, start=1)
     ]
+
+
+def decided_api_log(b: LogBuilder, tmp_path: Path, epochs: range, *, own: str,
+                    length: int) -> tuple[EventLog, EpochScored]:
+    """`b`'s events as `own`'s log that decides each of `epochs` (warm fold, decisions appended),
+    then imported whole into the owner API's log (`tmp_path/api.db`, own `api`); with the last
+    decision as the fold made it."""
+    from leoma import decisions
+    from leoma.consensus import DEFAULT
+    from projections.epoch import EpochFold
+
+    log = b.to_log(tmp_path / "v.db", own=own)
+    seen, fold = 0, EpochFold(own)
+    for epoch in epochs:
+        fold.apply_many(log.rows(after=seen))
+        seen = log.last_seq()
+        decision = fold.decide(epoch, epoch * length, NETUID, DEFAULT, log.frontier(until_seq=seen))
+        log.append_many(decisions.drafts(decision, block=epoch * length))
+    api_log = EventLog(tmp_path / "api.db", own="api")
+    api_log.import_events([s.event for s in log.events()])
+    log.close()
+    return api_log, decision

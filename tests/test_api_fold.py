@@ -13,8 +13,7 @@ from leoma import decisions
 from leoma.api.state import ApiState
 from leoma.consensus import DEFAULT
 from leoma.log import EventLog
-from projections.epoch import EpochFold
-from tests.builders import NETUID, LogBuilder
+from tests.builders import NETUID, LogBuilder, decided_api_log
 
 VALS = ["val-A", "val-B", "val-C"]
 MINERS = ["m1", "m2", "m3", "m4"]
@@ -53,18 +52,7 @@ def _slow_refresh(state: ApiState) -> None:
 
 
 def _log(tmp_path: Path) -> EventLog:
-    b = _network(240)
-    log = b.to_log(tmp_path / "v.db", own="val-A")
-    seen, fold = 0, EpochFold("val-A")
-    for epoch in range(3, 14):
-        fold.apply_many(log.rows(after=seen))
-        seen = log.last_seq()
-        decision = fold.decide(epoch, epoch * LENGTH, NETUID, DEFAULT, log.frontier(until_seq=seen))
-        log.append_many(decisions.drafts(decision, block=epoch * LENGTH))
-    api_log = EventLog(tmp_path / "api.db", own="api")
-    api_log.import_events([s.event for s in log.events()])
-    log.close()
-    return api_log
+    return decided_api_log(_network(240), tmp_path, range(3, 14), own="val-A", length=LENGTH)[0]
 
 
 def test_the_api_cold_start_ends_in_the_state_of_a_row_by_row_fold(tmp_path: Path) -> None:

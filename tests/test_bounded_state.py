@@ -176,20 +176,10 @@ def test_a_window_that_moves_one_task_at_a_time_keeps_its_oldest_task(step: int)
 
 def test_the_api_keeps_what_it_serves_and_decides_as_the_validator_did(tmp_path: Path) -> None:
     """The owner's API folds incrementally: bounded tasks and decisions, the same decision."""
-    from leoma import decisions
     from leoma.api.state import ApiState
+    from tests.builders import decided_api_log
 
-    b = network(300)
-    log = b.to_log(tmp_path / "v.db", own="val-A")
-    seen, fold = 0, EpochFold("val-A")
-    for epoch in range(3, 17):
-        fold.apply_many(log.rows(after=seen))
-        seen = log.last_seq()
-        decision = fold.decide(epoch, epoch * LENGTH, NETUID, DEFAULT, log.frontier(until_seq=seen))
-        log.append_many(decisions.drafts(decision, block=epoch * LENGTH))
-    api_log = EventLog(tmp_path / "api.db", own="api")
-    api_log.import_events([s.event for s in log.events()])
-    log.close()
+    api_log, decision = decided_api_log(network(300), tmp_path, range(3, 17), own="val-A", length=LENGTH)
     state = ApiState(api_log, own="api", consensus=DEFAULT, keep_tasks=40, keep_decisions=5)
     half = api_log.last_seq() // 2
     state.refresh()
