@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -141,12 +140,7 @@ async def _chain(vals: list[str]) -> tuple[float, dict]:
 
 
 def run_child(name: str, path: Path, args: argparse.Namespace) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", name, "--db", str(path), "--validators", str(args.validators),
-         "--miners", str(args.miners), "--tasks", str(args.tasks)],
-        check=True, capture_output=True, text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return realsize.run_child(__file__, name, path, args)
 
 
 def main() -> None:

@@ -145,12 +145,7 @@ def measure(name: str, path: str, validators: int, miners: int, tasks: int) -> d
 
 
 def run_child(name: str, path: Path, args: argparse.Namespace) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", name, "--db", str(path), "--validators", str(args.validators),
-         "--miners", str(args.miners), "--tasks", str(args.tasks)],
-        check=True, capture_output=True, text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return realsize.run_child(__file__, name, path, args)
 
 
 def main() -> None:

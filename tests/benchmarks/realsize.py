@@ -135,3 +135,18 @@ def build(path: str, validators: int, miners: int, tasks: int) -> None:
     log.set_state(SAVED, saved)
     log.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     log.close()
+
+
+def run_child(script: str, name: str, path: Path, args: object) -> dict:
+    """Run one measured path of `script` in a fresh process (so its peak RSS is its own); its
+    last line of output is the JSON figure."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, script, "--child", name, "--db", str(path), "--validators", str(args.validators),  # type: ignore[attr-defined]
+         "--miners", str(args.miners), "--tasks", str(args.tasks)],  # type: ignore[attr-defined]
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
