@@ -156,17 +156,13 @@ _agg_full = msgspec.json.Decoder(MinerAggregate)
 _HEAD_FIELDS = tuple(f for f in _AggHead.__struct_fields__)
 
 
-def join_lean(small: EpochScored, parts: list[tuple[str, bytes]]) -> tuple[EpochScored, dict[str, bytes]] | None:
-    """`join` without decoding the per-validator rates: the aggregates with `rates=()`, and each
-    aggregate's stored JSON by hotkey.
-
-    The same checks as `join` (each part's digest, its epoch and index), and `aggregates_hash`
-    over the stored JSON of the aggregates as they stand in the parts (the canonical encoding the
-    hash was made of). None when anything does not check out: `join` then says what is wrong.
-    """
+def checked_raws(small: EpochScored, parts: list[tuple[str, bytes]]) -> list[msgspec.Raw] | None:
+    """The stored JSON of every aggregate in `small`'s detail parts, or None when anything does
+    not check out: each part's digest, epoch, index and kind, then `aggregates_hash` over the
+    aggregates as they stand in the parts (the canonical encoding it was made of), hashed in place."""
     if not small.details or len(parts) != len(small.details):
         return None
-    raws: list[bytes] = []
+    raws: list[msgspec.Raw] = []
     for i, ((_, data), digest) in enumerate(zip(parts, small.details)):
         if hashlib.sha256(data).hexdigest() != digest:
             return None
@@ -176,15 +172,32 @@ def join_lean(small: EpochScored, parts: list[tuple[str, bytes]]) -> tuple[Epoch
             return None
         if body.epoch != small.epoch or body.part != i or body.kind != "epoch_detail":
             return None
-        raws.extend(bytes(r) for r in body.aggregates)
-    if hashlib.sha256(b"[" + b",".join(raws) + b"]").hexdigest() != small.aggregates_hash:
+        raws.extend(body.aggregates)
+    whole = hashlib.sha256(b"[")
+    for j, raw in enumerate(raws):
+        if j:
+            whole.update(b",")
+        whole.update(raw)
+    whole.update(b"]")
+    return raws if whole.hexdigest() == small.aggregates_hash else None
+
+
+def join_lean(small: EpochScored, parts: list[tuple[str, bytes]]) -> tuple[EpochScored, dict[str, bytes]] | None:
+    """`join` without decoding the per-validator rates: the aggregates with `rates=()`, and each
+    aggregate's stored JSON by hotkey.
+
+    The same checks as `join` (`checked_raws`). None when anything does not check out: `join`
+    then says what is wrong.
+    """
+    raws = checked_raws(small, parts)
+    if raws is None:
         return None
     aggregates = []
     by_hotkey: dict[str, bytes] = {}
     for raw in raws:
         head = _agg_head.decode(raw)
         aggregates.append(MinerAggregate(**{f: getattr(head, f) for f in _HEAD_FIELDS}))
-        by_hotkey[head.hotkey] = raw
+        by_hotkey[head.hotkey] = bytes(raw)
     return msgspec.structs.replace(small, aggregates=tuple(aggregates)), by_hotkey
 
 

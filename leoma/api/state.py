@@ -24,7 +24,6 @@ epoch). A decision arrives as `epoch_detail` parts followed by its small `epoch_
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from fractions import Fraction
 from typing import Any
@@ -48,7 +47,7 @@ from leoma.events import (
     VerdictRecorded,
     decode_body,
 )
-from leoma.decisions import _HEAD_FIELDS, _agg_head, _part_raw, join
+from leoma.decisions import _HEAD_FIELDS, _agg_head, checked_raws, join
 from leoma.errors import LogError
 from leoma.log import EventLog, Row
 from projections.epoch import OWN_KINDS, SHARED_KINDS, EpochFold, EpochState, StatePruned
@@ -195,31 +194,10 @@ def _lead_of_heads(small: EpochScored, heads: list[Any]) -> EpochScored:
 
 
 def _checked_heads(small: EpochScored, parts: list[tuple[str, bytes]]) -> list[Any] | None:
-    """`leoma.decisions.join_lean`'s checks, returning the decoded aggregate heads (None when
-    anything does not check out): each part's digest, epoch, index and kind, then
-    `aggregates_hash` over the stored JSON of the aggregates, hashed in place (nothing copied)."""
-    if not small.details or len(parts) != len(small.details):
-        return None
-    raws: list[msgspec.Raw] = []
-    for i, ((_, data), digest) in enumerate(zip(parts, small.details)):
-        if hashlib.sha256(data).hexdigest() != digest:
-            return None
-        try:
-            body = _part_raw.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None
-        if body.epoch != small.epoch or body.part != i or body.kind != "epoch_detail":
-            return None
-        raws.extend(body.aggregates)
-    whole = hashlib.sha256(b"[")
-    for j, raw in enumerate(raws):
-        if j:
-            whole.update(b",")
-        whole.update(raw)
-    whole.update(b"]")
-    if whole.hexdigest() != small.aggregates_hash:
-        return None
-    return [_agg_head.decode(raw) for raw in raws]
+    """`leoma.decisions.join_lean`'s checks (`checked_raws`), returning the decoded aggregate
+    heads (None when anything does not check out)."""
+    raws = checked_raws(small, parts)
+    return None if raws is None else [_agg_head.decode(raw) for raw in raws]
 
 
 class ApiState:
