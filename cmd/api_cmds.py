@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 
 import click
 
-from .output import json_option, print_json, print_table, subgroup
-
+from leoma.adapters.wallets import load_wallet, wallet_options
 from leoma.errors import LeomaError
-from leoma.wallets import load_wallet, wallet_options
+
+from .output import json_option, print_json, print_table, subgroup
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,7 +46,7 @@ def db_option(fn: F) -> F:
 
 def _signer(dev_key: str | None, wallet_name: str | None, wallet_hotkey: str | None, wallet_path: str | None) -> Any:
     if dev_key:
-        from leoma.signing import keypair_from_uri
+        from leoma.adapters.signing import keypair_from_uri
 
         return keypair_from_uri(dev_key)
     return load_wallet(wallet_name, wallet_hotkey, wallet_path).hotkey
@@ -88,12 +88,13 @@ def build_api(*, host: str | None = None, port: int | None = None, db: str | Non
     The consensus is LEOMA_CONSENSUS, else the one the validators it imports recorded, else its
     own log's record, else the packaged one; it is recorded in the API's log once per digest.
     """
-    from leoma.api.app import ApiService, create_app
+    from leoma.api.service import ApiService
+    from leoma.api.app import create_app
     from leoma.api.feed import Feeder
     from leoma.api.settings import ApiSettings
-    from leoma.consensus import record_consensus
-    from leoma.log import EventLog
-    from leoma.peers import peers_from_env
+    from leoma.log.consensus import record_consensus
+    from leoma.log.eventlog import EventLog
+    from leoma.mirror.peers import peers_from_env
 
     settings = ApiSettings.load(host=host, port=port, db=db)
     settings.db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,8 +217,8 @@ def register(cli: click.Group) -> None:
         from leoma.api.registry import UidTaken, add_key, already_registered, check_uid_free
         from leoma.api.settings import ApiSettings
         from leoma.api.state import VALIDATOR_ADD, ApiState
-        from leoma.events import AdminActed
-        from leoma.log import EventLog
+        from leoma.log.events import AdminActed
+        from leoma.log.eventlog import EventLog
 
         hk = _check_hotkey(hotkey)
         if uid < 0:
@@ -249,7 +250,7 @@ def register(cli: click.Group) -> None:
         """The validators registered in the API's own log, by uid."""
         from leoma.api.settings import ApiSettings
         from leoma.api.state import ApiState
-        from leoma.log import EventLog
+        from leoma.log.eventlog import EventLog
 
         settings = ApiSettings.load(db=db)
         if not settings.db_path.exists():

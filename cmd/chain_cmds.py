@@ -4,7 +4,7 @@
     leoma validator list               the verified on-chain allowlist
     leoma miner commit        (miner)  timelocked commitment of model name, revision and chute id
 
-Library code lives in `leoma.allowlist`, `leoma.chain` and `leoma.wallets`; this is the click layer.
+Library code lives in `leoma.mirror.allowlist`, `leoma.adapters.chain` and `leoma.adapters.wallets`; this is the click layer.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any, TypeVar
 
 import click
 
-from .output import json_option, output_format, print_json, print_table, subgroup
-
+from leoma.adapters.wallets import load_wallet, wallet_options
 from leoma.errors import LeomaError
-from leoma.wallets import load_wallet, wallet_options
+
+from .output import json_option, output_format, print_json, print_table, subgroup
 
 F = TypeVar("F", bound=Callable[..., Any])
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -58,7 +58,7 @@ def default_interval(consensus: Any = None) -> int:
     """The rotation interval an allowlist gets when the owner names none: the consensus's
     `rotation.interval` (LEOMA_CONSENSUS through the settings reader, else the packaged one)."""
     if consensus is None:
-        from leoma.config import Settings
+        from leoma.ops.config import Settings
 
         consensus = Settings.load().consensus()
     return int(consensus.rotation.interval)
@@ -121,9 +121,9 @@ def register(cli: click.Group) -> None:
                 raise click.BadParameter(f"{h!r} is not an SS58 address", param_hint="--validators") from None
 
         async def go() -> str:
-            from leoma.allowlist import publish_allowlist
-            from leoma.chain import Chain
-            from leoma.storage import open_store
+            from leoma.mirror.allowlist import publish_allowlist
+            from leoma.adapters.chain import Chain
+            from leoma.adapters.storage import open_store
 
             wallet = load_wallet(wallet_name, wallet_hotkey, wallet_path)
             store = open_store(source_url)
@@ -164,9 +164,9 @@ def register(cli: click.Group) -> None:
             raise click.UsageError("give --source (or LEOMA_SOURCE_URL) for the on-chain allowlist, or --api URL")
 
         async def go() -> Any:
-            from leoma.allowlist import read_allowlist
-            from leoma.chain import Chain
-            from leoma.storage import open_store
+            from leoma.mirror.allowlist import read_allowlist
+            from leoma.adapters.chain import Chain
+            from leoma.adapters.storage import open_store
 
             async with Chain(network) as chain:
                 return await read_allowlist(chain, open_store(source_url), netuid)
@@ -198,12 +198,12 @@ def register(cli: click.Group) -> None:
         check_model(model_name, model_revision, hotkey)
         if not chute_id.strip():
             raise click.BadParameter("must not be empty", param_hint="--chute-id")
-        from leoma.chain import commitment_payload
+        from leoma.adapters.chain import commitment_payload
 
         payload = commitment_payload(model_name.strip(), model_revision.strip(), chute_id.strip())
 
         async def go() -> int:
-            from leoma.chain import Chain
+            from leoma.adapters.chain import Chain
 
             async with Chain(network) as chain:
                 return await chain.set_timelocked_commitment(wallet, netuid, payload, blocks_until_reveal)

@@ -1,4 +1,4 @@
-"""Owner commands for the source corpus (library code in `leoma.corpus`).
+"""Owner commands for the source corpus (library code in `leoma.tools.corpus`).
 
     leoma corpus add PATH...   check local videos and upload them as YYYY/MM/<sha256 prefix>.mp4 + .json
     leoma corpus expand        discover and ingest YouTube videos with yt-dlp (optional)
@@ -44,7 +44,7 @@ def _report(result: Any, as_json: bool) -> None:
 
 
 def _run(work: Callable[[Any, dt.date, str], Any], dest: str, day: dt.datetime | None) -> Any:
-    from leoma.storage import open_store
+    from leoma.adapters.storage import open_store
 
     now = dt.datetime.now(dt.timezone.utc)
     when = day.date() if day else now.date()
@@ -71,7 +71,7 @@ def register(cli: click.Group) -> None:
     @_common
     def add(paths: tuple[str, ...], dest: str, day: dt.datetime | None, as_json: bool) -> None:
         """Check local videos and upload them to the source bucket."""
-        from leoma.corpus import add_local
+        from leoma.tools.corpus import add_local
 
         _report(_run(lambda store, when, stamp: add_local(store, paths, day=when, ingested_at=stamp), dest, day), as_json)
 
@@ -83,7 +83,7 @@ def register(cli: click.Group) -> None:
     def expand_cmd(count: int, concurrent: int, queries: tuple[str, ...], dest: str, day: dt.datetime | None,
                    as_json: bool) -> None:
         """Discover YouTube videos with yt-dlp and ingest them (needs yt-dlp on PATH)."""
-        from leoma.corpus import expand
+        from leoma.tools.corpus import expand
 
         _report(_run(lambda store, when, stamp: expand(store, count=count, concurrent=concurrent, queries=queries,
                                                        day=when, ingested_at=stamp), dest, day), as_json)

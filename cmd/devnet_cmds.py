@@ -100,7 +100,7 @@ def devnet_cmd(root: str, validators: int, epochs: int, processes: bool, resume:
         leoma devnet --dir my-devnet --resume --no-serve --json
     """
     from leoma.devnet.network import Devnet, DevnetConfig
-    from leoma.logging_setup import setup_logging
+    from leoma.ops.logging_setup import setup_logging
 
     setup_logging("WARNING")
     if chaos:
@@ -236,7 +236,7 @@ def dashboard_cmd(root: str, port: int) -> None:
         leoma dashboard --dir my-devnet --port 8000
     """
     from leoma.devnet.network import Devnet
-    from leoma.logging_setup import setup_logging
+    from leoma.ops.logging_setup import setup_logging
 
     setup_logging("WARNING")
     net = Devnet.resume(Path(root))

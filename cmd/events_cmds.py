@@ -11,8 +11,8 @@ from .output import friendly_errors, json_option, print_json, print_table
 
 
 def default_db() -> str:
-    """`$LEOMA_DB`, else `events.db` in `$LEOMA_STATE_DIR` (default `~/.leoma`): `leoma.config.default_db`."""
-    from leoma.config import default_db as configured
+    """`$LEOMA_DB`, else `events.db` in `$LEOMA_STATE_DIR` (default `~/.leoma`): `leoma.ops.config.default_db`."""
+    from leoma.ops.config import default_db as configured
 
     return configured()
 
@@ -28,7 +28,7 @@ def db_option(fn):  # type: ignore[no-untyped-def]
 def open_existing(path: str, *, readonly: bool = True):  # type: ignore[no-untyped-def]
     """Open a log that must already exist (never create one by accident)."""
     from leoma.errors import LogError
-    from leoma.log import EventLog
+    from leoma.log.eventlog import EventLog
 
     if not Path(path).is_file():
         raise LogError(f"no event log at {path}: pass --db PATH or set LEOMA_DB")
@@ -129,7 +129,7 @@ def verify_cmd(db_path: str | None, bucket: str | None, hotkey: str | None, as_j
     if bucket:
         if not hotkey:
             raise click.UsageError("--bucket needs --hotkey: whose published log to verify")
-        from leoma.mirror import verify_published  # type: ignore[attr-defined]
+        from leoma.mirror.inbound import verify_published  # type: ignore[attr-defined]
 
         import asyncio
 
@@ -170,7 +170,7 @@ def verify_cmd(db_path: str | None, bucket: str | None, hotkey: str | None, as_j
 @friendly_errors
 def export_cmd(db_path: str, fmt: str, kind: str | None, origin: str | None, since_block: int | None, out: str) -> None:
     """Export events to OUT (`-` for JSONL on standard output)."""
-    from leoma.export import export
+    from leoma.log.export import export
 
     with open_existing(db_path) as log:
         n = export(log, out, fmt, kind=kind, origin=origin, since_block=since_block, stdout=sys.stdout.buffer)
@@ -183,7 +183,7 @@ def export_cmd(db_path: str, fmt: str, kind: str | None, origin: str | None, sin
 @friendly_errors
 def demo(directory: str) -> None:
     """A short tour of the log: two validators record, one imports the other, verify, export."""
-    from leoma.demo import run_demo
+    from leoma.tools.demo import run_demo
 
     for line in run_demo(Path(directory)):
         click.echo(line)

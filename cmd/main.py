@@ -11,7 +11,7 @@ import importlib
 
 import click
 
-import leoma.devnet.simchain  # noqa: F401 - the composition root plugs the `sim:` network into the chain
+import leoma.adapters.simchain  # noqa: F401 - the composition root plugs the `sim:` network into the chain
 from leoma import __version__
 
 # Modules of this package that add commands; each defines `register(cli: click.Group)`.

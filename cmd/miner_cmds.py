@@ -16,11 +16,11 @@ from typing import Any
 
 import click
 
-from .output import subgroup
-
+from leoma.adapters.wallets import load_wallet, wallet_options
 from leoma.errors import ConfigError, LeomaError
-from leoma.wallets import load_wallet, wallet_options
 from leoma_cmd.output import json_option, print_json, print_table
+
+from .output import subgroup
 
 DEFAULT_CHUTES_API = "https://api.chutes.ai"
 
@@ -69,14 +69,14 @@ def register(cli: click.Group) -> None:
         not start with `leoma` and end with your hotkey, a branch or short SHA instead of the full
         commit SHA, a revision Hugging Face does not know, a repository without LFS weights.
         """
-        from leoma.chutes import ChutesClient
-        from leoma.hub import HubClient
-        from leoma.miner import push as do_push
+        from leoma.adapters.chutes import ChutesClient
+        from leoma.adapters.hub import HubClient
+        from leoma.miner.deploy import push as do_push
 
         hotkey = _hotkey(hotkey_ss58, wallet_name, wallet_hotkey, wallet_path)
 
         async def go() -> Any:
-            from leoma.config import environment
+            from leoma.ops.config import environment
 
             hub = HubClient(endpoint=hf_endpoint or None, token=environment().get("HF_TOKEN") or None)
             async with ChutesClient(api_url=chutes_api_url, api_key=chutes_api_key) as chutes:
@@ -131,18 +131,18 @@ def register(cli: click.Group) -> None:
         """
         import msgspec
 
-        from leoma.miner import miner_status
+        from leoma.miner.status import miner_status
 
         hotkey = _hotkey(hotkey_ss58, wallet_name, wallet_hotkey, wallet_path)
         unavailable: dict[str, str] = {}
-        from leoma.config import default_db
+        from leoma.ops.config import default_db
 
         db_path = db or Path(default_db())
 
         async def go() -> Any:
-            from leoma.chutes import ChutesClient
-            from leoma.config import environment, resolve_consensus
-            from leoma.log import EventLog
+            from leoma.adapters.chutes import ChutesClient
+            from leoma.ops.config import environment, resolve_consensus
+            from leoma.log.eventlog import EventLog
 
             # The one rule: LEOMA_CONSENSUS (environment or .env), else the validator log's record.
             consensus = resolve_consensus(environment().get("LEOMA_CONSENSUS", "").strip(), db=db_path)
@@ -159,7 +159,7 @@ def register(cli: click.Group) -> None:
                 unavailable["chain"] = "skipped (--network none)"
             else:
                 try:
-                    from leoma.chain import Chain
+                    from leoma.adapters.chain import Chain
 
                     chain = Chain(network, timeout=20.0)
                 except LeomaError as exc:
@@ -206,7 +206,7 @@ def register(cli: click.Group) -> None:
         import uvicorn
 
         from leoma.devnet.world import render_reference_video
-        from leoma.miner import reference_app
+        from leoma.miner.reference import reference_app
 
         try:
             app = reference_app(behaviour, render=render_reference_video, max_frames=max_frames)

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from leoma.wallets import wallet_options
+from leoma.adapters.wallets import wallet_options
 
 from .events_cmds import db_option
 from .output import friendly_errors, json_option, print_json, print_table
@@ -33,7 +33,7 @@ def consensus_option(fn):  # type: ignore[no-untyped-def]
 def network_consensus(consensus_path: str | None = None, db_path: str | None = None) -> Any:
     """The consensus the network runs, read through the validator's settings (flag, env, .env;
     else the one the log at `db_path` recorded; else the packaged one)."""
-    from leoma.config import Settings
+    from leoma.ops.config import Settings
 
     return Settings.load({"consensus_path": consensus_path, "db": db_path}).consensus()
 
@@ -46,17 +46,17 @@ def key_options(fn):  # type: ignore[no-untyped-def]
 
 def _signer(dev_key: str | None, wallet_name: str | None, wallet_hotkey: str | None, wallet_path: str | None) -> Any:
     if dev_key:
-        from leoma.signing import keypair_from_uri
+        from leoma.adapters.signing import keypair_from_uri
 
         return keypair_from_uri(dev_key)
-    from leoma.wallets import load_wallet
+    from leoma.adapters.wallets import load_wallet
 
     return load_wallet(wallet_name, wallet_hotkey, wallet_path).hotkey
 
 
 def _open_log(db_path: str, own: str) -> Any:
     from leoma.errors import LogError
-    from leoma.log import EventLog
+    from leoma.log.eventlog import EventLog
 
     if not Path(db_path).is_file():
         raise LogError(f"no event log at {db_path}: pass --db PATH or set LEOMA_DB")
@@ -64,8 +64,8 @@ def _open_log(db_path: str, own: str) -> Any:
 
 
 def _peers(peers_json: str, own: str) -> list[Any]:
-    from leoma.mirror import Peer
-    from leoma.peers import peer_store, peers_from_env
+    from leoma.mirror.inbound import Peer
+    from leoma.mirror.peers import peer_store, peers_from_env
 
     entries, problems = peers_from_env(peers_json, own=own)
     for problem in problems:
@@ -77,8 +77,8 @@ async def _restore_first(log: Any, bucket_url: str, signer: Any, digest: str) ->
     """Restore the own bucket's published tail before appending (as `leoma serve` does on start)."""
     from types import SimpleNamespace
 
-    from leoma.serve import restore_own_log
-    from leoma.storage import open_store
+    from leoma.services.serve import restore_own_log
+    from leoma.adapters.storage import open_store
 
     async with open_store(bucket_url) as store:
         ctx = SimpleNamespace(log=log, own=store, signer=signer, consensus=SimpleNamespace(digest=digest))
@@ -120,8 +120,8 @@ def push(db_path: str, bucket_url: str | None, dev_key: str | None, wallet_name:
 
         leoma mirror push --db events.db --bucket file:///tmp/bucket --dev-key //Alice
     """
-    from leoma.mirror import MirrorOut
-    from leoma.storage import open_store
+    from leoma.mirror.out import MirrorOut
+    from leoma.adapters.storage import open_store
 
     signer = _signer(dev_key, wallet_name, wallet_hotkey, wallet_path)
     digest = network_consensus(consensus_path, db_path).digest
@@ -165,7 +165,7 @@ def pull(db_path: str, peers_json: str, bucket_url: str | None, dev_key: str | N
 
         PEER_VALIDATORS='[{"hotkey": "5F...", "url": "file:///tmp/bucket"}]' leoma mirror pull --db events.db --dev-key //Bob
     """
-    from leoma.mirror import MirrorIn
+    from leoma.mirror.inbound import MirrorIn
 
     signer = _signer(dev_key, wallet_name, wallet_hotkey, wallet_path)
     own = signer.ss58_address
@@ -217,10 +217,10 @@ def status(db_path: str, bucket_url: str | None, peers_json: str, dev_key: str |
         leoma mirror status --db events.db --hotkey 5F... --bucket file:///tmp/bucket --json
     """
     from leoma.errors import MirrorError, StorageError
-    from leoma.metrics import collect_facts
-    from leoma.mirror import fetch_checkpoint
-    from leoma.seedpeer import observed_tasks
-    from leoma.storage import open_store
+    from leoma.ops.metrics import collect_facts
+    from leoma.mirror.segments import fetch_checkpoint
+    from leoma.mirror.seedpeer import observed_tasks
+    from leoma.adapters.storage import open_store
 
     own = hotkey or _signer(dev_key, wallet_name, wallet_hotkey, wallet_path).ss58_address
     digest = network_consensus(consensus_path, db_path).digest
@@ -239,7 +239,7 @@ def status(db_path: str, bucket_url: str | None, peers_json: str, dev_key: str |
 
     async def peer_view(store: Any, origin: str) -> tuple[Any, str, str, int]:
         # A peer with a checkpoint publishes a log; one without may hold the seed's layout.
-        from leoma.seedpeer import published_layout
+        from leoma.mirror.seedpeer import published_layout
 
         try:
             cp = await fetch_checkpoint(store, origin)

@@ -6,7 +6,7 @@
                                set_weights suppressed, and what would have been submitted
 
 Both read the same settings as `leoma serve` (flags, environment, `.env`); the logic is in
-`leoma.preflight` and `leoma.rehearse`.
+`leoma.tools.preflight` and `leoma.tools.rehearse`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .output import friendly_errors, print_json
 
 
 def _settings(network: str | None, netuid: int | None, dev_key: str | None) -> Any:
-    from leoma.config import Settings
+    from leoma.ops.config import Settings
 
     return Settings.load({"network": network, "netuid": netuid, "dev_key": dev_key})
 
@@ -57,8 +57,8 @@ def preflight_cmd(network: str | None, netuid: int | None, dev_key: str | None, 
     """
     import msgspec
 
-    from leoma.logging_setup import setup_logging
-    from leoma.preflight import CLOCK_TOLERANCE_SECONDS, run_preflight
+    from leoma.ops.logging_setup import setup_logging
+    from leoma.tools.preflight import CLOCK_TOLERANCE_SECONDS, run_preflight
 
     settings = _settings(network, netuid, dev_key)
     setup_logging("ERROR")
@@ -98,8 +98,8 @@ def rehearse_cmd(network: str | None, netuid: int | None, dev_key: str | None, a
     """
     import msgspec
 
-    from leoma.logging_setup import setup_logging
-    from leoma.rehearse import rehearse
+    from leoma.ops.logging_setup import setup_logging
+    from leoma.tools.rehearse import rehearse
 
     settings = _settings(network, netuid, dev_key)
     setup_logging("WARNING")

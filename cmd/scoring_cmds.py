@@ -40,9 +40,9 @@ def replay_cmd(epoch: int | None, db_path: str, every: bool, origin: str | None,
     """
     import tempfile
 
-    from leoma.consensus import consensus_for
+    from leoma.log.consensus import consensus_for
     from leoma.errors import ConfigError
-    from leoma.replay import find_epoch, recorded_epochs, replay_all
+    from leoma.tools.replay import find_epoch, recorded_epochs, replay_all
 
     if epoch is None and not every:
         raise click.UsageError("name an EPOCH or pass --all")
@@ -55,8 +55,8 @@ def replay_cmd(epoch: int | None, db_path: str, every: bool, origin: str | None,
                 raise click.UsageError("--from-bucket needs --hotkey: whose mirror to replay")
             import asyncio
 
-            from leoma.peers import parse_peers
-            from leoma.replay import download_published
+            from leoma.mirror.peers import parse_peers
+            from leoma.tools.replay import download_published
 
             entries, problems = parse_peers(peers_json or "")
             for problem in problems:
@@ -102,9 +102,9 @@ def _check_anchors(log, targets, results, network: str, consensus_of):  # type: 
 
     import msgspec
 
-    from leoma import anchors
-    from leoma.chain import Chain
-    from leoma.replay import Difference
+    from leoma.mirror import anchors
+    from leoma.adapters.chain import Chain
+    from leoma.tools.replay import Difference
 
     async def go() -> list:  # type: ignore[type-arg]
         out = list(results)
@@ -126,7 +126,7 @@ def _check_anchors(log, targets, results, network: str, consensus_of):  # type: 
 def _known_consensus(chosen, chosen_path: str | None, db: Path) -> dict:  # type: ignore[no-untyped-def]
     """Consensus configs replay may use, by digest: the chosen one, and (unless a path was
     given) a `consensus.toml` beside the database or in its parent folder, as a devnet leaves."""
-    from leoma.consensus import load_consensus
+    from leoma.log.consensus import load_consensus
     from leoma.errors import ConfigError
 
     known = {chosen.digest: chosen}
@@ -144,9 +144,9 @@ def _known_consensus(chosen, chosen_path: str | None, db: Path) -> dict:  # type
 def _latest_decision(log, epoch: int | None, origin: str | None):  # type: ignore[no-untyped-def]
     """The named epoch's decision by key, else the newest by the kind index (never all of them).
 
-    Read lean (`leoma.decisions.Recorded`): the per-validator rates stay undecoded until a
+    Read lean (`leoma.log.decisions.Recorded`): the per-validator rates stay undecoded until a
     command asks for one miner's (`decisions.aggregate`)."""
-    from leoma import decisions
+    from leoma.log import decisions
     from leoma.errors import LogError
 
     if epoch is not None:
@@ -172,7 +172,7 @@ def explain_cmd(miner: str, db_path: str, epoch: int | None, origin: str | None,
     from leoma.errors import LogError
     from projections.ranking import Standing, explain
 
-    from leoma.consensus import consensus_for
+    from leoma.log.consensus import consensus_for
 
     with open_existing(db_path) as log:
         decision = _latest_decision(log, epoch, origin or log.own)
@@ -183,7 +183,7 @@ def explain_cmd(miner: str, db_path: str, epoch: int | None, origin: str | None,
             from leoma.services.anchored import explain as explain_anchors
 
             anchor_rows = explain_anchors(log, decision.body.epoch, origin=decision.origin)
-    from leoma.decisions import aggregate
+    from leoma.log.decisions import aggregate
 
     body = decision.body
     aggs = {a.hotkey: a for a in body.aggregates}

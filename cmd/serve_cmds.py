@@ -1,6 +1,6 @@
 """`leoma serve`, `leoma servers sampler|validator`, `leoma healthz`, `leoma status`: run a validator, look at it.
 
-The split commands are `leoma serve` with a subset of the roles (`leoma.serve.PROCESS_ROLES`):
+The split commands are `leoma serve` with a subset of the roles (`leoma.services.serve.PROCESS_ROLES`):
 the same supervision, restore-first, mirror-out, metrics, `/healthz` and SIGTERM flush.
 
 Settings come from the flags, then the environment (`LEOMA_*` and the seed's names such as
@@ -60,8 +60,8 @@ def process_options(fn):  # type: ignore[no-untyped-def]
 
 
 def _load(kwargs: dict[str, Any]) -> tuple[Any, Any]:
-    from leoma.config import Settings
-    from leoma.serve import serve_options
+    from leoma.ops.config import Settings
+    from leoma.services.serve import serve_options
 
     env_file = kwargs.pop("env_file", None)
     dotenv: Any = env_file if env_file else True
@@ -76,8 +76,8 @@ def _load(kwargs: dict[str, Any]) -> tuple[Any, Any]:
 
 def _run(process: str, kwargs: dict[str, Any]) -> None:
     from leoma.errors import ConfigError
-    from leoma.logging_setup import setup_logging
-    from leoma.serve import PROCESS_ROLES, Validator, required_settings, run_until_signalled
+    from leoma.ops.logging_setup import setup_logging
+    from leoma.services.serve import PROCESS_ROLES, Validator, required_settings, run_until_signalled
 
     roles = PROCESS_ROLES[process]
     try:
@@ -163,9 +163,9 @@ def healthz_cmd(process: str, state_dir: str | None, url: str | None, timeout: f
     """
     if url:
         _ask(url, timeout)
-    from leoma.config import Settings
+    from leoma.ops.config import Settings
     from leoma.errors import ConfigError
-    from leoma.serve import metrics_url_file, parse_addr, serve_options
+    from leoma.services.serve import metrics_url_file, parse_addr, serve_options
 
     try:
         settings = Settings.load({"state_dir": state_dir})
@@ -206,7 +206,7 @@ def _own_of(log: Any) -> str:
         own = msgspec.msgpack.decode(raw, type=_Own).own
         if own:
             return own
-    from leoma.mirror import mirrored_origins
+    from leoma.mirror.out import mirrored_origins
 
     mirrored = mirrored_origins(log)
     if mirrored:
@@ -218,7 +218,7 @@ def _own_of(log: Any) -> str:
 
 
 async def _chain_facts(network: str, netuid: int) -> tuple[int | None, int, str]:
-    from leoma.chain import Chain
+    from leoma.adapters.chain import Chain
 
     try:
         async with Chain(network, timeout=5.0) as chain:
@@ -240,8 +240,8 @@ def status_cmd(db_path: str | None, hotkey: str | None, network: str | None, no_
     """What the validator's log says: heads, mirror lag, weights, tasks, responses, health."""
     import msgspec
 
-    from leoma.config import Settings
-    from leoma.metrics import collect_facts, health
+    from leoma.ops.config import Settings
+    from leoma.ops.metrics import collect_facts, health
 
     from .events_cmds import open_existing
 
@@ -296,7 +296,7 @@ def register(cli: click.Group) -> None:
 
 def main() -> None:
     """`python -m leoma_cmd.serve_cmds ...`: these commands without the rest of `leoma`."""
-    import leoma.devnet.simchain  # noqa: F401 - plugs `sim:` into the chain, as `leoma` does (cmd/main.py)
+    import leoma.adapters.simchain  # noqa: F401 - plugs `sim:` into the chain, as `leoma` does (cmd/main.py)
 
     group = click.Group("leoma", context_settings={"help_option_names": ["-h", "--help"]})
     register(group)

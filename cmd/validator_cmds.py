@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from leoma.logging_setup import setup_logging
+from leoma.ops.logging_setup import setup_logging
 
 from .output import friendly_errors, json_option, print_json, print_table
 
@@ -33,7 +33,7 @@ def settings_options(fn: F) -> F:
 
 
 def _settings(network: str | None, netuid: int | None, dev_key: str | None, db: str | None) -> Any:
-    from leoma.config import Settings
+    from leoma.ops.config import Settings
 
     return Settings.load({"network": network, "netuid": netuid, "dev_key": dev_key, "db": db})
 
@@ -52,7 +52,7 @@ def check_miners_cmd(network: str | None, netuid: int | None, dev_key: str | Non
         from leoma.services.checker import check_miners
         from leoma.services.context import open_context
 
-        from leoma.serve import restore_own_log
+        from leoma.services.serve import restore_own_log
 
         async with open_context(settings) as ctx:
             await restore_own_log(ctx)  # never append after a lost tail: the bucket's seqs come first

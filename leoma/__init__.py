@@ -1,6 +1,6 @@
 """Leoma: the validator, owner tools and miner tools of a Bittensor subnet for AI video.
 
-Everything a validator observes or decides is an immutable event in `leoma.log.EventLog`;
+Everything a validator observes or decides is an immutable event in `leoma.log.eventlog.EventLog`;
 everything it shows or does is derived from those events by the pure functions in
 `projections`. Heavy clients (bittensor, aioboto3, google-genai) are imported only by the
 modules that use them, so importing `leoma` stays cheap: the names below are loaded on first
@@ -8,11 +8,11 @@ use (PEP 562), from the module named beside each.
 
 The public surface:
 
-    EventLog, Draft, Row          the hash-chained event log            (leoma.log)
-    ObjectStore, open_store       an object store by URL (file:, s3://)  (leoma.storage)
-    Consensus, load_consensus     the pinned consensus and its digest   (leoma.consensus)
+    EventLog, Draft, Row          the hash-chained event log            (leoma.log.eventlog)
+    ObjectStore, open_store       an object store by URL (file:, s3://)  (leoma.adapters.storage)
+    Consensus, load_consensus     the pinned consensus and its digest   (leoma.log.consensus)
     replay_epoch, replay_all,     re-deciding recorded epochs from the
-    recorded_epochs, ReplayResult log alone                              (leoma.replay)
+    recorded_epochs, ReplayResult log alone                              (leoma.tools.replay)
     LeomaError and its tree       every error raised on purpose          (leoma.errors)
 """
 
@@ -30,27 +30,27 @@ _ERRORS = (
     "VideoError", "RequestRefused", "AuthError", "HttpError", "NotRanked", "StatePruned",
 )
 _WHERE: dict[str, str] = {
-    "EventLog": "leoma.log", "Draft": "leoma.log", "Row": "leoma.log",
-    "ObjectStore": "leoma.storage", "open_store": "leoma.storage",
-    "Consensus": "leoma.consensus", "load_consensus": "leoma.consensus",
-    "replay_epoch": "leoma.replay", "replay_all": "leoma.replay",
-    "recorded_epochs": "leoma.replay", "ReplayResult": "leoma.replay",
+    "EventLog": "leoma.log.eventlog", "Draft": "leoma.log.eventlog", "Row": "leoma.log.eventlog",
+    "ObjectStore": "leoma.adapters.storage", "open_store": "leoma.adapters.storage",
+    "Consensus": "leoma.log.consensus", "load_consensus": "leoma.log.consensus",
+    "replay_epoch": "leoma.tools.replay", "replay_all": "leoma.tools.replay",
+    "recorded_epochs": "leoma.tools.replay", "ReplayResult": "leoma.tools.replay",
     **{name: "leoma.errors" for name in _ERRORS},
 }
 
 __all__ = ["__version__", *_WHERE]
 
 if TYPE_CHECKING:
-    from leoma.consensus import Consensus, load_consensus
+    from leoma.log.consensus import Consensus, load_consensus
     from leoma.errors import (
         AdapterError, AuthError, ChainBroken, ChainError, ChainRefused, ConfigError, ConflictError,
         EventError, GapError, HttpError, LeomaError, LogError, MirrorError, NotRanked, ObjectExists,
         ObjectNotFound, ObjectTooLarge, RequestRefused, SignatureError, StatePruned, StorageError,
         UnknownConsensus, UnknownKind, VideoError,
     )
-    from leoma.log import Draft, EventLog, Row
-    from leoma.replay import ReplayResult, recorded_epochs, replay_all, replay_epoch
-    from leoma.storage import ObjectStore, open_store
+    from leoma.log.eventlog import Draft, EventLog, Row
+    from leoma.tools.replay import ReplayResult, recorded_epochs, replay_all, replay_epoch
+    from leoma.adapters.storage import ObjectStore, open_store
 
 
 def __getattr__(name: str) -> Any:

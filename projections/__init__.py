@@ -13,6 +13,6 @@ therefore compute the same decision, bit for bit.
     weights    ranked miners + metagraph -> the weight vector (or the burn)
     epoch      all of the above folded from the log: the epoch decision (`score_epoch`, `EpochFold`)
 
-Modules here import nothing from `leoma` except `leoma.events`, `leoma.consensus` and
+Modules here import nothing from `leoma` except `leoma.log.events`, `leoma.log.consensus` and
 `leoma.errors`.
 """

@@ -24,8 +24,8 @@ from typing import NamedTuple
 
 import msgspec
 
-from leoma.consensus import Consensus
-from leoma.events import AnchorEntry, AnchorsObserved, EpochScored, FrontierEntry, LateTask
+from leoma.log.consensus import Consensus
+from leoma.log.events import AnchorEntry, AnchorsObserved, EpochScored, FrontierEntry, LateTask
 from projections.epoch import EpochFold
 
 __all__ = ["Anchored", "frontier", "missing", "view_origin", "history", "first_anchor", "slot_deadline", "admit",

@@ -39,9 +39,9 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from leoma.consensus import Consensus
+from leoma.log.consensus import Consensus
 from leoma.errors import StatePruned as StatePruned  # re-exported: callers import it from here
-from leoma.events import (
+from leoma.log.events import (
     VERSIONS,
     AllowlistVerified,
     EpochScored,

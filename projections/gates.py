@@ -1,6 +1,6 @@
 """Gate verdicts from recorded measurements: which gate a miner's video failed, and copies.
 
-Pure: `GateMeasurements` (what `leoma.gates.measure` recorded in `MinerResponded.gates`) plus
+Pure: `GateMeasurements` (what `leoma.adapters.gates.measure` recorded in `MinerResponded.gates`) plus
 the consensus in, a reason out. Replay re-derives every gate verdict with these functions.
 
 Reasons, checked in this order (the first failure decides):
@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
-from leoma.consensus import Consensus
-from leoma.events import GateMeasurements, MinerResponded, VerdictRecorded
+from leoma.log.consensus import Consensus
+from leoma.log.events import GateMeasurements, MinerResponded, VerdictRecorded
 
 __all__ = ["CopyCandidate", "copies", "gate_reason", "output_distance", "rederive"]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from leoma.events import CommitmentObserved, MetagraphObserved, MinerChecked, decode_body
+from leoma.log.events import CommitmentObserved, MetagraphObserved, MinerChecked, decode_body
 
 COMMIT_FIELDS: tuple[str, ...] = ("model_name", "model_revision", "chute_id")
 NO_BLOCK = 2**31

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from leoma.consensus import Consensus
+from leoma.log.consensus import Consensus
 
 
 def task_id_for_block(block: int, interval: int) -> int:

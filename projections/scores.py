@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from leoma.events import ValidatorRate
+from leoma.log.events import ValidatorRate
 
 
 class Verdict(NamedTuple):

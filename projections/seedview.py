@@ -2,7 +2,7 @@
 
 A peer running the first implementation has no log of its own; the observing validator
 records what it read of that peer's bucket as its own `seed_task_observed` and
-`seed_verdict_observed` events (`leoma.seedpeer`). Here those observations become the peer's
+`seed_verdict_observed` events (`leoma.mirror.seedpeer`). Here those observations become the peer's
 task claims and verdicts, so the window, the averages and replay treat them like anyone's:
 
 * Only the own origin's observations count for the own decision (a validator's view of a
@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from leoma.events import SeedTaskObserved, SeedVerdictObserved
+from leoma.log.events import SeedTaskObserved, SeedVerdictObserved
 from projections.scores import Verdict
 from projections.window import TaskClaim
 

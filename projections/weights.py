@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import msgspec
 
-from leoma.events import WeightEntry
+from leoma.log.events import WeightEntry
 
 FULL_WEIGHT = 65535
 """u16 max: one uid holding all the weight."""

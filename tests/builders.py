@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from leoma.events import (
+from leoma.log.eventlog import EventLog, Row
+from leoma.log.events import (
     ZERO_HASH,
     AllowlistVerified,
     Body,
@@ -30,7 +31,6 @@ from leoma.events import (
     VerdictRecorded,
     seal,
 )
-from leoma.log import EventLog, Row
 
 NETUID = 1
 
@@ -122,8 +122,8 @@ def decided_api_log(b: LogBuilder, tmp_path: Path, epochs: range, *, own: str,
     """`b`'s events as `own`'s log that decides each of `epochs` (warm fold, decisions appended),
     then imported whole into the owner API's log (`tmp_path/api.db`, own `api`); with the last
     decision as the fold made it."""
-    from leoma import decisions
-    from leoma.consensus import DEFAULT
+    from leoma.log import decisions
+    from leoma.log.consensus import DEFAULT
     from projections.epoch import EpochFold
 
     log = b.to_log(tmp_path / "v.db", own=own)

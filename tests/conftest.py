@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import leoma.devnet.simchain  # noqa: F401 - registers the `sim:` network, as the `leoma` command does
+import leoma.adapters.simchain  # noqa: F401 - registers the `sim:` network, as the `leoma` command does
 
 
 @pytest.fixture(autouse=True)

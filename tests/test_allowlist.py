@@ -8,7 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from leoma.allowlist import (
+from leoma.adapters.directory import DirectoryStore
+from leoma.errors import ConfigError
+from leoma.mirror.allowlist import (
     ALLOWLIST_KEY,
     COMMITMENT_PREFIX,
     AllowlistRejected,
@@ -18,8 +20,6 @@ from leoma.allowlist import (
     publish_allowlist,
     read_allowlist,
 )
-from leoma.errors import ConfigError
-from leoma.storage import DirectoryStore
 
 NETUID = 99
 

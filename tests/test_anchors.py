@@ -7,16 +7,16 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from leoma import anchors
-from leoma.allowlist import COMMITMENT_PREFIX, parse_commitment
-from leoma.chain import Chain
-from leoma.consensus import DEFAULT, replace_leaf
-from leoma.devnet.simchain import SimChain
-from leoma.events import AnchorCommitted, AnchorFailed, encode_body
-from leoma.log import EventLog
+from leoma.adapters.chain import Chain
+from leoma.adapters.signing import keypair_from_uri
+from leoma.adapters.simchain import SimChain
+from leoma.log.consensus import DEFAULT, replace_leaf
+from leoma.log.eventlog import EventLog
+from leoma.log.events import AnchorCommitted, AnchorFailed, encode_body
+from leoma.mirror import anchors
+from leoma.mirror.allowlist import COMMITMENT_PREFIX, parse_commitment
 from leoma.services import weight_setter
 from leoma.services.anchored import Held, decide_anchored, replay_anchored
-from leoma.signing import keypair_from_uri
 from projections import anchors as pa
 from tests.builders import LogBuilder
 
@@ -286,7 +286,7 @@ async def test_the_weight_setter_decides_or_holds_under_the_anchored_rule(net, t
 
 
 async def test_replay_reproduces_anchored_decisions_and_refuses_unanchored_inputs(net, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from leoma.replay import find_epoch, recorded_epochs, replay_all, replay_epoch
+    from leoma.tools.replay import find_epoch, recorded_epochs, replay_all, replay_epoch
 
     sim, nodes, miners = net
     await history(sim, nodes, miners)
@@ -322,7 +322,7 @@ def test_replay_and_explain_commands_show_the_anchors(net, tmp_path: Path) -> No
 
     from click.testing import CliRunner
 
-    from leoma.consensus import record_consensus
+    from leoma.log.consensus import record_consensus
     from leoma_cmd.main import cli
 
     sim, nodes, miners = net
@@ -358,7 +358,7 @@ def test_replay_and_explain_commands_show_the_anchors(net, tmp_path: Path) -> No
 
 
 async def test_earlier_anchors_a_view_recorded_wrongly_make_the_others_hold(net) -> None:  # type: ignore[no-untyped-def]
-    from leoma.events import AnchorEntry, AnchorsObserved
+    from leoma.log.events import AnchorEntry, AnchorsObserved
 
     sim, nodes, miners = net
     view, other = nodes  # the first anchored validator in code-point order is the view

@@ -15,12 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
-from leoma.api.app import ApiService, create_app
+from leoma.adapters.signing import keypair_from_uri
+from leoma.api.app import create_app
+from leoma.api.service import ApiService
 from leoma.api.settings import ApiSettings
-from leoma.consensus import DEFAULT
-from leoma.events import EpochScored, MinerResponded, WeightEntry
-from leoma.log import EventLog
-from leoma.signing import keypair_from_uri
+from leoma.log.consensus import DEFAULT
+from leoma.log.eventlog import EventLog
+from leoma.log.events import EpochScored, MinerResponded, WeightEntry
 from projections.epoch import score_epoch
 from tests.builders import NETUID, LogBuilder
 
@@ -274,9 +275,9 @@ async def test_empty_log_answers(tmp_path: Path) -> None:
 
 async def test_feeder_imports_an_allowlisted_validators_mirror(tmp_path: Path) -> None:
     from leoma.api.feed import Feeder
-    from leoma.events import AdminActed, AllowlistVerified, MinerChecked
-    from leoma.mirror import MirrorOut
-    from leoma.storage import DirectoryStore
+    from leoma.log.events import AdminActed, AllowlistVerified, MinerChecked
+    from leoma.mirror.out import MirrorOut
+    from leoma.adapters.directory import DirectoryStore
 
     alice, bob = key("//Alice"), key("//Bob")
     store = DirectoryStore(tmp_path / "alice-bucket")

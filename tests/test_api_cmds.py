@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from leoma.api.app import create_app
-from leoma.log import EventLog
+from leoma.log.eventlog import EventLog
 from tests.test_api import API_ID, World, api_world, key, service_for
 from tests.test_dashboard import ServerThread
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from leoma import decisions
 from leoma.api.state import ApiState
-from leoma.consensus import DEFAULT
-from leoma.log import EventLog
+from leoma.log import decisions
+from leoma.log.consensus import DEFAULT
+from leoma.log.eventlog import EventLog
 from tests.builders import NETUID, LogBuilder, decided_api_log
 
 VALS = ["val-A", "val-B", "val-C"]
@@ -101,7 +100,7 @@ def _lead_only_by_sort(d):  # type: ignore[no-untyped-def]
 def test_the_lead_history_keeps_the_winner_and_the_best_other_eligible(rows, winner) -> None:  # type: ignore[no-untyped-def]
     """Ties keep the decision's order; unreduced and decimal rates compare by value."""
     from leoma.api.state import _lead_only
-    from leoma.events import EpochScored, MinerAggregate, ValidatorRate
+    from leoma.log.events import EpochScored, MinerAggregate, ValidatorRate
 
     aggregates = tuple(MinerAggregate(hotkey=h, avg_rate=r, eligible=e, rank=i,
                                       rates=(ValidatorRate(validator="val-A", passed=1, evaluated=2),))

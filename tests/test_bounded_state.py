@@ -6,11 +6,10 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from leoma.consensus import DEFAULT
-from leoma.log import Draft, EventLog
+from leoma.log.consensus import DEFAULT
+from leoma.log.eventlog import Draft, EventLog
 from projections.epoch import EpochFold, StatePruned, score_epoch
 from tests.builders import NETUID, LogBuilder
 
@@ -118,8 +117,8 @@ def test_the_log_reads_heads_newest_rows_and_what_followed_a_key(tmp_path: Path)
 
 def test_a_readonly_log_replays_in_place(tmp_path: Path) -> None:
     """Replay reads the frontier from the live log, read-only: nothing is copied or written."""
-    from leoma import decisions
-    from leoma.replay import find_epoch, replay_all, replay_epoch
+    from leoma.log import decisions
+    from leoma.tools.replay import find_epoch, replay_all, replay_epoch
 
     b = network(300)
     path = tmp_path / "l.db"

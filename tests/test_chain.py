@@ -1,4 +1,4 @@
-"""`leoma.chain.Chain` over the real SDK Client on the simulated chain (and, optionally, a live node)."""
+"""`leoma.adapters.chain.Chain` over the real SDK Client on the simulated chain (and, optionally, a live node)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 
 from bittensor.sp_core import Keypair  # noqa: E402
 
-from leoma.chain import Chain, commitment_payload  # noqa: E402
-from leoma.devnet.simchain import SimChain  # noqa: E402
+from leoma.adapters.chain import Chain, commitment_payload  # noqa: E402
+from leoma.adapters.simchain import SimChain  # noqa: E402
 from leoma.errors import ChainError, ChainRefused, ConfigError  # noqa: E402
 
 NETUID = 99
@@ -56,8 +56,8 @@ def test_unknown_network_is_a_config_error() -> None:
 
 
 async def test_a_network_scheme_is_opened_by_the_adapter_that_registered_it(sim: SimChain) -> None:
-    from leoma.chain import register_scheme, registered_schemes
-    from leoma.devnet.simchain import open_backend
+    from leoma.adapters.chain import register_scheme, registered_schemes
+    from leoma.adapters.simchain import open_backend
 
     opened: list[str] = []
 

@@ -15,13 +15,13 @@ from click.testing import CliRunner
 
 import bittensor as bt
 
-from leoma.devnet.simchain import SimChain  # noqa: E402
+from leoma.adapters.simchain import SimChain  # noqa: E402
 from leoma_cmd.chain_cmds import register  # noqa: E402
 
 NETUID = 99
 SHA = "0123456789abcdef0123456789abcdef01234567"
 # Separate processes get the commands the same way `leoma` will once chain_cmds is registered.
-CLI = "import click, leoma.devnet.simchain; from leoma_cmd.chain_cmds import register; g = click.Group('leoma'); register(g); g()"
+CLI = "import click, leoma.adapters.simchain; from leoma_cmd.chain_cmds import register; g = click.Group('leoma'); register(g); g()"
 
 
 def make_wallet(root: Path, name: str) -> object:
@@ -146,12 +146,12 @@ def test_publish_from_file_and_list_table(cli: click.Group, devnet: dict, tmp_pa
 VALIDATOR_SCRIPT = textwrap.dedent(
     """
     import asyncio, json, sys
-    import leoma.devnet.simchain  # plugs `sim:` into the chain, as the `leoma` command does
-    from leoma.allowlist import read_allowlist
-    from leoma.chain import Chain
+    import leoma.adapters.simchain  # plugs `sim:` into the chain, as the `leoma` command does
+    from leoma.mirror.allowlist import read_allowlist
+    from leoma.adapters.chain import Chain
     from leoma.errors import ChainRefused
-    from leoma.storage import open_store
-    from leoma.wallets import load_wallet
+    from leoma.adapters.storage import open_store
+    from leoma.adapters.wallets import load_wallet
 
     async def main():
         network, source, netuid = sys.argv[1], sys.argv[2], int(sys.argv[3])

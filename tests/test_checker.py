@@ -9,9 +9,9 @@ import logging
 import msgspec
 import pytest
 
-from leoma.allowlist import ALLOWLIST_KEY
-from leoma.chain import commitment_payload
-from leoma.events import MinerChecked, decode_body
+from leoma.mirror.allowlist import ALLOWLIST_KEY
+from leoma.adapters.chain import commitment_payload
+from leoma.log.events import MinerChecked, decode_body
 from leoma.services.checker import check_miners
 from tests.validator_fixtures import OwnerApi, ValidatorWorld, owner_api, vworld  # noqa: F401
 
@@ -130,7 +130,7 @@ class ExplodingHub:
 
 
 async def test_an_exception_in_one_check_does_not_stop_the_pass(vworld: ValidatorWorld) -> None:
-    from leoma.hub import HubClient
+    from leoma.adapters.hub import HubClient
 
     hub = ExplodingHub(HubClient(vworld.world.url), vworld.world.miners["noisy"].repo_id)
     async with vworld.context(vworld.validators[0], hub=hub) as ctx:
@@ -225,8 +225,8 @@ def test_commitment_strings_never_stop_the_pass(tmp_path) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from leoma.chain import Chain
-    from leoma.signing import keypair_from_uri
+    from leoma.adapters.chain import Chain
+    from leoma.adapters.signing import keypair_from_uri
     from tests.validator_fixtures import NETUID, build_validator_world, wallet
 
     loop = asyncio.new_event_loop()

@@ -1,4 +1,4 @@
-"""leoma.chutes against the local world: chute info cache, the generate payload, and every
+"""leoma.adapters.chutes against the local world: chute info cache, the generate payload, and every
 failure class of a miner's reply."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import tracemalloc
 import httpx
 import pytest
 
-from leoma import video
-from leoma.chutes import ChuteInfo, ChutesClient
+from leoma.adapters import video
+from leoma.adapters.chutes import ChuteInfo, ChutesClient
 from leoma.devnet.clips import render_source
 from leoma.devnet.world import World
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from leoma.config import SEED_SOURCE_BUCKET, Settings
 from leoma.errors import ConfigError
+from leoma.ops.config import SEED_SOURCE_BUCKET, Settings
 
 
 def test_defaults_are_the_seeds() -> None:
@@ -108,7 +108,7 @@ def test_unknown_flag_is_refused() -> None:
     ("", 7, {}, 7), (" 12 ", 7, {}, 12), ("2.5", 1.0, {}, 2.5), ("3", 1.0, {}, 3.0), (None, 0.5, {}, 0.5),
 ])
 def test_read_number_reads_the_type_of_its_default(raw: str | None, default: float, kw: dict, expected: float) -> None:
-    from leoma.config import read_number
+    from leoma.ops.config import read_number
 
     value = read_number({} if raw is None else {"X_SETTING": raw}, "X_SETTING", default, **kw)
     assert value == expected and type(value) is type(default)
@@ -120,7 +120,7 @@ def test_read_number_reads_the_type_of_its_default(raw: str | None, default: flo
     ("2", 7, {"minimum": 3}, "X_SETTING must be at least 3"),
 ])
 def test_read_number_names_the_variable_when_wrong(raw: str, default: float, kw: dict, words: str) -> None:
-    from leoma.config import read_number
+    from leoma.ops.config import read_number
     from leoma.errors import ConfigError
 
     with pytest.raises(ConfigError, match=re.escape(words)):
@@ -129,9 +129,9 @@ def test_read_number_names_the_variable_when_wrong(raw: str, default: float, kw:
 
 def test_the_api_and_serve_read_numbers_the_same_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from leoma.api.settings import ApiSettings
-    from leoma.config import default_db
+    from leoma.ops.config import default_db
     from leoma.errors import ConfigError
-    from leoma.serve import serve_options
+    from leoma.services.serve import serve_options
 
     with pytest.raises(ConfigError, match="MAX_BODY_SIZE='big' is not a whole number"):
         ApiSettings.load(env={"MAX_BODY_SIZE": "big"})

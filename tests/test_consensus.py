@@ -1,4 +1,4 @@
-"""leoma.consensus: the strict reader, the prompts' pins, the consensus a log records, and the one
+"""leoma.log.consensus: the strict reader, the prompts' pins, the consensus a log records, and the one
 rule every command uses to find its consensus (explain, replay, api, serve)."""
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from leoma import consensus as cons
-from leoma.config import Settings, resolve_consensus
-from leoma.consensus import (
+from leoma.devnet.network import consensus_toml
+from leoma.errors import ConfigError, UnknownConsensus
+from leoma.log import consensus as cons
+from leoma.log.consensus import (
     DEFAULT,
     consensus_for,
     log_consensus,
@@ -23,12 +24,11 @@ from leoma.consensus import (
     recorded_consensuses,
     replace_leaf,
 )
-from leoma.devnet.network import consensus_toml
-from leoma.errors import ConfigError, UnknownConsensus
-from leoma.events import ConsensusRecorded, EpochScored, MinerAggregate
-from leoma.log import EventLog
+from leoma.log.eventlog import EventLog
+from leoma.log.events import ConsensusRecorded, EpochScored, MinerAggregate
+from leoma.ops.config import Settings, resolve_consensus
 
-PACKAGED = (Path(cons.__file__).parent / "consensus.toml").read_text()
+PACKAGED = (Path(cons.__file__).parents[1] / "consensus.toml").read_text()
 
 
 # -- the strict reader ---------------------------------------------------------------------------
@@ -88,7 +88,7 @@ def test_leaves_and_replace_leaf() -> None:
 
 
 def test_every_prompt_matches_its_pin_and_the_judge_sends_the_packaged_text() -> None:
-    from leoma import judge
+    from leoma.adapters import judge
 
     for which in cons.PROMPTS:
         text = DEFAULT.prompt(which)

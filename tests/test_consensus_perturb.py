@@ -28,10 +28,10 @@ import httpx
 import msgspec
 import pytest
 
-from leoma import consensus as cons
-from leoma.config import Settings
-from leoma.consensus import DEFAULT, Consensus, replace_leaf, schema_leaves
 from leoma.errors import ConfigError, LeomaError
+from leoma.log import consensus as cons
+from leoma.log.consensus import DEFAULT, Consensus, replace_leaf, schema_leaves
+from leoma.ops.config import Settings
 
 Probe = Callable[[Consensus, "Env"], Any]
 
@@ -68,7 +68,7 @@ class Env:
 def _video(width: int, height: int, frames: int) -> bytes:
     import numpy as np
 
-    from leoma.video import encode_mp4
+    from leoma.adapters.video import encode_mp4
 
     grid = np.indices((height, width)).sum(axis=0) % 256
     return encode_mp4([np.stack([(grid + 8 * i) % 256] * 3, axis=-1).astype("uint8") for i in range(frames)], 16)
@@ -80,7 +80,7 @@ _REPLIES: dict[tuple[int, int, int], bytes] = {}
 async def _ask_miner(c: Consensus, reply: bytes) -> tuple[dict[str, Any], tuple[str, str, str]]:
     """A validator's Chutes client asks a chute for a video; the payload the chute received,
     and what the validator made of the reply (status, failure, first words of the detail)."""
-    from leoma.chutes import ChuteInfo
+    from leoma.adapters.chutes import ChuteInfo
     from leoma.services.context import chutes_client
 
     seen: dict[str, Any] = {}
@@ -130,7 +130,7 @@ def gate(**measured: Any) -> Probe:
     """The gate verdict (`projections.gates.gate_reason`) on measurements near the leaf's bound."""
 
     def probe(c: Consensus, env: Env) -> Any:
-        from leoma.events import GateMeasurements
+        from leoma.log.events import GateMeasurements
         from projections.gates import gate_reason
 
         return gate_reason(GateMeasurements(**{**_GATED, **measured}), c)
@@ -152,7 +152,7 @@ def reply_deadline(c: Consensus, env: Env) -> Any:
 
 
 def hashed_frames(c: Consensus, env: Env) -> Any:
-    from leoma import gates
+    from leoma.adapters import gates
 
     return len(gates.measure(reply_bytes(), b"", hash_frames=c.gates.hash_frames).hashes)
 
@@ -165,7 +165,7 @@ def gate_version(c: Consensus, env: Env) -> Any:
 
 async def _judge_calls(c: Consensus, env: Env, replies: list[dict[str, Any]] | None = None,
                        faults: list[str] | None = None) -> dict[str, Any]:
-    from leoma.judge import Judge, JudgeSettings
+    from leoma.adapters.judge import Judge, JudgeSettings
 
     world = env.world
     world.judge_faults[:] = faults if faults is not None else ["garbage"]
@@ -241,7 +241,7 @@ def _context(c: Consensus, env: Env, **parts: Any) -> Any:
 
 
 def _source_store(env: Env) -> Any:
-    from leoma.storage import open_store
+    from leoma.adapters.storage import open_store
 
     root = env.tmp / "source"
     if not root.exists():
@@ -268,7 +268,7 @@ def candidates(c: Consensus, env: Env) -> Any:
 def clip(c: Consensus, env: Env) -> Any:
     """The clip the sampler picks from the one real source video (seed fixed)."""
     from leoma.services import sampler
-    from leoma.storage import open_store
+    from leoma.adapters.storage import open_store
 
     async def go() -> Any:
         root = env.tmp / "only-source"
@@ -301,8 +301,8 @@ def commit_check(c: Consensus, env: Env) -> Any:
 
 def allowlist_rereads(c: Consensus, env: Env) -> Any:
     """How many allowlist reads the sampler recorded, 150 blocks after the last verified one."""
-    from leoma.events import AllowlistVerified
-    from leoma.log import EventLog
+    from leoma.log.events import AllowlistVerified
+    from leoma.log.eventlog import EventLog
     from leoma.services.sampler import current_allowlist
 
     path = env.fresh("allowlist") / "events.db"
@@ -424,8 +424,8 @@ SCENARIOS: dict[str, Callable[[], list[Any]]] = {
 
 
 def _weight_world(tmp: Path) -> Any:
-    from leoma.devnet.simchain import SimChain
-    from leoma.signing import keypair_from_uri
+    from leoma.adapters.simchain import SimChain
+    from leoma.adapters.signing import keypair_from_uri
     from tests.builders import LogBuilder
 
     owner = keypair_from_uri("//Owner").ss58_address
@@ -451,7 +451,7 @@ def weight_steps(*blocks: int) -> Probe:
     """What the weight setter does at each of `blocks` (epoch, submitted, withheld, burn reason)."""
 
     def probe(c: Consensus, env: Env) -> Any:
-        from leoma.chain import Chain
+        from leoma.adapters.chain import Chain
         from leoma.services import weight_setter
 
         tmp = env.fresh("weights")
@@ -479,8 +479,8 @@ def anchored_epoch(anchor_block: int) -> Probe:
     (the anchor's epoch, the cutoff observed, the window, the tasks refused as late, the burn)."""
 
     def probe(c: Consensus, env: Env) -> Any:
-        from leoma import anchors
-        from leoma.chain import Chain
+        from leoma.mirror import anchors
+        from leoma.adapters.chain import Chain
         from leoma.services import weight_setter
 
         tmp = env.fresh("anchored")

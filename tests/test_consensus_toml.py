@@ -7,8 +7,8 @@ import tomllib
 import msgspec
 import pytest
 
-from leoma.consensus import DEFAULT, load_seed_profile, parse_consensus
 from leoma.devnet.network import consensus_toml
+from leoma.log.consensus import DEFAULT, load_seed_profile, parse_consensus
 
 
 @pytest.mark.parametrize("consensus", [

@@ -12,10 +12,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from leoma.corpus import add_local, corpus_keys, expand
+from leoma.adapters.directory import DirectoryStore
 from leoma.devnet.clips import render_source
 from leoma.errors import AdapterError
-from leoma.storage import DirectoryStore
+from leoma.tools.corpus import add_local, corpus_keys, expand
 
 DAY = dt.date(2026, 3, 9)
 

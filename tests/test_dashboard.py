@@ -28,16 +28,24 @@ import uvicorn
 
 from leoma.api.app import create_app
 from leoma.api.feed import Feeder
-from leoma.consensus import DEFAULT
+from leoma.log.consensus import DEFAULT
 from leoma.devnet.clips import render_source
 from leoma.api.pages import epoch_status
-from leoma.events import (
-    AnchorCommitted, EpochHeld, EpochScored, GateMeasurements, JudgeFailed, MinerResponded, TaskOpened,
-    VerdictRecorded, WeightEntry, seal,
+from leoma.log.events import (
+    AnchorCommitted,
+    EpochHeld,
+    EpochScored,
+    GateMeasurements,
+    JudgeFailed,
+    MinerResponded,
+    TaskOpened,
+    VerdictRecorded,
+    WeightEntry,
+    seal,
 )
-from leoma.seedformat import first_frame_key, generated_video_key, original_clip_key
-from leoma.storage import DirectoryStore
-from leoma.video import first_frame_png, png_to_array
+from leoma.mirror.seedformat import first_frame_key, generated_video_key, original_clip_key
+from leoma.adapters.directory import DirectoryStore
+from leoma.adapters.video import first_frame_png, png_to_array
 from tests.browser import Browser, chromium_path
 from tests.storage_fixtures import ACCESS_KEY, REGION, SECRET_KEY, moto_endpoint, s3_bucket  # noqa: F401
 from tests.test_api import INTERVAL, World, api_world, service_for
@@ -404,7 +412,7 @@ def test_epoch_status(decisions: dict[str, tuple], status: str) -> None:
 
 
 async def test_s3_buckets_are_presigned_not_served(tmp_path: Path, moto_endpoint: str, s3_bucket: str) -> None:
-    from leoma.storage import S3Store
+    from leoma.adapters.s3 import S3Store
 
     world, sampler, bucket, videos = media_world(tmp_path)
     store = S3Store(s3_bucket, access_key=ACCESS_KEY, secret_key=SECRET_KEY, endpoint_url=moto_endpoint,

@@ -7,9 +7,10 @@ import pathlib
 import msgspec
 import pytest
 
-from leoma import decisions
 from leoma.errors import LogError
-from leoma.events import (
+from leoma.log import decisions
+from leoma.log.eventlog import EventLog
+from leoma.log.events import (
     MAX_BODY_BYTES,
     EpochScored,
     FrontierEntry,
@@ -19,7 +20,6 @@ from leoma.events import (
     decode_event,
     encode_body,
 )
-from leoma.log import EventLog
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
@@ -122,7 +122,7 @@ def test_a_lean_read_of_a_forged_detail_says_what_join_says(tmp_path: pathlib.Pa
     log = EventLog(tmp_path / "l.db", own="5Own")
     small, parts = decisions.split(_big(validators=8, miners=64, epoch=5))
     forged = msgspec.structs.replace(small, aggregates_hash="0" * 64)
-    from leoma.log import Draft
+    from leoma.log.eventlog import Draft
 
     log.append_many([*(Draft(decisions.detail_key(5, p.part), 900, p) for p in parts),
                      Draft(decisions.scored_key(5), 900, forged)])
@@ -137,7 +137,7 @@ def test_get_rank_and_explain_show_the_full_decision(tmp_path: pathlib.Path) -> 
 
     from click.testing import CliRunner
 
-    from leoma.consensus import DEFAULT
+    from leoma.log.consensus import DEFAULT
     from leoma_cmd.main import cli
 
     log = EventLog(tmp_path / "l.db", own="5Own")

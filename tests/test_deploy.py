@@ -22,8 +22,8 @@ import click
 import pytest
 import yaml
 
-from leoma.config import _ENV
-from leoma.serve import PROCESS_ROLES, SERVE_ENV, ServeOptions, parse_addr
+from leoma.ops.config import _ENV
+from leoma.services.serve import PROCESS_ROLES, SERVE_ENV, ServeOptions, parse_addr
 from leoma_cmd.main import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -336,8 +336,8 @@ def test_the_example_documents_every_setting_with_a_line_each() -> None:
 
 
 def test_the_example_loads() -> None:
-    from leoma.config import Settings
-    from leoma.serve import serve_options
+    from leoma.ops.config import Settings
+    from leoma.services.serve import serve_options
 
     env = {k: v for k, v in example_vars().items() if v}
     settings = Settings.load(env=env, dotenv=False)

@@ -21,12 +21,13 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from leoma.adapters.directory import DirectoryStore
 from leoma.devnet.network import Devnet, DevnetConfig, consensus_toml, devnet_consensus
 from leoma.errors import LogError
-from leoma.events import decode_body, encode_body
-from leoma.log import EventLog
-from leoma.mirror import fetch_checkpoint, uploaded_position
-from leoma.storage import DirectoryStore
+from leoma.log.eventlog import EventLog
+from leoma.log.events import decode_body, encode_body
+from leoma.mirror.out import uploaded_position
+from leoma.mirror.segments import fetch_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -215,7 +216,7 @@ def test_wrong_consensus_is_reported_by_peers_and_not_mixed(run: Run) -> None:
 
 def test_consensus_toml_round_trips_and_every_validator_used_it(run: Run) -> None:
     digest = devnet_consensus(run.net.config).digest
-    from leoma.consensus import load_consensus, parse_consensus
+    from leoma.log.consensus import load_consensus, parse_consensus
 
     assert load_consensus(run.net.consensus_path).digest == digest
     assert parse_consensus(consensus_toml(load_consensus())).digest == load_consensus().digest
@@ -224,8 +225,8 @@ def test_consensus_toml_round_trips_and_every_validator_used_it(run: Run) -> Non
 
 
 def test_logs_record_their_consensus_and_tools_find_it_untold(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
-    from leoma.config import resolve_consensus
-    from leoma.consensus import recorded_consensuses
+    from leoma.ops.config import resolve_consensus
+    from leoma.log.consensus import recorded_consensuses
     from leoma_cmd.scoring_cmds import register
 
     net = run.net

@@ -28,11 +28,11 @@ from typing import Any
 import httpx
 import pytest
 
+from leoma.adapters.signing import keypair_from_uri
+from leoma.adapters.storage import validate_key
 from leoma.devnet.network import Devnet, DevnetConfig
 from leoma.errors import LogError
-from leoma.log import EventLog
-from leoma.signing import keypair_from_uri
-from leoma.storage import validate_key
+from leoma.log.eventlog import EventLog
 from tests.browser import Browser
 from tests.test_api import CARD, MINER, SAMPLE, fields
 from tests.test_dashboard import assert_picture, keep, raw_get
@@ -54,7 +54,7 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
 
 def chain_winner(net: Devnet) -> str | None:
     """The hotkey every allowlisted validator's weight row on chain points at (None until they all agree)."""
-    from leoma.chain import Chain
+    from leoma.adapters.chain import Chain
 
     state = net.sim.state()
 
@@ -157,7 +157,7 @@ def settled(devnet: Devnet, decided: str) -> str:
     read, the browser's and the test's, is of one snapshot. Tests that compare two reads use it;
     they run after the tests that need the live devnet.
     """
-    from leoma.mirror import uploaded_position
+    from leoma.mirror.out import uploaded_position
 
     for node in devnet.validators:
         assert devnet.stop_node(node.name) == 0, f"{node.name} did not stop cleanly"

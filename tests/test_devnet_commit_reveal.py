@@ -4,14 +4,13 @@ by the chain an epoch later, and confirmed by read-back."""
 from __future__ import annotations
 
 import gc
-
 from pathlib import Path
 
 import pytest
 
 from leoma.devnet.network import Devnet, DevnetConfig
-from leoma.events import decode_body
-from leoma.log import EventLog
+from leoma.log.eventlog import EventLog
+from leoma.log.events import decode_body
 
 pytestmark = pytest.mark.slow
 

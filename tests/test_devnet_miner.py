@@ -22,11 +22,11 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from leoma import decisions
 from leoma.devnet.network import Devnet, DevnetConfig
 from leoma.errors import LogError
-from leoma.events import decode_body
-from leoma.log import EventLog
+from leoma.log import decisions
+from leoma.log.eventlog import EventLog
+from leoma.log.events import decode_body
 from tests.test_miner import STANDIN
 
 pytestmark = pytest.mark.slow

@@ -7,11 +7,10 @@ import typing
 
 import msgspec
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from leoma import events as ev
 from leoma.errors import EventError, UnknownKind
+from leoma.log import events as ev
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 

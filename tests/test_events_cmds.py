@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from leoma import events as ev
-from leoma.log import Draft, EventLog
+from leoma.log import events as ev
+from leoma.log.eventlog import Draft, EventLog
 from leoma_cmd.main import cli
 
 A = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from leoma import events as ev
 from leoma.errors import LogError
-from leoma.export import export, select, write_sqlite
-from leoma.log import Draft, EventLog
+from leoma.log import events as ev
+from leoma.log.eventlog import Draft, EventLog
+from leoma.log.export import export, select, write_sqlite
 
 A = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
 

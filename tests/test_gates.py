@@ -8,11 +8,11 @@ import functools
 import msgspec
 import pytest
 
-from leoma import gates, video
-from leoma.consensus import DEFAULT
+from leoma.adapters import gates, video
 from leoma.devnet.clips import CAMERA_WORDS, render_source
 from leoma.devnet.world import World, render_reference_video
-from leoma.events import GateMeasurements
+from leoma.log.consensus import DEFAULT
+from leoma.log.events import GateMeasurements
 from projections.gates import CopyCandidate, copies, gate_reason, output_distance
 
 GOOD = GateMeasurements(decoded=True, codec="h264", frames=81, declared_frames=81, fps_milli=16000, duration_ms=5062,

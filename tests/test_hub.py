@@ -1,4 +1,4 @@
-"""leoma.hub: the weights hash (seed §2.6) through the real huggingface_hub client."""
+"""leoma.adapters.hub: the weights hash (seed §2.6) through the real huggingface_hub client."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import types
 
 import pytest
 
+from leoma.adapters.hub import HubClient, _weights_from_info, hash_weight_shas
 from leoma.devnet.world import World
 from leoma.errors import AdapterError
-from leoma.hub import HubClient, _weights_from_info, hash_weight_shas
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,23 @@
-"""leoma.judge: the seed's normalisation vectors (§5.6) and the real google-genai client against
+"""leoma.adapters.judge: the seed's normalisation vectors (§5.6) and the real google-genai client against
 the local world's Gemini stand-in, including every way a judge reply can be unusable."""
 
 from __future__ import annotations
 
 import pytest
 
-from leoma import judge, video
+from leoma.adapters import judge, video
+from leoma.adapters.judge import (
+    Judge,
+    JudgeFailure,
+    JudgeSettings,
+    MalformedReply,
+    Verdict,
+    clamp_score,
+    normalise_verdict,
+)
 from leoma.devnet.clips import render_source
 from leoma.devnet.world import World
 from leoma.errors import AdapterError
-from leoma.judge import Judge, JudgeFailure, JudgeSettings, MalformedReply, Verdict, clamp_score, normalise_verdict
 
 ASPECTS6 = dict(zip(judge.ASPECTS, (88, 84, 82, 85, 87, 80)))
 

@@ -7,12 +7,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from leoma import events as ev
 from leoma.errors import ChainBroken, ConflictError, GapError, LogError, UnknownKind
-from leoma.log import Draft, EventLog
+from leoma.log import events as ev
+from leoma.log.eventlog import Draft, EventLog
 
 A = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
 B = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"

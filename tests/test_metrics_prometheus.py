@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from leoma.metrics import Facts, LoopFact, PeerFact, render_prometheus
+from leoma.ops.metrics import Facts, LoopFact, PeerFact, render_prometheus
 
 NOW = 1_000_000.0
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from leoma.events import WeightsConfirmed, WeightsSubmitted
-from leoma.log import EventLog
-from leoma.metrics import Facts, collect_facts, health, render_prometheus
+from leoma.log.eventlog import EventLog
+from leoma.log.events import WeightsConfirmed, WeightsSubmitted
+from leoma.ops.metrics import Facts, collect_facts, health, render_prometheus
 
 OWN = "5Own"
 LENGTH = 100

@@ -19,12 +19,11 @@ import httpx
 import pydantic
 import pytest
 from click.testing import CliRunner
-from leoma_cmd.miner_cmds import register
 
-from leoma import video
+from leoma.adapters import video
 from leoma.devnet.clips import render_source
 from leoma.devnet.world import World, render_reference_video
-from leoma.events import (
+from leoma.log.events import (
     CheckOutcome,
     EpochScored,
     FrontierEntry,
@@ -34,16 +33,11 @@ from leoma.events import (
     MinerResponded,
     VerdictRecorded,
 )
-from leoma.miner import (
-    GenerateRequest,
-    find_chute_id,
-    log_error_line,
-    miner_status,
-    naming_problem,
-    reference_app,
-    render_chute,
-    revision_problem,
-)
+from leoma.miner.chute import naming_problem, render_chute, revision_problem
+from leoma.miner.deploy import find_chute_id, log_error_line
+from leoma.miner.reference import GenerateRequest, reference_app
+from leoma.miner.status import miner_status
+from leoma_cmd.miner_cmds import register
 from tests.builders import LogBuilder
 
 HOTKEY = "5FminerHotkeyForTestsOnly0000000000000000000000"
@@ -380,8 +374,8 @@ def test_status_table_explains_each_part(cli: click.Group, world: World, tmp_pat
 
 
 def test_status_latest_check_across_validators_and_a_fresh_epoch(world: World, tmp_path: Path) -> None:
-    from leoma.chutes import ChutesClient
-    from leoma.log import EventLog
+    from leoma.adapters.chutes import ChutesClient
+    from leoma.log.eventlog import EventLog
 
     async def go() -> Any:
         with EventLog(status_log(tmp_path, with_epoch=False), readonly=True) as log:
@@ -415,8 +409,8 @@ def test_status_with_nothing_available_still_answers(cli: click.Group, tmp_path:
 
 
 def test_status_reads_a_cold_chute_from_the_api(world: World) -> None:
-    from leoma.chutes import ChutesClient
-    from leoma.miner import MinerStatus, next_step
+    from leoma.adapters.chutes import ChutesClient
+    from leoma.miner.status import MinerStatus, next_step
 
     cold = world.miners["cold"]
 
@@ -426,7 +420,7 @@ def test_status_reads_a_cold_chute_from_the_api(world: World) -> None:
 
     info = asyncio.run(go())
     assert info is not None and info.hot is False
-    from leoma.miner import ChuteView, CommitmentView
+    from leoma.miner.status import ChuteView, CommitmentView
 
     s = MinerStatus(hotkey="5Fcold", commitment=CommitmentView(block=3, count=1, text="{}", chute_id=cold.chute_id),
                     chute=ChuteView(chute_id=cold.chute_id, reachable=True, hot=info.hot))
@@ -486,7 +480,7 @@ def test_register_reuses_the_miner_group_of_chain_cmds() -> None:
 
 
 def test_dominance_needed_rate_is_exact() -> None:
-    from leoma.miner import rank_view
+    from leoma.miner.status import rank_view
 
     scored = EpochScored(epoch=1, netuid=1, consensus_digest="d" * 64, frontier=(), winner="a", aggregates=(
         MinerAggregate(hotkey="a", commit_block=1, avg_rate="11/20", eligible=True, rank=1),
@@ -503,7 +497,7 @@ def test_dominance_needed_rate_is_exact() -> None:
 
 def check_with_the_checker(env: dict[str, str], db: Path) -> list[MinerChecked]:
     """One pass of the validators' real checker (`check_miners`) as validator //Validator1, into `db`."""
-    from leoma.config import Settings
+    from leoma.ops.config import Settings
     from leoma.services.checker import check_miners
     from leoma.services.context import open_context
 
@@ -526,7 +520,7 @@ def test_done_when_a_new_miner_goes_from_push_to_commit_to_checked(world: World,
     import bittensor as bt
     from leoma_cmd.chain_cmds import register as register_chain
 
-    from leoma.devnet.simchain import SimChain
+    from leoma.adapters.simchain import SimChain
 
     wallets = tmp_path / "wallets"
     owner = bt.Wallet(name="owner", hotkey="default", path=str(wallets))

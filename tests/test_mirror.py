@@ -18,15 +18,12 @@ import msgspec
 import pytest
 import zstandard
 
-from leoma import events as ev
-from leoma.consensus import DEFAULT
+from leoma.log import events as ev
+from leoma.log.consensus import DEFAULT
 from leoma.errors import MirrorError, ObjectNotFound, StorageError
-from leoma.log import Draft, EventLog
-from leoma.mirror import (
+from leoma.log.eventlog import Draft, EventLog
+from leoma.mirror.segments import (
     MAX_EVENTS_PER_OBJECT,
-    MirrorIn,
-    MirrorOut,
-    Peer,
     checkpoint_key,
     decode_segment,
     encode_segment,
@@ -34,11 +31,13 @@ from leoma.mirror import (
     named_objects,
     segment_key,
     segment_ranges,
-    uploaded_position,
-    verify_published,
 )
-from leoma.signing import CHECKPOINT_DOMAIN, Checkpoint, SignedCheckpoint, keypair_from_uri, sign
-from leoma.storage import DirectoryStore, ObjectInfo, ObjectStore, S3Store
+from leoma.mirror.inbound import MirrorIn, Peer, verify_published
+from leoma.mirror.out import MirrorOut, uploaded_position
+from leoma.adapters.signing import CHECKPOINT_DOMAIN, Checkpoint, SignedCheckpoint, keypair_from_uri, sign
+from leoma.adapters.directory import DirectoryStore
+from leoma.adapters.storage import ObjectInfo, ObjectStore
+from leoma.adapters.s3 import S3Store
 from tests.storage_fixtures import ACCESS_KEY, REGION, SECRET_KEY, FaultProxy, moto_endpoint, s3_bucket  # noqa: F401
 
 ALICE = keypair_from_uri("//Alice")
@@ -360,8 +359,8 @@ async def test_kill_9_in_a_subprocess_then_restart(tmp_path: Path, logs: dict[st
     db, bucket = tmp_path / "alice.db", tmp_path / "bucket"
     child = (
         "import asyncio, os, signal, sys\n"
-        "from leoma.log import EventLog\nfrom leoma.mirror import MirrorOut\nfrom leoma.storage import DirectoryStore\n"
-        "from leoma.signing import keypair_from_uri\nfrom leoma.consensus import DEFAULT\n"
+        "from leoma.log.eventlog import EventLog\nfrom leoma.mirror.out import MirrorOut\nfrom leoma.adapters.directory import DirectoryStore\n"
+        "from leoma.adapters.signing import keypair_from_uri\nfrom leoma.log.consensus import DEFAULT\n"
         "class Die(DirectoryStore):\n"
         "    async def put(self, key, data, **kw):\n"
         "        if key.endswith('checkpoint.json'): os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -791,18 +790,18 @@ async def test_a_network_where_nothing_happens_appends_nothing_and_an_idle_sync_
 
 
 async def test_an_idle_sync_does_not_read_the_log_or_verify_again(tmp_path: Path, logs: dict[str, EventLog]) -> None:
-    import leoma.mirror as mirror
+    import leoma.mirror.inbound as inbound
 
     store = await published(tmp_path, logs, 12, 5)
     mirror_in = MirrorIn(logs["bob"], [Peer(A, store)], DIGEST)
     await mirror_in.sync()
     calls = []
-    real = mirror._parse_checkpoint
-    mirror._parse_checkpoint = lambda *a: calls.append(a) or real(*a)  # type: ignore[assignment]
+    real = inbound.parse_checkpoint
+    inbound.parse_checkpoint = lambda *a: calls.append(a) or real(*a)  # type: ignore[assignment]
     try:
         [sync] = await mirror_in.sync()
     finally:
-        mirror._parse_checkpoint = real  # type: ignore[assignment]
+        inbound.parse_checkpoint = real  # type: ignore[assignment]
     assert (sync.checkpoint_size, sync.imported, sync.objects) == (12, 0, 1) and calls == []
 
 
@@ -852,7 +851,7 @@ async def test_a_trickle_of_pushes_keeps_the_bucket_linear_in_the_log(tmp_path: 
 
 
 def _signed(signer: Any, **fields: Any) -> bytes:
-    from leoma.signing import sign_checkpoint
+    from leoma.adapters.signing import sign_checkpoint
 
     fields.setdefault("consensus_digest", DIGEST)
     return sign_checkpoint(signer, Checkpoint(origin=signer.ss58_address, **fields))
@@ -1082,8 +1081,8 @@ async def test_an_unsigned_object_left_in_the_way_is_replaced_at_write_time(tmp_
 def _child(db: Path, bucket: Path, die_on: str) -> str:
     return (
         "import asyncio, os, signal\n"
-        "from leoma.log import EventLog\nfrom leoma.mirror import MirrorOut\nfrom leoma.storage import DirectoryStore\n"
-        "from leoma.signing import keypair_from_uri\nfrom leoma.consensus import DEFAULT\n"
+        "from leoma.log.eventlog import EventLog\nfrom leoma.mirror.out import MirrorOut\nfrom leoma.adapters.directory import DirectoryStore\n"
+        "from leoma.adapters.signing import keypair_from_uri\nfrom leoma.log.consensus import DEFAULT\n"
         "class Die(DirectoryStore):\n"
         "    async def put(self, key, data, **kw):\n"
         f"        if {die_on!r} == 'checkpoint' and key.endswith('checkpoint.json'): os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -1161,7 +1160,7 @@ async def test_a_bucket_in_the_first_layout_is_read_and_continued(tmp_path: Path
 
 
 def test_the_first_layouts_checkpoint_still_verifies_byte_for_byte() -> None:
-    from leoma.signing import read_checkpoint
+    from leoma.adapters.signing import read_checkpoint
 
     data = (V1 / "bucket" / checkpoint_key(A)).read_bytes()
     cp = read_checkpoint(data, origin=A)
@@ -1179,7 +1178,7 @@ def test_mirror_commands_read_the_consensus_like_serve(tmp_path: Path, logs: dic
     import click
     from click.testing import CliRunner
 
-    from leoma.consensus import load_consensus
+    from leoma.log.consensus import load_consensus
     from leoma_cmd import events_cmds, mirror_cmds
 
     @click.group()

@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from leoma import events as ev
-from leoma.config import Settings
-from leoma.consensus import load_consensus
 from leoma.devnet.network import Devnet, DevnetConfig
-from leoma.log import Draft, EventLog
-from leoma.mirror import encode_segment
-from leoma.serve import ServeOptions, Validator
+from leoma.log import events as ev
+from leoma.log.consensus import load_consensus
+from leoma.log.eventlog import Draft, EventLog
+from leoma.mirror.segments import encode_segment
+from leoma.ops.config import Settings
+from leoma.services.serve import ServeOptions, Validator
 from projections.rotation import rightful_sampler_at
 
 

@@ -11,8 +11,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from leoma import events as ev
-from leoma.log import Draft, EventLog
+from leoma.log import events as ev
+from leoma.log.eventlog import Draft, EventLog
 from leoma_cmd.main import cli
 from leoma_cmd.output import json_option, print_json, print_table
 

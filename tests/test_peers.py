@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from leoma.adapters.directory import DirectoryStore
+from leoma.adapters.s3 import S3Store
 from leoma.errors import ConfigError
-from leoma.peers import PeerEntry, parse_peers, peer_store, peers_from_env
-from leoma.storage import DirectoryStore, S3Store
+from leoma.mirror.peers import PeerEntry, parse_peers, peer_store, peers_from_env
 
 A = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
 B = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"

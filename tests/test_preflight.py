@@ -19,18 +19,18 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from leoma.allowlist import publish_allowlist
-from leoma.chain import Chain
-from leoma.config import Settings
-from leoma.consensus import DEFAULT
-from leoma.devnet.simchain import SimChain
+from leoma.adapters.chain import Chain
+from leoma.adapters.directory import DirectoryStore
+from leoma.adapters.signing import keypair_from_uri
+from leoma.adapters.simchain import SimChain
 from leoma.devnet.world import World
-from leoma.events import ChainHeadObserved
-from leoma.log import EventLog
-from leoma.mirror import MirrorOut
-from leoma.preflight import run_preflight
-from leoma.signing import keypair_from_uri
-from leoma.storage import DirectoryStore
+from leoma.log.consensus import DEFAULT
+from leoma.log.eventlog import EventLog
+from leoma.log.events import ChainHeadObserved
+from leoma.mirror.allowlist import publish_allowlist
+from leoma.mirror.out import MirrorOut
+from leoma.ops.config import Settings
+from leoma.tools.preflight import run_preflight
 
 NETUID = 99
 CHUTES_KEY = "cpk-preflight"

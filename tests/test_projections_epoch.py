@@ -7,11 +7,10 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from leoma.consensus import DEFAULT
-from leoma.events import EpochScored, FrontierEntry
+from leoma.log.consensus import DEFAULT
+from leoma.log.events import EpochScored, FrontierEntry
 from projections.epoch import KINDS, EpochFold, score_epoch
 from tests.builders import NETUID, LogBuilder, rows_of
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
-from leoma.events import MinerChecked
+from leoma.log.events import MinerChecked
 from projections.miners import (
     MinersView,
     commit_count_problem,

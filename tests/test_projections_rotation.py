@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
-from leoma.consensus import DEFAULT
+from leoma.log.consensus import DEFAULT
 from projections.rotation import (
     effective_sampler,
     failover_step,

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from leoma import events as ev
-from leoma.consensus import DEFAULT, load_consensus, load_seed_profile
+from leoma.log import events as ev
+from leoma.log.consensus import DEFAULT, load_consensus, load_seed_profile
 from projections import seedview
 from projections.epoch import score_epoch
 from projections.ranking import Standing, dominant_winner, seed_float_rate
@@ -150,7 +149,7 @@ def test_seed_observations_in_any_order_give_the_same_decision(rnd: random.Rando
 
 
 def test_leoma_consensus_seed_names_the_packaged_migration_profile(tmp_path, monkeypatch) -> None:
-    from leoma.config import Settings
+    from leoma.ops.config import Settings
 
     assert load_consensus("seed").digest == load_seed_profile().digest
     monkeypatch.chdir(tmp_path)

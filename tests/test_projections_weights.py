@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from leoma.events import WeightEntry
+from leoma.log.events import WeightEntry
 from projections.weights import FULL_WEIGHT, payout
 
 UIDS = {"w": 3, "x": 7, "y": 11}

@@ -43,7 +43,7 @@ def test_every_error_leoma_defines_is_public_and_drawn_in_the_tree() -> None:
 
 
 def test_importing_leoma_stays_cheap() -> None:
-    code = "import sys, leoma; print(sorted(m for m in ('leoma.log', 'leoma.storage', 'bittensor', 'aioboto3') if m in sys.modules))"
+    code = "import sys, leoma; print(sorted(m for m in ('leoma.log.eventlog', 'leoma.adapters.storage', 'bittensor', 'aioboto3') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -53,7 +53,7 @@ def test_public_functions_raise_from_the_tree() -> None:
 
     from leoma.api.app import HttpError
     from leoma.api.auth import AuthError
-    from leoma.logging_setup import setup_logging
+    from leoma.ops.logging_setup import setup_logging
     from projections.ranking import explain
 
     with pytest.raises(leoma.errors.NotRanked, match="^5Nobody is not among the ranked miners$") as caught:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from leoma import decisions
-from leoma.chain import Chain
-from leoma.consensus import DEFAULT
-from leoma.devnet.simchain import SimChain
-from leoma.events import MAX_BODY_BYTES
-from leoma.replay import find_epoch, replay_epoch
+from leoma.adapters.chain import Chain
+from leoma.adapters.signing import keypair_from_uri
+from leoma.adapters.simchain import SimChain
+from leoma.log import decisions
+from leoma.log.consensus import DEFAULT
+from leoma.log.events import MAX_BODY_BYTES
 from leoma.services import weight_setter
-from leoma.signing import keypair_from_uri
+from leoma.tools.replay import find_epoch, replay_epoch
 from tests.builders import LogBuilder
 
 NETUID = 7

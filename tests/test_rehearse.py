@@ -9,11 +9,11 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from leoma import decisions
+from leoma.adapters.directory import DirectoryStore
 from leoma.devnet.network import consensus_toml
-from leoma.log import EventLog
-from leoma.rehearse import PrefixStore
-from leoma.storage import DirectoryStore
+from leoma.log import decisions
+from leoma.log.eventlog import EventLog
+from leoma.tools.rehearse import PrefixStore
 from tests.validator_fixtures import build_validator_world
 
 

@@ -7,11 +7,11 @@ import json
 
 from bittensor_core import verify
 
-from leoma.events import MinerChecked
+from leoma.log.events import MinerChecked
 from leoma.services.checker import check_miners
 from leoma.services.reporter import miner_report_entry, report_samples, sign_request
 from leoma.services.sampler import sample_turn
-from leoma.signing import keypair_from_uri
+from leoma.adapters.signing import keypair_from_uri
 from tests.validator_fixtures import OwnerApi, ValidatorWorld, owner_api, vworld  # noqa: F401
 
 

@@ -1,4 +1,4 @@
-"""The one retry policy (`leoma.retry`) as each adapter uses it, against local stand-ins.
+"""The one retry policy (`leoma.adapters.retry`) as each adapter uses it, against local stand-ins.
 
 Every test injects the wait (a recorder instead of `asyncio.sleep`), so attempts are counted
 and each wait is checked against its jitter bounds without sleeping for it.
@@ -15,16 +15,16 @@ from typing import Any
 
 import pytest
 
-from leoma import retry
-from leoma.chain import Chain
-from leoma.chutes import ChutesClient
+from leoma.adapters import retry
+from leoma.adapters.chain import Chain
+from leoma.adapters.chutes import ChutesClient
 from leoma.devnet.clips import render_source
-from leoma.devnet.simchain import SimChain
+from leoma.adapters.simchain import SimChain
 from leoma.devnet.world import World
 from leoma.errors import AdapterError, ChainError, StorageError
-from leoma.judge import Judge, JudgeSettings, Verdict
-from leoma.serve import Loop, supervise
-from leoma.storage import S3Store
+from leoma.adapters.judge import Judge, JudgeSettings, Verdict
+from leoma.services.serve import Loop, supervise
+from leoma.adapters.s3 import S3Store
 from tests.storage_fixtures import ACCESS_KEY, REGION, SECRET_KEY, FaultProxy, moto_endpoint, s3_bucket  # noqa: F401
 
 KEY = "retry-key"
@@ -77,7 +77,7 @@ def clip() -> bytes:
 
 
 async def test_chutes_retries_the_gateway_twice_then_takes_the_video(world: World, clip: bytes) -> None:
-    from leoma import video
+    from leoma.adapters import video
 
     world.counts["flaky"] = 0
     waits = Waits()
@@ -93,7 +93,7 @@ async def test_chutes_retries_the_gateway_twice_then_takes_the_video(world: Worl
 
 
 async def test_chutes_stops_when_the_next_wait_would_pass_the_budget(world: World, clip: bytes) -> None:
-    from leoma import video
+    from leoma.adapters import video
 
     now = [1000.0]
     waits = Waits()
@@ -115,7 +115,7 @@ async def test_chutes_stops_when_the_next_wait_would_pass_the_budget(world: Worl
 # -- judge: the Gemini stand-in answers 500 twice, then a verdict ----------------------------------
 
 async def test_judge_retries_with_a_jittered_pause_and_counts_attempts(world: World, clip: bytes) -> None:
-    from leoma import video
+    from leoma.adapters import video
 
     waits = Waits()
     world.judge_faults[:] = ["http500", "garbage"]

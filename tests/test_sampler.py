@@ -11,9 +11,9 @@ import msgspec
 import pytest
 from bittensor_core import verify
 
-from leoma import seedformat
+from leoma.mirror import seedformat
 from leoma.errors import StorageError
-from leoma.events import decode_body
+from leoma.log.events import decode_body
 from leoma.services.checker import check_miners
 from leoma.services.sampler import sample_turn
 from tests.validator_fixtures import ValidatorWorld, vworld  # noqa: F401

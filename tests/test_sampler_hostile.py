@@ -13,9 +13,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from leoma import gates
-from leoma.chutes import ChutesClient
-from leoma.events import decode_body
+from leoma.adapters import gates
+from leoma.adapters.chutes import ChutesClient
+from leoma.log.events import decode_body
 from leoma.services import sampler
 from leoma.services.checker import check_miners
 from leoma.services.sampler import GATES_JUDGE, ByteBudget, sample_turn

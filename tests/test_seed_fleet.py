@@ -26,15 +26,15 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from leoma import decisions
-from leoma import events as ev
-from leoma import seedformat
-from leoma.consensus import DEFAULT, Consensus, load_seed_profile
-from leoma.log import EventLog
-from leoma.mirror import MirrorIn, MirrorOut, Peer
+from leoma.adapters.directory import DirectoryStore
+from leoma.adapters.signing import keypair_from_uri
+from leoma.log import decisions, events as ev
+from leoma.log.consensus import DEFAULT, Consensus, load_seed_profile
+from leoma.log.eventlog import EventLog
+from leoma.mirror import seedformat
+from leoma.mirror.inbound import MirrorIn, Peer
+from leoma.mirror.out import MirrorOut
 from leoma.services.weight_setter import decide_epoch
-from leoma.signing import keypair_from_uri
-from leoma.storage import DirectoryStore
 
 INTERVAL, EPOCH, TASKS, MARGIN, LOOKBACK = 10, 30, 8, 2, 300
 NETUID = 1
@@ -248,7 +248,7 @@ async def run_fleet(root: Path, consensus: Consensus, seed: int, epochs: int = 1
                         await oracle(fleet.buckets, V, boundary, fixes=True)))
     if replay:
         await fleet.decide(epochs + 1)  # one more round: each holds the other's decisions
-        from leoma.replay import recorded_epochs, replay_epoch
+        from leoma.tools.replay import recorded_epochs, replay_epoch
 
         for holder in fleet.logs.values():
             for recorded in recorded_epochs(holder):

@@ -10,7 +10,7 @@ import pytest
 from bittensor_core import Keypair
 
 from leoma.errors import SignatureError, StorageError
-from leoma.seedformat import (
+from leoma.mirror.seedformat import (
     first_frame_key,
     generated_video_key,
     metadata_key,

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from leoma import events as ev
-from leoma import seedformat, seedpeer
-from leoma.log import EventLog
-from leoma.mirror import MirrorIn, MirrorOut, Peer
-from leoma.signing import keypair_from_uri
-from leoma.storage import DirectoryStore
+from leoma.adapters.directory import DirectoryStore
+from leoma.adapters.signing import keypair_from_uri
+from leoma.log import events as ev
+from leoma.log.eventlog import EventLog
+from leoma.mirror import seedformat, seedpeer
+from leoma.mirror.inbound import MirrorIn, Peer
+from leoma.mirror.out import MirrorOut
 
 SEED = keypair_from_uri("//Dave")      # runs the first implementation: a bucket, no log
 OURS = keypair_from_uri("//Alice")     # this validator

@@ -18,14 +18,15 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from leoma.devnet.simchain import SimChain
-from leoma.events import ChainHeadObserved
-from leoma.log import EventLog
-from leoma.metrics import Facts, LoopFact, health, render_prometheus
-from leoma.mirror import fetch_checkpoint, uploaded_position
-from leoma.serve import Loop, log_lock, metrics_url_file, parse_addr, serve_options, supervise
-from leoma.signing import keypair_from_uri
-from leoma.storage import DirectoryStore
+from leoma.adapters.directory import DirectoryStore
+from leoma.adapters.signing import keypair_from_uri
+from leoma.adapters.simchain import SimChain
+from leoma.log.eventlog import EventLog
+from leoma.log.events import ChainHeadObserved
+from leoma.mirror.out import uploaded_position
+from leoma.mirror.segments import fetch_checkpoint
+from leoma.ops.metrics import Facts, LoopFact, health, render_prometheus
+from leoma.services.serve import Loop, log_lock, metrics_url_file, parse_addr, serve_options, supervise
 from leoma_cmd.serve_cmds import register
 
 
@@ -295,9 +296,9 @@ async def test_a_role_lock_excludes_another_process_until_it_dies(tmp_path: Path
 
 _APPENDER = """
 import os, sys, time
-from leoma.events import ChainHeadObserved
-from leoma.log import Draft, EventLog
-from leoma.signing import keypair_from_uri
+from leoma.log.events import ChainHeadObserved
+from leoma.log.eventlog import Draft, EventLog
+from leoma.adapters.signing import keypair_from_uri
 db, name, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 own = keypair_from_uri("//Alice").ss58_address
 with EventLog(db, own=own) as log:
@@ -355,8 +356,8 @@ def test_processes_appending_to_one_log_keep_its_chain_intact(tmp_path: Path) ->
 
 def _published_then_lost(tmp_path: Path) -> tuple[Path, list[str]]:
     """An own bucket holding 5 published events of //Alice whose local log is gone."""
-    from leoma.consensus import DEFAULT
-    from leoma.mirror import MirrorOut
+    from leoma.log.consensus import DEFAULT
+    from leoma.mirror.out import MirrorOut
 
     alice = keypair_from_uri("//Alice")
     bucket = tmp_path / "bucket"

@@ -10,7 +10,7 @@ import pytest
 import bittensor as bt
 from bittensor.sp_core import Keypair  # noqa: E402
 
-from leoma.devnet.simchain import SimChain, SimSubstrate  # noqa: E402
+from leoma.adapters.simchain import SimChain, SimSubstrate  # noqa: E402
 from leoma.errors import ConfigError  # noqa: E402
 
 NETUID = 7
@@ -188,7 +188,7 @@ def raw_weight_commit(commit: bytes, reveal_round: int, version: int = 4) -> obj
 
 
 async def test_sdk_commit_is_revealed_by_the_chain_at_the_reveal_epoch(chain: SimChain) -> None:
-    from leoma.devnet import beacon
+    from leoma.adapters import beacon
 
     chain.set_param("commit_reveal", True)
     sub = SimSubstrate(chain)
@@ -224,7 +224,7 @@ async def test_a_commit_sealed_to_real_drand_is_never_revealed_here(chain: SimCh
 
 
 async def test_a_reveal_carrying_another_hotkey_is_dropped(chain: SimChain) -> None:
-    from leoma.devnet import beacon
+    from leoma.adapters import beacon
 
     chain.set_param("commit_reveal", True)
     forged = beacon.WeightsPayload(hotkey=bytes(MINER.public_key), uids=(2,), values=(65535,), version_key=3)
@@ -254,7 +254,7 @@ async def test_commit_reveal_rules(chain: SimChain, setup: dict, call, error: st
 
 
 async def test_commits_are_rate_limited_and_capped(chain: SimChain) -> None:
-    from leoma.devnet.simchain import MAX_UNREVEALED_COMMITS
+    from leoma.adapters.simchain import MAX_UNREVEALED_COMMITS
 
     chain.set_param("commit_reveal", True)
     async with bt.Client("local", substrate=SimSubstrate(chain)) as client:

@@ -24,13 +24,14 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from leoma.adapters.directory import DirectoryStore
 from leoma.devnet.network import Devnet, DevnetConfig
 from leoma.errors import LogError
-from leoma.events import decode_body
-from leoma.log import EventLog
-from leoma.mirror import fetch_checkpoint, uploaded_position
-from leoma.serve import metrics_url_file
-from leoma.storage import DirectoryStore
+from leoma.log.eventlog import EventLog
+from leoma.log.events import decode_body
+from leoma.mirror.out import uploaded_position
+from leoma.mirror.segments import fetch_checkpoint
+from leoma.services.serve import metrics_url_file
 
 pytestmark = pytest.mark.slow
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from leoma.adapters.signing import SS58_SHAPE, is_ss58
 from leoma.api.auth import is_ss58 as auth_is_ss58
-from leoma.peers import parse_peers
-from leoma.signing import SS58_SHAPE, is_ss58
+from leoma.mirror.peers import parse_peers
 
 ALICE = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
 BOB = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"

@@ -13,15 +13,9 @@ import httpx
 import pytest
 
 from leoma.errors import ConfigError, ObjectExists, ObjectNotFound, ObjectTooLarge, StorageError
-from leoma.storage import (
-    DEFAULT_CONTENT_TYPE,
-    DirectoryStore,
-    ObjectInfo,
-    ObjectStore,
-    S3Store,
-    open_store,
-    validate_key,
-)
+from leoma.adapters.storage import DEFAULT_CONTENT_TYPE, ObjectInfo, ObjectStore, open_store, validate_key
+from leoma.adapters.directory import DirectoryStore
+from leoma.adapters.s3 import S3Store
 from tests.storage_fixtures import ACCESS_KEY, REGION, SECRET_KEY, FaultProxy, moto_endpoint, s3_bucket  # noqa: F401
 
 PAGE = 4  # a small S3 page size, so paging is exercised with a handful of keys
@@ -427,7 +421,7 @@ def test_open_store_config_errors(url: str, env: dict[str, str], needle: str) ->
 
 async def test_directory_store_that_is_gone_raises_a_storage_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from leoma.errors import StorageError
-    from leoma.storage import DirectoryStore
+    from leoma.adapters.directory import DirectoryStore
 
     root = tmp_path / "bucket"
     store = DirectoryStore(root)

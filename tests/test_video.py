@@ -1,4 +1,4 @@
-"""leoma.video: probing untrusted bytes, one-shot clip choice, cutting, frames, encoding."""
+"""leoma.adapters.video: probing untrusted bytes, one-shot clip choice, cutting, frames, encoding."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from leoma import video
+from leoma.adapters import video
 from leoma.devnet.clips import render_source
 from leoma.errors import VideoError
 

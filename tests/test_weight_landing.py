@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from leoma.chain import Chain
-from leoma.consensus import DEFAULT
-from leoma.devnet.simchain import SimChain
-from leoma.events import WeightsSubmitted
+from leoma.adapters.chain import Chain
+from leoma.adapters.signing import keypair_from_uri
+from leoma.adapters.simchain import SimChain
+from leoma.log.consensus import DEFAULT
+from leoma.log.events import WeightsSubmitted
 from leoma.services import weight_setter
 from leoma.services.weight_setter import CONFIRMED, NOT_LANDED, confirm_attempt, normalised, row_matches
-from leoma.signing import keypair_from_uri
 from tests.builders import LogBuilder
 
 NETUID = 99
@@ -188,7 +188,7 @@ async def test_a_reveal_the_chain_drops_is_not_confirmed_even_with_the_same_winn
 async def test_plain_set_weights_is_refused_on_a_commit_reveal_subnet(commit_reveal) -> None:  # type: ignore[no-untyped-def]
     import bittensor as bt
 
-    from leoma.devnet.simchain import SimSubstrate
+    from leoma.adapters.simchain import SimSubstrate
 
     sim, _log, alice, *_ = commit_reveal
     call = bt.calls.SubtensorModule.set_mechanism_weights(netuid=NETUID, mecid=0, dests=[2], weights=[65535],

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from leoma.chain import Chain
-from leoma.consensus import DEFAULT
-from leoma.devnet.simchain import SimChain
-from leoma.events import VerdictRecorded
-from leoma.log import EventLog
-from leoma.replay import find_epoch, recorded_epochs, replay_epoch
+from leoma.adapters.chain import Chain
+from leoma.adapters.signing import keypair_from_uri
+from leoma.adapters.simchain import SimChain
+from leoma.log.consensus import DEFAULT
+from leoma.log.eventlog import EventLog
+from leoma.log.events import VerdictRecorded
 from leoma.services import weight_setter
-from leoma.signing import keypair_from_uri
+from leoma.tools.replay import find_epoch, recorded_epochs, replay_epoch
 from tests.builders import LogBuilder
 
 NETUID = 99
@@ -92,7 +92,7 @@ async def test_fix_refused_submission_is_not_success(world) -> None:  # type: ig
 async def test_fail_closed_keeps_good_weights_when_data_disappears(world) -> None:  # type: ignore[no-untyped-def]
     import msgspec
 
-    from leoma.consensus import Epoch
+    from leoma.log.consensus import Epoch
 
     sim, log, alice, miners, uids = world
     assert (await _step(sim, log, alice, 10 * LENGTH + 5)).confirmed
@@ -167,9 +167,9 @@ def test_replay_command_exit_codes(world) -> None:  # type: ignore[no-untyped-de
 def test_replay_from_a_public_mirror_alone(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import asyncio
 
-    from leoma.consensus import DEFAULT as consensus
-    from leoma.mirror import MirrorOut
-    from leoma.storage import DirectoryStore
+    from leoma.log.consensus import DEFAULT as consensus
+    from leoma.mirror.out import MirrorOut
+    from leoma.adapters.directory import DirectoryStore
     from leoma_cmd.main import cli
 
     sim, log, alice, miners, _ = world
@@ -193,7 +193,7 @@ async def test_replay_reproduces_a_hold_and_a_burn(world) -> None:  # type: igno
     """The fail-closed rule is part of the decision (`keeps_epoch`): replay re-derives it."""
     import msgspec
 
-    from leoma.consensus import Epoch
+    from leoma.log.consensus import Epoch
 
     sim, log, alice, *_ = world
     assert (await _step(sim, log, alice, 10 * LENGTH + 5)).confirmed

@@ -9,12 +9,12 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from leoma import video
-from leoma.chutes import ChutesClient
+from leoma.adapters import video
+from leoma.adapters.chutes import ChutesClient
+from leoma.adapters.judge import Judge, JudgeFailure, JudgeSettings
 from leoma.devnet import judge_standin
 from leoma.devnet.clips import CONTENT_SHIFT, DIRECTIONS, render_source
 from leoma.devnet.world import World
-from leoma.judge import Judge, JudgeFailure, JudgeSettings
 
 
 def _gray(frames):

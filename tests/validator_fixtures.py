@@ -26,19 +26,20 @@ from typing import Any
 import msgspec
 import pytest
 
-from leoma.allowlist import publish_allowlist
-from leoma.chain import Chain, commitment_payload
-from leoma.chutes import ChutesClient
-from leoma.config import Settings
-from leoma.consensus import DEFAULT, Consensus
+from leoma.adapters.chain import Chain, commitment_payload
+from leoma.adapters.chutes import ChutesClient
+from leoma.adapters.directory import DirectoryStore
+from leoma.adapters.judge import Judge, JudgeSettings
+from leoma.adapters.signing import keypair_from_uri
+from leoma.adapters.simchain import SimChain
+from leoma.adapters.storage import ObjectInfo
 from leoma.devnet.clips import render_source
-from leoma.devnet.simchain import SimChain
 from leoma.devnet.world import World
 from leoma.errors import StorageError
-from leoma.judge import Judge, JudgeSettings
+from leoma.log.consensus import DEFAULT, Consensus
+from leoma.mirror.allowlist import publish_allowlist
+from leoma.ops.config import Settings
 from leoma.services.context import ServiceContext, open_context
-from leoma.signing import keypair_from_uri
-from leoma.storage import DirectoryStore, ObjectInfo
 
 NETUID = 99
 OWNER_URI = "//Alice"

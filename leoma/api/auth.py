@@ -21,8 +21,8 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping
 
+from leoma.adapters.signing import SS58_SHAPE, is_ss58
 from leoma.errors import AuthError
-from leoma.signing import SS58_SHAPE, is_ss58
 
 __all__ = ["AuthError", "ReplayGuard", "Verifier", "message_for", "sign_headers", "SS58_PATTERN", "is_ss58"]
 

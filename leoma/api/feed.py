@@ -14,11 +14,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from leoma.consensus import Consensus
-from leoma.log import EventLog
-from leoma.mirror import MirrorIn, Peer, PeerSync
-from leoma.peers import PeerEntry, peer_store
-from leoma.storage import ObjectStore
+from leoma.adapters.storage import ObjectStore
+from leoma.log.consensus import Consensus
+from leoma.log.eventlog import EventLog
+from leoma.mirror.inbound import MirrorIn, Peer, PeerSync
+from leoma.mirror.peers import PeerEntry, peer_store
 
 __all__ = ["Feeder"]
 

@@ -17,10 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
+from leoma.adapters.directory import DirectoryStore
+from leoma.adapters.storage import validate_key
 from leoma.api.state import ApiState
 from leoma.errors import StorageError
-from leoma.seedformat import first_frame_key, original_clip_key
-from leoma.storage import DirectoryStore, validate_key
+from leoma.mirror.seedformat import first_frame_key, original_clip_key
 
 __all__ = ["MEDIA_PREFIX", "content_type", "media_file", "media_url", "named_keys", "task_of_key"]
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 
 import msgspec
 
-from leoma.events import MinerChecked
+from leoma.log.events import MinerChecked
 
 __all__ = ["Report", "ConsensusMiner", "miner_consensus"]
 

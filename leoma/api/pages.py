@@ -23,9 +23,9 @@ import msgspec
 
 from leoma.api.state import ApiState, Decision
 from leoma.api.views import iso, rate
-from leoma.events import EpochScored
-from leoma.log import EventLog
-from leoma.seedformat import first_frame_key, original_clip_key
+from leoma.log.eventlog import EventLog
+from leoma.log.events import EpochScored
+from leoma.mirror.seedformat import first_frame_key, original_clip_key
 
 __all__ = ["TaskExtras", "agreement_strip", "epoch_status", "miner_history", "task_page"]
 

@@ -17,7 +17,7 @@
     LEOMA_CONSENSUS              a consensus.toml (default: the one the validators the API imports
                                  recorded, else the one its log recorded, else the packaged one)
 
-They are read like every Leoma setting (`leoma.config.environment`): the environment, over a
+They are read like every Leoma setting (`leoma.ops.config.environment`): the environment, over a
 `.env` file in the current directory.
 """
 
@@ -42,7 +42,7 @@ def parse_admins(text: str) -> frozenset[str]:
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    from leoma.config import read_number
+    from leoma.ops.config import read_number
 
     return int(read_number(env, name, default, minimum=minimum))
 
@@ -73,7 +73,7 @@ class ApiSettings:
     def load(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ApiSettings:
         """Settings from the environment (over `.env`); keyword `overrides` (field names) win."""
         if env is None:
-            from leoma.config import environment
+            from leoma.ops.config import environment
 
             env = environment()
         origins = tuple(o.strip() for o in (env.get("CORS_ORIGINS") or "").split(",") if o.strip())
@@ -106,8 +106,8 @@ class ApiSettings:
         return Path(self.db).expanduser() if self.db else Path(self.state_dir).expanduser() / "api.db"
 
     def consensus(self, log: Any) -> Any:
-        """The consensus the API computes with (`leoma.config.resolve_consensus`, validators first)."""
-        from leoma.config import resolve_consensus
+        """The consensus the API computes with (`leoma.ops.config.resolve_consensus`, validators first)."""
+        from leoma.ops.config import resolve_consensus
 
         return resolve_consensus(self.consensus_path, log=log, prefer_peers=True)
 

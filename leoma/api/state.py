@@ -19,7 +19,7 @@ decision whole and a short history (`keep_decisions`, stripped to what the lead 
 the shared task claims and verdicts, and each validator's miner observations, are pruned below
 what the oldest validator's next decision can read (the lookback floor of its newest recorded
 epoch). A decision arrives as `epoch_detail` parts followed by its small `epoch_scored`
-(`leoma.decisions`); the parts are held only until the decision they belong to is joined.
+(`leoma.log.decisions`); the parts are held only until the decision they belong to is joined.
 """
 
 from __future__ import annotations
@@ -30,8 +30,12 @@ from typing import Any
 
 import msgspec
 
-from leoma.consensus import Consensus
-from leoma.events import (
+from leoma.errors import LogError
+from leoma.log.consensus import Consensus
+from leoma.log.decisions import _HEAD_FIELDS, _agg_head, checked_raws, join
+from leoma.log.eventlog import EventLog, Row
+from leoma.log.events import (
+    VERSIONS,
     AdminActed,
     AllowlistVerified,
     AnchorCommitted,
@@ -41,15 +45,11 @@ from leoma.events import (
     MinerAggregate,
     MinerChecked,
     MinerReportReceived,
-    VERSIONS,
     MinerResponded,
     TaskOpened,
     VerdictRecorded,
     decode_body,
 )
-from leoma.decisions import _HEAD_FIELDS, _agg_head, checked_raws, join
-from leoma.errors import LogError
-from leoma.log import EventLog, Row
 from projections.epoch import OWN_KINDS, SHARED_KINDS, EpochFold, EpochState, StatePruned
 from projections.miners import MinersState
 from projections.window import lookback_floor
@@ -184,7 +184,7 @@ def _lead_only(d: EpochScored) -> EpochScored:
 
 
 def _head_aggregate(head: Any) -> MinerAggregate:
-    """A `MinerAggregate` without its rates, from a decoded head (`leoma.decisions._AggHead`)."""
+    """A `MinerAggregate` without its rates, from a decoded head (`leoma.log.decisions._AggHead`)."""
     return MinerAggregate(**{f: getattr(head, f) for f in _HEAD_FIELDS})
 
 
@@ -194,7 +194,7 @@ def _lead_of_heads(small: EpochScored, heads: list[Any]) -> EpochScored:
 
 
 def _checked_heads(small: EpochScored, parts: list[tuple[str, bytes]]) -> list[Any] | None:
-    """`leoma.decisions.join_lean`'s checks (`checked_raws`), returning the decoded aggregate
+    """`leoma.log.decisions.join_lean`'s checks (`checked_raws`), returning the decoded aggregate
     heads (None when anything does not check out)."""
     raws = checked_raws(small, parts)
     return None if raws is None else [_agg_head.decode(raw) for raw in raws]

@@ -17,8 +17,8 @@ import msgspec
 
 from leoma.api.miners import ConsensusMiner, Report, miner_consensus
 from leoma.api.state import ApiState, Decision, TaskRecord
-from leoma.events import EpochScored, MinerAggregate
-from leoma.seedformat import first_frame_key, generated_video_key, original_clip_key
+from leoma.log.events import EpochScored, MinerAggregate
+from leoma.mirror.seedformat import first_frame_key, generated_video_key, original_clip_key
 
 ONLINE_SECONDS = 15 * 60
 RAO_PER_TAO = 10**9

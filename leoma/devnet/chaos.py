@@ -33,12 +33,15 @@ from typing import Any
 
 import msgspec
 
-from leoma import anchors, decisions
-from leoma.chain import Chain
-from leoma.consensus import DEFAULT, Consensus, record_consensus, replace_leaf
-from leoma.devnet.simchain import SimChain
+from leoma.adapters.chain import Chain
+from leoma.adapters.directory import DirectoryStore
+from leoma.adapters.signing import keypair_from_uri
+from leoma.adapters.simchain import SimChain
 from leoma.errors import StorageError
-from leoma.events import (
+from leoma.log import decisions
+from leoma.log.consensus import DEFAULT, Consensus, record_consensus, replace_leaf
+from leoma.log.eventlog import EventLog
+from leoma.log.events import (
     AllowlistVerified,
     EpochHeld,
     MetagraphObserved,
@@ -48,11 +51,10 @@ from leoma.events import (
     decode_body,
     encode_body,
 )
-from leoma.log import EventLog
-from leoma.mirror import MirrorIn, MirrorOut, Peer
+from leoma.mirror import anchors
+from leoma.mirror.inbound import MirrorIn, Peer
+from leoma.mirror.out import MirrorOut
 from leoma.services import weight_setter
-from leoma.signing import keypair_from_uri
-from leoma.storage import DirectoryStore
 
 __all__ = ["ChaosReport", "EpochReport", "run_chaos", "chaos_consensus"]
 

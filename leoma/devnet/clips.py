@@ -2,7 +2,7 @@
 
 A clip is a sequence of shots; each shot looks through a window at its own random texture and
 moves the window (the camera) left, right, up or down at a steady speed, or holds still. Shot
-boundaries are hard cuts, so `leoma.video.scene_cuts` finds them. Everything is a pure function
+boundaries are hard cuts, so `leoma.adapters.video.scene_cuts` finds them. Everything is a pure function
 of the seed, so every test and every validator of a devnet sees the same pixels.
 
 Direction convention (shared by the reference miners and the judge stand-in): the camera
@@ -112,7 +112,7 @@ def render_source(
     """
     import numpy as np
 
-    from leoma.video import encode_mp4
+    from leoma.adapters.video import encode_mp4
 
     rng = np.random.default_rng(seed)
     if shots is None:

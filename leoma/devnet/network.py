@@ -44,8 +44,8 @@ from typing import Any
 
 import msgspec
 
-from leoma.consensus import DEFAULT, Consensus
 from leoma.errors import ConfigError
+from leoma.log.consensus import DEFAULT, Consensus
 
 __all__ = ["DEFAULT_MINERS", "Devnet", "DevnetConfig", "Progress", "consensus_toml", "devnet_consensus"]
 
@@ -168,7 +168,7 @@ def consensus_toml(consensus: Consensus, *, comment: str = "") -> str:
 
 
 def _kp(uri: str) -> Any:
-    from leoma.signing import keypair_from_uri
+    from leoma.adapters.signing import keypair_from_uri
 
     return keypair_from_uri(uri)
 
@@ -267,7 +267,7 @@ class Devnet:
         if "copycat" in config.miners and "faithful" not in config.miners:
             raise ConfigError("the copycat miner copies the faithful one: include faithful")
         root.mkdir(parents=True, exist_ok=True)
-        from leoma.devnet.simchain import SimChain
+        from leoma.adapters.simchain import SimChain
 
         consensus = devnet_consensus(config)
         cls._write_consensus(root / "consensus.toml", consensus, config)
@@ -309,16 +309,16 @@ class Devnet:
             "The devnet's consensus: the packaged one with short intervals (written by `leoma devnet`).\n"
             f"digest {consensus.digest}\n{note}").strip())
         path.write_text(text)
-        from leoma.consensus import load_consensus
+        from leoma.log.consensus import load_consensus
 
         if load_consensus(path).digest != consensus.digest:  # the writer must round-trip exactly
             raise ConfigError(f"{path} does not read back to the devnet's consensus")
 
     async def _genesis(self) -> None:
-        from leoma.allowlist import publish_allowlist
-        from leoma.chain import Chain, commitment_payload
+        from leoma.mirror.allowlist import publish_allowlist
+        from leoma.adapters.chain import Chain, commitment_payload
         from leoma.devnet.clips import render_source
-        from leoma.storage import DirectoryStore
+        from leoma.adapters.directory import DirectoryStore
 
         cfg = self.config
         source = DirectoryStore(self.root / "source")
@@ -345,7 +345,7 @@ class Devnet:
             raise ConfigError(f"no devnet in {root}: run `leoma devnet --dir {root}` first")
         state = msgspec.json.decode(path.read_bytes(), type=_State)
         net = cls(root, state)
-        from leoma.devnet.simchain import SimChain
+        from leoma.adapters.simchain import SimChain
 
         net.sim = SimChain.open(net.chain_path)
         return net
@@ -436,8 +436,8 @@ class Devnet:
         """Run a validator in a background event loop of this process (no-processes mode)."""
         import threading
 
-        from leoma.config import Settings
-        from leoma.serve import ServeOptions, Validator
+        from leoma.ops.config import Settings
+        from leoma.services.serve import ServeOptions, Validator
 
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
@@ -506,8 +506,8 @@ class Devnet:
         """
         from leoma.api.settings import DEFAULT_API_ID
         from leoma.api.state import VALIDATOR_ADD, ApiState
-        from leoma.events import AdminActed
-        from leoma.log import EventLog
+        from leoma.log.events import AdminActed
+        from leoma.log.eventlog import EventLog
 
         self.api_dir.mkdir(parents=True, exist_ok=True)
         owner = _kp(OWNER_URI).ss58_address
@@ -637,7 +637,7 @@ class Devnet:
     # -- looking at it ----------------------------------------------------------------------
 
     def _open(self, node: _Node) -> Any:
-        from leoma.log import EventLog
+        from leoma.log.eventlog import EventLog
 
         from leoma.errors import LogError
 
@@ -651,7 +651,7 @@ class Devnet:
 
     def decisions(self, node: _Node) -> dict[int, Any]:
         """`node`'s own epoch decisions by epoch."""
-        from leoma.replay import recorded_epochs
+        from leoma.tools.replay import recorded_epochs
 
         log = self._open(node)
         if log is None:
@@ -661,7 +661,7 @@ class Devnet:
 
     def progress(self) -> Progress:
         """Block, turn, tasks, verdicts, mirror lag and decisions, read from the logs."""
-        from leoma.mirror import uploaded_position
+        from leoma.mirror.out import uploaded_position
 
         head = self.sim.head()
         cfg = self.config

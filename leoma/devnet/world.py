@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from leoma.judge import DEFAULT_WEIGHTS
+from leoma.adapters.judge import DEFAULT_WEIGHTS
 
 __all__ = ["BEHAVIOURS", "ReferenceMiner", "World"]
 
@@ -303,7 +303,7 @@ class World:
         return None
 
     def _serve_clip(self, clip: bytes) -> bytes:
-        from leoma.video import decode_frames, encode_mp4
+        from leoma.adapters.video import decode_frames, encode_mp4
 
         frames = decode_frames(clip, size=(832, 480))[: self.frames]
         return encode_mp4(frames, self.fps, preset="ultrafast")
@@ -374,7 +374,7 @@ class World:
 
     def _judge(self, texts: list[str], blobs: list[tuple[str, bytes]], drop_aspects: bool) -> str:
         from leoma.devnet import judge_standin
-        from leoma.video import decode_frames, png_to_array
+        from leoma.adapters.video import decode_frames, png_to_array
 
         videos = [b for mime, b in blobs if mime.startswith("video/")]
         images = [b for mime, b in blobs if mime.startswith("image/")]
@@ -495,7 +495,7 @@ def render_reference_video(behaviour: str, prompt: str, image_png: bytes, *, fra
 
     from leoma.devnet.clips import CONTENT_SHIFT
     from leoma.devnet.judge_standin import direction_in
-    from leoma.video import encode_mp4, png_to_array
+    from leoma.adapters.video import encode_mp4, png_to_array
 
     img = png_to_array(image_png)
     if img.shape[:2] != (480, 832):

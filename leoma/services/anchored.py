@@ -21,9 +21,9 @@ from typing import Any
 
 import msgspec
 
-from leoma.consensus import Consensus
-from leoma.events import AnchorsObserved, EpochScored, decode_body
-from leoma.log import EventLog
+from leoma.log.consensus import Consensus
+from leoma.log.eventlog import EventLog
+from leoma.log.events import AnchorsObserved, EpochScored, decode_body
 from projections import anchors as pa
 from projections.epoch import KINDS, EpochFold, StatePruned
 
@@ -151,7 +151,7 @@ def decide_anchored(log_: EventLog, *, epoch: int, epoch_block: int, netuid: int
     if history is None:
         earlier = view_history(log_, view, anchored[view].size, epoch)
         if log_.own and log_.own != view:
-            from leoma.anchors import observations
+            from leoma.mirror.anchors import observations
 
             mine = {o.epoch: o for o in observations(log_)}
             for o in earlier:
@@ -178,7 +178,7 @@ def replay_anchored(log_: EventLog, epoch: int, epoch_block: int, netuid: int, c
                     origin: str) -> EpochScored | Held | None:
     """`origin`'s anchored decision of `epoch` recomputed from scratch from `log_` (its recorded
     `anchors_observed` give the inputs); None when it recorded none for that epoch."""
-    from leoma.anchors import observations
+    from leoma.mirror.anchors import observations
 
     found = [o for o in observations(log_, origin=origin) if o.epoch == epoch]
     if not found:
@@ -190,8 +190,8 @@ def replay_anchored(log_: EventLog, epoch: int, epoch_block: int, netuid: int, c
 def explain(log_: EventLog, epoch: int, *, origin: str | None = None) -> list[dict[str, Any]]:
     """Per validator of epoch `epoch`'s anchors (as `origin`, default own, observed them): its
     anchored head, the block of its anchor, and whether the log shows it decided or held (why)."""
-    from leoma import decisions
-    from leoma.anchors import observations
+    from leoma.log import decisions
+    from leoma.mirror.anchors import observations
 
     seen = [o for o in observations(log_, origin=origin) if o.epoch == epoch]
     if not seen:
@@ -204,7 +204,7 @@ def explain(log_: EventLog, epoch: int, *, origin: str | None = None) -> list[di
         why = ""
         if held and not decided:
             body = held[-1]
-            from leoma.events import decode_body
+            from leoma.log.events import decode_body
 
             h = decode_body(body.body, body.v)
             why = f"{getattr(h, 'reason', '')} {getattr(h, 'peer', '')[:12]}"

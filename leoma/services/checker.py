@@ -24,9 +24,9 @@ from typing import Any
 
 import msgspec
 
-from leoma.allowlist import COMMITMENT_PREFIX
 from leoma.errors import AdapterError, ConflictError, EventError, LeomaError
-from leoma.events import (
+from leoma.log.eventlog import Draft
+from leoma.log.events import (
     AllowlistRejected,
     AllowlistVerified,
     CheckOutcome,
@@ -37,9 +37,9 @@ from leoma.events import (
     decode_body,
     encode_body,
 )
-from leoma.log import Draft
+from leoma.log.textsafe import invalid_text_reason, safe_text, text_problem, unsafe_field
+from leoma.mirror.allowlist import COMMITMENT_PREFIX
 from leoma.services.context import ServiceContext
-from leoma.textsafe import invalid_text_reason, safe_text, text_problem, unsafe_field
 from projections.miners import commit_count_problem, commitment_problem, duplicates, parse_commitment
 
 __all__ = ["check_miners", "check_one", "fetch_blacklist", "observe_allowlist", "latest_own"]
@@ -204,8 +204,8 @@ def _digest(body: Any) -> str:
 
 async def observe_allowlist(ctx: ServiceContext, block: int) -> AllowlistVerified | None:
     """Read and verify the allowlist; record it (or the rejection) when it changed."""
-    from leoma.allowlist import AllowlistRejected as Rejected
-    from leoma.allowlist import read_allowlist
+    from leoma.mirror.allowlist import AllowlistRejected as Rejected
+    from leoma.mirror.allowlist import read_allowlist
 
     latest = None
     for row in ctx.log.rows(kinds=["allowlist_verified", "allowlist_rejected"], origin=ctx.hotkey, descending=True,

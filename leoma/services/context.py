@@ -13,11 +13,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from leoma.config import Settings
-from leoma.consensus import Consensus
+from leoma.adapters.storage import ObjectStore, open_store
 from leoma.errors import ConfigError
-from leoma.log import EventLog
-from leoma.storage import ObjectStore, open_store
+from leoma.log.consensus import Consensus
+from leoma.log.eventlog import EventLog
+from leoma.ops.config import Settings
 
 __all__ = ["ServiceContext", "chutes_client", "load_signer", "open_context"]
 
@@ -64,10 +64,10 @@ class ServiceContext:
 def load_signer(settings: Settings) -> Any:
     """The hotkey keypair: LEOMA_DEV_KEY (devnet) or the wallet's hotkey."""
     if settings.dev_key:
-        from leoma.signing import keypair_from_uri
+        from leoma.adapters.signing import keypair_from_uri
 
         return keypair_from_uri(settings.dev_key)
-    from leoma.wallets import load_wallet
+    from leoma.adapters.wallets import load_wallet
 
     return load_wallet(settings.wallet_name, settings.hotkey_name, settings.wallet_path or None).hotkey
 
@@ -75,8 +75,8 @@ def load_signer(settings: Settings) -> Any:
 def chutes_client(settings: Settings, consensus: Consensus, **options: Any) -> Any:
     """The Chutes client as a validator builds it: endpoints from `settings`; the request body,
     resolution rule and reply limits from `consensus` (`options` reach `ChutesClient`, e.g. a transport)."""
-    from leoma.chutes import ChutesClient
-    from leoma.video import reply_limits
+    from leoma.adapters.chutes import ChutesClient
+    from leoma.adapters.video import reply_limits
 
     v = consensus.video
     return ChutesClient(
@@ -95,9 +95,9 @@ async def open_context(settings: Settings, *, need_judge: bool = False, **overri
     """
     import httpx
 
-    from leoma.chain import Chain
-    from leoma.hub import HubClient
-    from leoma.judge import Judge, JudgeSettings
+    from leoma.adapters.chain import Chain
+    from leoma.adapters.hub import HubClient
+    from leoma.adapters.judge import Judge, JudgeSettings
 
     consensus: Consensus = overrides.pop("consensus", None) or settings.consensus(from_log=False)
     signer = overrides.pop("signer", None) or load_signer(settings)
@@ -117,7 +117,7 @@ async def open_context(settings: Settings, *, need_judge: bool = False, **overri
     peers = overrides.pop("peers", None)
     if peers is None:
         peers = {}
-        from leoma.peers import peer_store
+        from leoma.mirror.peers import peer_store
 
         for problem in settings.peer_problems():
             log.warning("PEER_VALIDATORS: %s", problem)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from leoma.events import MinerChecked
+from leoma.log.events import MinerChecked
 from leoma.services.context import ServiceContext
 
 __all__ = ["MAX_BATCH", "post_signed", "report_miners", "report_samples", "sign_request", "miner_report_entry"]

@@ -10,7 +10,7 @@ A task `T` (the rotation index) is a sequence of events, each appended as the st
 The log is the task's memory: after a crash `sample_turn` resumes the open task, never calls a
 miner that already answered, publishes the verdict file once (it is write-once in the bucket)
 and closes the task exactly once. When the rotation's blocks run out the task is closed with
-what is done (`reason="turn over"`). The pass rule and the scores come from `leoma.judge` and
+what is done (`reason="turn over"`). The pass rule and the scores come from `leoma.adapters.judge` and
 the consensus config; nothing here decides a verdict.
 """
 
@@ -26,10 +26,10 @@ import math
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from leoma import gates, seedformat, video
-from leoma.consensus import fraction
+from leoma.adapters import gates, video
 from leoma.errors import AdapterError, ObjectExists, StorageError, VideoError
-from leoma.events import (
+from leoma.log.consensus import fraction
+from leoma.log.events import (
     AllowlistVerified,
     JudgeFailed,
     MinerChecked,
@@ -39,8 +39,9 @@ from leoma.events import (
     VerdictRecorded,
     decode_body,
 )
+from leoma.log.textsafe import safe_text
+from leoma.mirror import seedformat
 from leoma.services.context import ServiceContext
-from leoma.textsafe import safe_text
 from projections.gates import CopyCandidate, copies, gate_reason
 from projections.miners import MinersView
 from projections.rotation import failover_step_at, rightful_sampler_at

@@ -23,7 +23,7 @@ it is only carried out.
 
 The fold resumes from its checkpoint and is pruned after each decision, so a warm step reads
 the rows appended since the last one and a checkpoint whose size is bounded by the window.
-The decision is appended as `leoma.decisions.drafts`: its detail parts, then the small
+The decision is appended as `leoma.log.decisions.drafts`: its detail parts, then the small
 `epoch_scored` event, in one transaction.
 
 No scoring logic lives here: the decision is `projections.epoch.EpochFold.decide`.
@@ -38,10 +38,11 @@ from typing import Any
 
 import msgspec
 
-from leoma import decisions
-from leoma.consensus import Consensus
 from leoma.errors import ChainError, ChainRefused
-from leoma.events import (
+from leoma.log import decisions
+from leoma.log.consensus import Consensus
+from leoma.log.eventlog import EventLog
+from leoma.log.events import (
     EpochScored,
     FrontierEntry,
     WeightsCommitted,
@@ -51,7 +52,6 @@ from leoma.events import (
     WeightsRevealed,
     WeightsSubmitted,
 )
-from leoma.log import EventLog
 from projections.epoch import KINDS, EpochFold, StatePruned
 from projections.weights import NO_DATA
 
@@ -120,8 +120,8 @@ def decide_epoch(log_: EventLog, *, own: str, epoch: int, epoch_block: int, netu
 async def _decide_anchored(log_: EventLog, chain: Any, netuid: int, consensus: Consensus, epoch: int,
                            epoch_block: int) -> EpochScored | str:
     """The anchored decision of `epoch`, or why this validator holds (recorded once per peer and reason)."""
-    from leoma import anchors
-    from leoma.events import EpochHeld
+    from leoma.mirror import anchors
+    from leoma.log.events import EpochHeld
     from leoma.services.anchored import Held, decide_anchored
 
     observed = await anchors.observe(log_, chain, netuid, consensus, epoch)

@@ -36,14 +36,14 @@ PATHS = ("plain", "anchored", "chain")
 
 
 def _consensus():  # type: ignore[no-untyped-def]
-    from leoma.consensus import DEFAULT, replace_leaf
+    from leoma.log.consensus import DEFAULT, replace_leaf
 
     return replace_leaf(DEFAULT, "anchors.enabled", True)
 
 
 def _observations(log, vals: list[str], epoch: int, consensus):  # type: ignore[no-untyped-def]
     """One `AnchorsObserved` per epoch up to `epoch`: each validator's last event at or before each cutoff."""
-    from leoma.events import AnchorEntry, AnchorsObserved
+    from leoma.log.events import AnchorEntry, AnchorsObserved
 
     length, margin = realsize.EPOCH_LEN, consensus.anchors.cutoff_margin
     names = log.origin_names()
@@ -68,8 +68,8 @@ def _observations(log, vals: list[str], epoch: int, consensus):  # type: ignore[
 
 
 def measure(name: str, path: str, validators: int, miners: int, tasks: int) -> dict:
-    from leoma.consensus import DEFAULT
-    from leoma.log import EventLog
+    from leoma.log.consensus import DEFAULT
+    from leoma.log.eventlog import EventLog
 
     vals, _mins, own = realsize.names(validators, miners)
     epoch = realsize.last_epoch(tasks)
@@ -109,11 +109,11 @@ def measure(name: str, path: str, validators: int, miners: int, tasks: int) -> d
 
 async def _chain(vals: list[str]) -> tuple[float, dict]:
     """Read every validator's anchor at a cutoff from a simulated chain through the SDK; commit one."""
-    from leoma import anchors
-    from leoma.chain import Chain
-    from leoma.devnet.simchain import SimChain
-    from leoma.log import EventLog
-    from leoma.signing import keypair_from_uri
+    from leoma.mirror import anchors
+    from leoma.adapters.chain import Chain
+    from leoma.adapters.simchain import SimChain
+    from leoma.log.eventlog import EventLog
+    from leoma.adapters.signing import keypair_from_uri
 
     consensus = _consensus()
     with tempfile.TemporaryDirectory() as tmp:

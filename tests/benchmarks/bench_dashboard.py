@@ -42,9 +42,9 @@ RANGE = "bytes=0-1048575"
 
 def build(path: Path, tasks: int) -> None:
     """`bench_api`'s log, with each accepted response naming its object, as the sampler records it."""
-    from leoma.consensus import DEFAULT
-    from leoma.events import MinerResponded
-    from leoma.signing import keypair_from_uri
+    from leoma.log.consensus import DEFAULT
+    from leoma.log.events import MinerResponded
+    from leoma.adapters.signing import keypair_from_uri
     from projections.epoch import score_epoch
     from tests.builders import NETUID, LogBuilder
 
@@ -77,8 +77,8 @@ def build(path: Path, tasks: int) -> None:
 def media(db: Path, buckets: Path, tasks: int) -> dict[str, str]:
     """Write a video per miner of the newest tasks into its sampler's bucket; the buckets by validator."""
     from leoma.api.state import ApiState
-    from leoma.consensus import DEFAULT
-    from leoma.log import EventLog
+    from leoma.log.consensus import DEFAULT
+    from leoma.log.eventlog import EventLog
 
     data = os.urandom(VIDEO_BYTES)
     stores: dict[str, str] = {}
@@ -101,12 +101,13 @@ def serve(db: str, stores_json: str, port: int) -> None:
     import uvicorn
     from starlette.staticfiles import StaticFiles
 
-    from leoma.api.app import ApiService, create_app
+    from leoma.api.service import ApiService
+    from leoma.api.app import create_app
     from leoma.api.feed import Feeder
     from leoma.api.settings import ApiSettings
-    from leoma.consensus import DEFAULT
-    from leoma.log import EventLog
-    from leoma.storage import DirectoryStore
+    from leoma.log.consensus import DEFAULT
+    from leoma.log.eventlog import EventLog
+    from leoma.adapters.directory import DirectoryStore
 
     stores = {h: DirectoryStore(root) for h, root in json.loads(stores_json).items()}
     settings = ApiSettings.load({}, db=db, api_id=API_ID)

@@ -14,11 +14,11 @@ import argparse
 import asyncio
 import time
 
-from leoma import video
-from leoma.chutes import ChutesClient
+from leoma.adapters import video
+from leoma.adapters.chutes import ChutesClient
+from leoma.adapters.judge import Judge, Verdict
 from leoma.devnet.clips import render_source
 from leoma.devnet.world import World
-from leoma.judge import Judge, Verdict
 
 MIX = ("faithful", "static", "noisy", "flaky", "faithful", "wrong_resolution", "garbage", "faithful")
 

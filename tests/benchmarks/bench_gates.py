@@ -3,7 +3,7 @@
     python tests/benchmarks/bench_gates.py [--outputs 64] [--frames 81] [--miners 64] [--huge-mb 500]
                                            [--only gates|rss] [--concurrency 40 --concurrency 64]
 
-1. Gates + hashes: `leoma.gates.measure` on every output (one full decode each, every
+1. Gates + hashes: `leoma.adapters.gates.measure` on every output (one full decode each, every
    measurement and the perceptual hashes), the source clip's hashes and the copy check across
    the task — against decoding the same videos once (PyAV, every frame, threads as the gates
    use them, nothing else) in the same run, interleaved output by output. Target: <= 1.5x.
@@ -48,8 +48,8 @@ def _decode_only(data: bytes) -> int:
 
 
 def bench_gates(n_outputs: int, frames: int) -> None:
-    from leoma import gates, video
-    from leoma.consensus import DEFAULT
+    from leoma.adapters import gates, video
+    from leoma.log.consensus import DEFAULT
     from leoma.devnet.clips import render_source
     from leoma.devnet.world import render_reference_video
     from projections.gates import CopyCandidate, copies, gate_reason
@@ -102,7 +102,7 @@ def bench_gates(n_outputs: int, frames: int) -> None:
 
 
 def _hotkey(name: str) -> str:
-    from leoma.signing import keypair_from_uri
+    from leoma.adapters.signing import keypair_from_uri
 
     return str(keypair_from_uri(f"//bench-{name}").ss58_address)
 
@@ -123,15 +123,15 @@ def _world_process(names: list[tuple[str, str]], frames: int, huge: int, out: An
 
 async def _sample_once(root: Path, names: list[tuple[str, str]], url: str, concurrency: int) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from leoma.allowlist import publish_allowlist
-    from leoma.chain import Chain, commitment_payload
-    from leoma.devnet.simchain import SimChain
+    from leoma.mirror.allowlist import publish_allowlist
+    from leoma.adapters.chain import Chain, commitment_payload
+    from leoma.adapters.simchain import SimChain
     from leoma.devnet.world import World
-    from leoma.events import decode_body
+    from leoma.log.events import decode_body
     from leoma.services.checker import check_miners
     from leoma.services.sampler import sample_turn
-    from leoma.signing import keypair_from_uri
-    from leoma.storage import DirectoryStore
+    from leoma.adapters.signing import keypair_from_uri
+    from leoma.adapters.directory import DirectoryStore
     from tests.validator_fixtures import (
         NETUID, OWNER_URI, VALIDATOR_URIS, ValidatorWorld, small_consensus, source_clip, wallet)
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import msgspec
 
-from leoma import events as ev
-from leoma.log import _INSERT, _SCHEMA, Draft, EventLog
+from leoma.log import events as ev
+from leoma.log.eventlog import _INSERT, _SCHEMA, Draft, EventLog
 
 B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 

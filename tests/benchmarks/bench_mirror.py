@@ -25,12 +25,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from leoma import events as ev  # noqa: E402
-from leoma.consensus import DEFAULT  # noqa: E402
-from leoma.log import Draft, EventLog  # noqa: E402
-from leoma.mirror import MirrorIn, MirrorOut, Peer, covering, fetch_checkpoint, segment_key  # noqa: E402
-from leoma.signing import keypair_from_uri  # noqa: E402
-from leoma.storage import S3Store  # noqa: E402
+from leoma.log import events as ev  # noqa: E402
+from leoma.log.consensus import DEFAULT  # noqa: E402
+from leoma.log.eventlog import Draft, EventLog  # noqa: E402
+from leoma.mirror.inbound import MirrorIn, Peer
+from leoma.mirror.out import MirrorOut
+from leoma.mirror.segments import covering, fetch_checkpoint, segment_key  # noqa: E402
+from leoma.adapters.signing import keypair_from_uri  # noqa: E402
+from leoma.adapters.s3 import S3Store  # noqa: E402
 from tests.storage_fixtures import ACCESS_KEY, REGION, SECRET_KEY, FaultProxy, start_moto  # noqa: E402
 
 

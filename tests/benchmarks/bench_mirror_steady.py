@@ -34,12 +34,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from leoma import events as ev  # noqa: E402
-from leoma.consensus import DEFAULT  # noqa: E402
-from leoma.log import Draft, EventLog  # noqa: E402
-from leoma.mirror import MirrorIn, MirrorOut, Peer, encode_segment  # noqa: E402
-from leoma.signing import keypair_from_uri  # noqa: E402
-from leoma.storage import DirectoryStore, S3Store  # noqa: E402
+from leoma.log import events as ev  # noqa: E402
+from leoma.log.consensus import DEFAULT  # noqa: E402
+from leoma.log.eventlog import Draft, EventLog  # noqa: E402
+from leoma.mirror.inbound import MirrorIn, Peer
+from leoma.mirror.out import MirrorOut
+from leoma.mirror.segments import encode_segment  # noqa: E402
+from leoma.adapters.signing import keypair_from_uri  # noqa: E402
+from leoma.adapters.directory import DirectoryStore
+from leoma.adapters.s3 import S3Store  # noqa: E402
 from tests.storage_fixtures import ACCESS_KEY, REGION, SECRET_KEY, start_moto  # noqa: E402
 
 MINERS = [f"5Miner{i:041d}" for i in range(8)]
@@ -244,12 +247,14 @@ HOSTILE_CHILD = r"""
 import asyncio, json, resource, sys, zstandard
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from leoma import events as ev
-from leoma.consensus import DEFAULT
-from leoma.log import Draft, EventLog
-from leoma.mirror import MAX_EVENTS_PER_OBJECT, MirrorIn, MirrorOut, Peer, checkpoint_key, segment_key
-from leoma.signing import Checkpoint, keypair_from_uri, sign_checkpoint
-from leoma.storage import DirectoryStore
+from leoma.log import events as ev
+from leoma.log.consensus import DEFAULT
+from leoma.log.eventlog import Draft, EventLog
+from leoma.mirror.inbound import MirrorIn, Peer
+from leoma.mirror.out import MirrorOut
+from leoma.mirror.segments import MAX_EVENTS_PER_OBJECT, checkpoint_key, segment_key
+from leoma.adapters.signing import Checkpoint, keypair_from_uri, sign_checkpoint
+from leoma.adapters.directory import DirectoryStore
 
 tmp, mode = Path(sys.argv[2]), sys.argv[3]
 alice, bob = keypair_from_uri("//Alice"), keypair_from_uri("//Bob")

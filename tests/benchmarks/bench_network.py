@@ -44,7 +44,7 @@ def plain_decode(path: str, newest: int | None = None) -> float:
     same rows, the same work, at every month)."""
     import msgspec
 
-    from leoma.events import Payload
+    from leoma.log.events import Payload
 
     decoder = msgspec.json.Decoder(Payload)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -68,15 +68,22 @@ async def simulate(n_validators: int, miners_n: int, epochs_per_month: int, root
     from click.testing import CliRunner
 
     from leoma.api.state import ApiState
-    from leoma.chain import Chain
-    from leoma.consensus import DEFAULT
-    from leoma.devnet.simchain import SimChain
-    from leoma.events import AllowlistVerified, MetagraphObserved, MinerChecked, TaskOpened, VerdictRecorded
-    from leoma.log import Draft, EventLog
-    from leoma.mirror import MirrorIn, MirrorOut, Peer
+    from leoma.adapters.chain import Chain
+    from leoma.log.consensus import DEFAULT
+    from leoma.adapters.simchain import SimChain
+    from leoma.log.events import (
+        AllowlistVerified,
+        MetagraphObserved,
+        MinerChecked,
+        TaskOpened,
+        VerdictRecorded,
+    )
+    from leoma.log.eventlog import Draft, EventLog
+    from leoma.mirror.inbound import MirrorIn, Peer
+    from leoma.mirror.out import MirrorOut
     from leoma.services import weight_setter
-    from leoma.signing import keypair_from_uri
-    from leoma.storage import DirectoryStore
+    from leoma.adapters.signing import keypair_from_uri
+    from leoma.adapters.directory import DirectoryStore
     from leoma_cmd.main import cli
 
     keys = sorted((keypair_from_uri(f"//Bench{i}") for i in range(n_validators)), key=lambda k: k.ss58_address)

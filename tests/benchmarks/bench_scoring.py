@@ -44,7 +44,7 @@ def _rss() -> float:
 
 def measure(name: str, path: str, validators: int, miners: int, tasks: int) -> dict:
     """Run one path in this (fresh) process; returns seconds and peak RSS."""
-    from leoma.consensus import DEFAULT
+    from leoma.log.consensus import DEFAULT
 
     vals, mins, own = realsize.names(validators, miners)
     epoch = realsize.last_epoch(tasks)
@@ -55,7 +55,7 @@ def measure(name: str, path: str, validators: int, miners: int, tasks: int) -> d
 
         import msgspec
 
-        from leoma.events import Payload
+        from leoma.log.events import Payload
 
         decoder = msgspec.json.Decoder(Payload)
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -67,8 +67,8 @@ def measure(name: str, path: str, validators: int, miners: int, tasks: int) -> d
         seconds = time.perf_counter() - t
         extra["events"] = n
     elif name in ("cold", "warm"):
-        from leoma import decisions
-        from leoma.log import EventLog
+        from leoma.log import decisions
+        from leoma.log.eventlog import EventLog
         from leoma.services import weight_setter
 
         log = EventLog(path, own=own)
@@ -91,9 +91,9 @@ def measure(name: str, path: str, validators: int, miners: int, tasks: int) -> d
 
         # The commands import lazily: load those modules first, so the figure is the command's
         # work on the log (interpreter start and imports are a fixed cost; see `get-rank-process`).
-        import leoma.decisions
-        import leoma.log
-        import leoma.replay
+        import leoma.log.decisions
+        import leoma.log.eventlog
+        import leoma.tools.replay
         import projections.epoch
         import projections.ranking  # noqa: F401
         from leoma_cmd.main import cli
@@ -114,7 +114,7 @@ def measure(name: str, path: str, validators: int, miners: int, tasks: int) -> d
         seconds = time.perf_counter() - t
     elif name == "api":
         from leoma.api.state import ApiState
-        from leoma.log import EventLog
+        from leoma.log.eventlog import EventLog
 
         log = EventLog(path, readonly=True)
         t = time.perf_counter()
@@ -124,8 +124,8 @@ def measure(name: str, path: str, validators: int, miners: int, tasks: int) -> d
         seconds = time.perf_counter() - t
         extra.update(folded=folded, reproduced=dec.reproduced if dec else None, tasks_kept=len(state.tasks))
     elif name in ("sampler", "sampler-before"):
-        from leoma.events import decode_body
-        from leoma.log import EventLog
+        from leoma.log.events import decode_body
+        from leoma.log.eventlog import EventLog
 
         log = EventLog(path, readonly=True)
         task = max(t for t in range(tasks) if t % validators == 0)

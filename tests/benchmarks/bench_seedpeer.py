@@ -5,7 +5,7 @@ Run: .venv/bin/python tests/benchmarks/bench_seedpeer.py [--tasks 500] [--miners
 A peer running the first implementation holds `--tasks` tasks in a moto bucket, each with its
 media (metadata, clip, first frame, one video per miner) and a signed verdict file of
 `--miners` entries. Measured on the production path (`MirrorIn.sync`, which dispatches a peer
-without a checkpoint to `leoma.seedpeer`):
+without a checkpoint to `leoma.mirror.seedpeer`):
 
 * first sync (list, download, strict signature check, append the observations) against the
   plain baseline of listing the bucket and GETting every verdict file with no check;
@@ -26,11 +26,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from leoma import seedformat  # noqa: E402
-from leoma.log import EventLog  # noqa: E402
-from leoma.mirror import MirrorIn, Peer  # noqa: E402
-from leoma.signing import keypair_from_uri  # noqa: E402
-from leoma.storage import S3Store  # noqa: E402
+from leoma.mirror import seedformat  # noqa: E402
+from leoma.log.eventlog import EventLog  # noqa: E402
+from leoma.mirror.inbound import MirrorIn, Peer  # noqa: E402
+from leoma.adapters.signing import keypair_from_uri  # noqa: E402
+from leoma.adapters.s3 import S3Store  # noqa: E402
 from tests.storage_fixtures import ACCESS_KEY, REGION, SECRET_KEY, start_moto  # noqa: E402
 
 

@@ -8,7 +8,7 @@ the sampler and the weight setter take, each a `BEGIN IMMEDIATE` transaction wit
 `--events / 2` each into the same log at the same time. Printed: events/s of each, the ratio to
 the baseline, whether the chain verified, and how many times the writers alternated.
 
-Then the lock a split role's round takes (`leoma.serve.log_lock`, an flock beside the log):
+Then the lock a split role's round takes (`leoma.services.serve.log_lock`, an flock beside the log):
 microseconds per uncontended acquire + release, against an empty `async with` of the same shape.
 """
 
@@ -25,15 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from leoma.log import EventLog  # noqa: E402
-from leoma.serve import log_lock  # noqa: E402
-from leoma.signing import keypair_from_uri  # noqa: E402
+from leoma.log.eventlog import EventLog  # noqa: E402
+from leoma.services.serve import log_lock  # noqa: E402
+from leoma.adapters.signing import keypair_from_uri  # noqa: E402
 
 WRITER = """
 import os, sys, time
-from leoma.events import ChainHeadObserved
-from leoma.log import EventLog
-from leoma.signing import keypair_from_uri
+from leoma.log.events import ChainHeadObserved
+from leoma.log.eventlog import EventLog
+from leoma.adapters.signing import keypair_from_uri
 db, name, n, go, gap = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], float(sys.argv[5])
 with EventLog(db, own=keypair_from_uri("//Alice").ss58_address) as log:
     while not os.path.exists(go):

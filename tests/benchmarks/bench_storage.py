@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from leoma.storage import S3Store  # noqa: E402
+from leoma.adapters.s3 import S3Store  # noqa: E402
 from tests.storage_fixtures import ACCESS_KEY, REGION, SECRET_KEY, start_moto  # noqa: E402
 
 

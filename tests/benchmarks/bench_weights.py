@@ -3,7 +3,7 @@
     .venv/bin/python tests/benchmarks/bench_weights.py [--validators 64] [--miners 192] [--reads 30]
 
 Builds a simulated chain whose every validator holds a full weight row (validators x miners
-pairs), then times, through the real SDK `Client` and `leoma.chain.Chain`, what one
+pairs), then times, through the real SDK `Client` and `leoma.adapters.chain.Chain`, what one
 confirmation reads:
 
 * old (the plainest baseline): the metagraph (to find the uid) and the subnet's whole `Weights`
@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def build(root: Path, validators: int, miners: int) -> tuple[str, list[str]]:
-    from leoma.devnet.simchain import SimChain
-    from leoma.signing import keypair_from_uri
+    from leoma.adapters.simchain import SimChain
+    from leoma.adapters.signing import keypair_from_uri
 
     owner = keypair_from_uri("//Owner").ss58_address
     sim = SimChain.create(root / "chain.jsonl", owner=owner, clock="manual", netuid=99, weights_rate_limit=0)
@@ -48,7 +48,7 @@ def build(root: Path, validators: int, miners: int) -> tuple[str, list[str]]:
 
 
 async def measure(network: str, hotkeys: list[str], reads: int) -> dict[str, float]:
-    from leoma.chain import Chain
+    from leoma.adapters.chain import Chain
 
     async with Chain(network) as chain:
         async def old(hotkey: str) -> int:

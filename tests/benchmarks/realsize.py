@@ -4,7 +4,7 @@
 each task opened by its rightful sampler with one verdict per miner; the own validator's
 allowlists, metagraphs and heartbeat miner checks; and every epoch's decision taken by the real
 weight setter path (`weight_setter.decide_epoch`, from its checkpoint) and appended as
-`leoma.decisions.drafts` -- except the last epoch, left undecided for the cold and warm runs.
+`leoma.log.decisions.drafts` -- except the last epoch, left undecided for the cold and warm runs.
 The checkpoint as it stood before the last epoch is kept under `bench/checkpoint`.
 
 The cache path names every parameter and the packaged consensus's digest, so a change of shape
@@ -32,7 +32,7 @@ def hotkey(kind: str, i: int) -> str:
 def cache_path(validators: int, miners: int, tasks: int) -> Path:
     folder = Path(os.environ.get("LEOMA_BENCH_CACHE", Path(tempfile.gettempdir()) / "leoma-bench"))
     folder.mkdir(parents=True, exist_ok=True)
-    from leoma.consensus import DEFAULT
+    from leoma.log.consensus import DEFAULT
 
     return folder / f"realsize-v2-{validators}v-{miners}m-{tasks}t-{DEFAULT.digest[:8]}.db"
 
@@ -61,12 +61,18 @@ def ensure(validators: int = 64, miners: int = 256, tasks: int = 3840) -> Path:
 
 
 def build(path: str, validators: int, miners: int, tasks: int) -> None:
-    from leoma import decisions
-    from leoma.consensus import DEFAULT
-    from leoma.events import (
-        ZERO_HASH, AllowlistVerified, MetagraphObserved, MinerChecked, TaskOpened, VerdictRecorded, seal,
+    from leoma.log import decisions
+    from leoma.log.consensus import DEFAULT
+    from leoma.log.events import (
+        ZERO_HASH,
+        AllowlistVerified,
+        MetagraphObserved,
+        MinerChecked,
+        TaskOpened,
+        VerdictRecorded,
+        seal,
     )
-    from leoma.log import Draft, EventLog
+    from leoma.log.eventlog import Draft, EventLog
     from leoma.services import weight_setter
 
     vals, mins, own = names(validators, miners)
