@@ -12,7 +12,7 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from leoma.devnet.network import consensus_toml
+from leoma.devnet.config import consensus_toml
 from leoma.errors import ConfigError, UnknownConsensus
 from leoma.log import consensus as cons
 from leoma.log.consensus import (

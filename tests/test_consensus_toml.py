@@ -7,7 +7,7 @@ import tomllib
 import msgspec
 import pytest
 
-from leoma.devnet.network import consensus_toml
+from leoma.devnet.config import consensus_toml
 from leoma.log.consensus import DEFAULT, load_seed_profile, parse_consensus
 
 

@@ -22,7 +22,8 @@ import pytest
 from click.testing import CliRunner
 
 from leoma.adapters.directory import DirectoryStore
-from leoma.devnet.network import Devnet, DevnetConfig, consensus_toml, devnet_consensus
+from leoma.devnet.config import DevnetConfig, consensus_toml, devnet_consensus
+from leoma.devnet.network import Devnet
 from leoma.errors import LogError
 from leoma.log.eventlog import EventLog
 from leoma.log.events import decode_body, encode_body

@@ -30,7 +30,8 @@ import pytest
 
 from leoma.adapters.signing import keypair_from_uri
 from leoma.adapters.storage import validate_key
-from leoma.devnet.network import Devnet, DevnetConfig
+from leoma.devnet.config import DevnetConfig
+from leoma.devnet.network import Devnet
 from leoma.errors import LogError
 from leoma.log.eventlog import EventLog
 from tests.browser import Browser

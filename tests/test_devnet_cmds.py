@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from leoma.devnet.network import Progress
+from leoma.devnet.config import Progress
 from leoma_cmd.devnet_cmds import ProgressDisplay, should_serve
 
 

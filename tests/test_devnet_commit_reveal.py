@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from leoma.devnet.network import Devnet, DevnetConfig
+from leoma.devnet.config import DevnetConfig
+from leoma.devnet.network import Devnet
 from leoma.log.eventlog import EventLog
 from leoma.log.events import decode_body
 

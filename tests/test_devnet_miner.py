@@ -22,7 +22,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from leoma.devnet.network import Devnet, DevnetConfig
+from leoma.devnet.config import DevnetConfig
+from leoma.devnet.network import Devnet
 from leoma.errors import LogError
 from leoma.log import decisions
 from leoma.log.eventlog import EventLog

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from leoma.devnet.network import Devnet, DevnetConfig
+from leoma.devnet.config import DevnetConfig
+from leoma.devnet.network import Devnet
 from leoma.log import events as ev
 from leoma.log.consensus import load_consensus
 from leoma.log.eventlog import Draft, EventLog

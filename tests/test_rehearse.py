@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from leoma.adapters.directory import DirectoryStore
-from leoma.devnet.network import consensus_toml
+from leoma.devnet.config import consensus_toml
 from leoma.log import decisions
 from leoma.log.eventlog import EventLog
 from leoma.tools.rehearse import PrefixStore

@@ -25,7 +25,8 @@ import pytest
 from click.testing import CliRunner
 
 from leoma.adapters.directory import DirectoryStore
-from leoma.devnet.network import Devnet, DevnetConfig
+from leoma.devnet.config import DevnetConfig
+from leoma.devnet.network import Devnet
 from leoma.errors import LogError
 from leoma.log.eventlog import EventLog
 from leoma.log.events import decode_body

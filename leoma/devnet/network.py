@@ -31,10 +31,8 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,127 +42,19 @@ from typing import Any
 
 import msgspec
 
+from leoma.devnet import watch
+from leoma.devnet.config import (
+    OWNER_URI,
+    DevnetConfig,
+    Progress,
+    consensus_toml,
+    devnet_consensus,
+    leoma_executable,
+)
 from leoma.errors import ConfigError
-from leoma.log.consensus import DEFAULT, Consensus
+from leoma.log.consensus import Consensus
 
-__all__ = ["DEFAULT_MINERS", "Devnet", "DevnetConfig", "Progress", "consensus_toml", "devnet_consensus"]
-
-DEFAULT_MINERS = ("faithful", "static", "noisy", "wrong_resolution", "slow", "copycat",
-                  # hostile miners: each refused with its reason (issue 18)
-                  "one_frame", "frozen", "corrupt_tail", "slowloris", "proxy_of_faithful", "source_clip",
-                  "lone_surrogate")
-OWNER_URI = "//Owner"
-
-
-def leoma_executable() -> str:
-    """The `leoma` command of this installation (beside the running interpreter, else on PATH).
-
-    The devnet starts validators and the API as `leoma serve` / `leoma api` processes: it runs the
-    command, it does not import the command-line package.
-    """
-    beside = Path(sys.executable).with_name("leoma")
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("leoma")
-    if found is None:
-        raise ConfigError("the `leoma` command is not installed beside this Python or on PATH: "
-                          "install the package (pip install -e .) to run a devnet with processes")
-    return found
-
-
-class DevnetConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """Sizes of a devnet, tuned so two scored epochs fit in a few minutes on 2 cores."""
-
-    validators: int = 3
-    miners: tuple[str, ...] = DEFAULT_MINERS
-    netuid: int = 99
-    block_time: float = 0.5
-    interval: int = 20
-    """Blocks per task (rotation interval)."""
-    epoch_intervals: int = 4
-    window_tasks: int = 8
-    settle_margin: int = 2
-    clips: int = 3
-    frames: int = 17
-    slow_seconds: float = 4.0
-    request_timeout: float = 2.0
-    poll_seconds: float = 1.0
-    mirror_seconds: float = 1.0
-    wrong_consensus: int = 0
-    """Extra validators (not on the allowlist) that run another consensus: peers must refuse them."""
-    commit_reveal: bool = False
-    """Run the subnet with commit-reveal weights (timelocked commits the chain reveals an epoch later)."""
-
-    @property
-    def epoch_length(self) -> int:
-        return self.interval * self.epoch_intervals
-
-    @property
-    def tempo(self) -> int:
-        """The simulated chain's tempo: its epochs are `tempo + 1` blocks, counted from block 0.
-
-        With commit-reveal a commit reveals at the start of the chain epoch after its own. Chain
-        epochs of half a validator epoch tile the validators' epochs, so a decision committed in
-        the first half of its epoch reveals at its middle (far from the next epoch's commit and
-        the rate limit the reveal's `LastUpdate` starts), one committed later at its end, and no
-        two epochs' commits ever share a reveal block. With `tempo = epoch_length` (81-block
-        chain epochs against 80-block validator epochs) the grids drift: a commit some 20
-        blocks late shared its chain epoch with the next epoch's commit, both revealed in one
-        block, the later overwrote the earlier, and the earlier decision (a burn before the
-        first winner) was never on chain to confirm. Without commit-reveal the tempo is one
-        validator epoch (it only sets the weights-overdue threshold of `/healthz`).
-        """
-        if self.commit_reveal and self.epoch_length % 2 == 0:
-            return self.epoch_length // 2 - 1
-        return self.epoch_length
-
-    @property
-    def start_block(self) -> int:
-        """The chain's first block: two tasks before epoch 100, so the first task comes soon after
-        the validators are up; with commit-reveal at epoch 100 itself, so the first decision is
-        committed early in its epoch (see `tempo`)."""
-        return self.epoch_length * 100 - (0 if self.commit_reveal else 2 * self.interval)
-
-class Progress(msgspec.Struct, frozen=True, kw_only=True):
-    """One look at the running devnet."""
-
-    block: int
-    epoch: int
-    turn: str
-    """Whose rotation turn it is (validator name)."""
-    tasks: int
-    verdicts: int
-    mirror_lag: int
-    scored: dict[str, int]
-    """Validator name -> epochs it decided with a winner."""
-    judged: int = 0
-    """Tasks with at least one verdict (`tasks` counts the closed ones, judged or not)."""
-    decided: dict[str, int] = {}
-    """Validator name -> the newest epoch it decided (-1: none yet)."""
-    target: int = -1
-    """The epoch `Devnet.wait` waits for every validator to decide (-1: not known yet)."""
-
-
-def devnet_consensus(config: DevnetConfig) -> Consensus:
-    """The packaged consensus with the devnet's short intervals and small videos."""
-    replace = msgspec.structs.replace
-    base = DEFAULT
-    return replace(
-        base,
-        rotation=replace(base.rotation, interval=config.interval),
-        epoch=replace(base.epoch, length=config.epoch_length),
-        window=replace(base.window, tasks=config.window_tasks, settle_margin=config.settle_margin,
-                       max_lookback_blocks=0),
-        video=replace(base.video, min_source_bytes=1000),
-    )
-
-
-def consensus_toml(consensus: Consensus, *, comment: str = "") -> str:
-    """`consensus` as TOML that `load_consensus` reads back to the same digest."""
-    import tomli_w
-
-    header = "".join(f"# {line}\n" for line in comment.splitlines()) + "\n"
-    return header + tomli_w.dumps(msgspec.to_builtins(consensus))
+__all__ = ["Devnet"]
 
 
 def _kp(uri: str) -> Any:
@@ -634,84 +524,19 @@ class Devnet:
         """Validator processes that exited on their own, with their status."""
         return {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
 
-    # -- looking at it ----------------------------------------------------------------------
-
-    def _open(self, node: _Node) -> Any:
-        from leoma.log.eventlog import EventLog
-
-        from leoma.errors import LogError
-
-        path = self.db_path(node)
-        if not path.is_file():
-            return None
-        try:
-            return EventLog(path, readonly=True)
-        except LogError:
-            return None  # the validator is creating it right now: not a log yet
+    # -- looking at it (leoma.devnet.watch) -------------------------------------------------
 
     def decisions(self, node: _Node) -> dict[int, Any]:
         """`node`'s own epoch decisions by epoch."""
-        from leoma.tools.replay import recorded_epochs
-
-        log = self._open(node)
-        if log is None:
-            return {}
-        with log:
-            return {r.body.epoch: r.body for r in recorded_epochs(log, origin=node.hotkey)}
+        return watch.decisions(self, node)
 
     def progress(self) -> Progress:
         """Block, turn, tasks, verdicts, mirror lag and decisions, read from the logs."""
-        from leoma.mirror.out import uploaded_position
-
-        head = self.sim.head()
-        cfg = self.config
-        order = self.state.allowlist
-        turn_hotkey = order[(head // cfg.interval) % len(order)]
-        tasks = verdicts = lag = 0
-        judged: set[int] = set()
-        scored: dict[str, int] = {}
-        decided: dict[str, int] = {}
-        for node in self.validators:
-            log = self._open(node)
-            if log is None:
-                scored[node.name], decided[node.name] = 0, -1
-                continue
-            with log:
-                tasks += log.count(kind="task_closed", origin=node.hotkey)
-                verdicts += log.count(kind="verdict_recorded", origin=node.hotkey)
-                for row in log.rows(kinds=["verdict_recorded"], origin=node.hotkey):
-                    part = row.key.split("/")  # verdict/<task>/<miner>
-                    if len(part) > 1 and part[1].isdigit():
-                        judged.add(int(part[1]))
-                lag = max(lag, log.head(node.hotkey).origin_seq - uploaded_position(log, node.hotkey))
-            mine = self.decisions(node)
-            scored[node.name] = sum(1 for d in mine.values() if d.winner)
-            decided[node.name] = max(mine, default=-1)
-        turn = next(n.name for n in self.nodes if n.hotkey == turn_hotkey)
-        return Progress(block=head, epoch=head // cfg.epoch_length, turn=turn, tasks=tasks, verdicts=verdicts,
-                        mirror_lag=lag, scored=scored, judged=len(judged), decided=decided)
+        return watch.progress(self)
 
     def target_epoch(self, epochs: int) -> int:
         """The epoch by whose decision `epochs` epochs with a full window have been scored."""
-        cfg = self.config
-        first_task = (self.first_block() // cfg.interval) + 1
-        # The first epoch whose settled window holds a task from every allowlisted validator.
-        settled_top = first_task + len(self.state.allowlist) - 1 + cfg.settle_margin
-        first_epoch = -(-settled_top * cfg.interval // cfg.epoch_length)
-        return first_epoch + epochs - 1
-
-    def first_block(self) -> int:
-        """The block the validators started at (their first own event), else the head."""
-        blocks = []
-        for node in self.validators:
-            log = self._open(node)
-            if log is None:
-                continue
-            with log:
-                first = next(log.chain(node.hotkey, limit=1), None)
-                if first is not None:
-                    blocks.append(first.block)
-        return min(blocks) if blocks else self.sim.head()
+        return watch.target_epoch(self, epochs)
 
     def wait(self, epochs: int, *, progress: Callable[[Progress], None] | None = None, timeout: float | None = None,
              poll: float = 1.0) -> bool:
@@ -744,43 +569,4 @@ class Devnet:
 
     def summary(self) -> dict[str, Any]:
         """Each validator's decisions, the leaderboard of the latest agreed epoch, and agreement."""
-        per: dict[str, dict[int, Any]] = {n.name: self.decisions(n) for n in self.validators}
-        common = sorted(set.intersection(*(set(d) for d in per.values()))) if per else []
-        epochs: list[dict[str, Any]] = []
-        agreed = True
-        for epoch in common:
-            views = {name: (d[epoch].winner, tuple((w.uid, w.weight) for w in d[epoch].weights))
-                     for name, d in per.items()}
-            same = len(set(views.values())) == 1
-            agreed &= same
-            first = per[self.validators[0].name][epoch]
-            epochs.append({
-                "epoch": epoch, "agreed": same,
-                "winner": first.winner, "winner_name": self.miner_name(first.winner) if first.winner else "",
-                "winner_uid": first.winner_uid, "burn_reason": first.burn_reason,
-                "weights": {name: [list(w) for w in v[1]] for name, v in views.items()},
-                "winners": {name: v[0] for name, v in views.items()},
-            })
-        scored = [e for e in epochs if e["winner"]]
-        leaderboard: list[dict[str, Any]] = []
-        if scored:
-            last = per[self.validators[0].name][scored[-1]["epoch"]]
-            for a in last.aggregates:
-                leaderboard.append({
-                    "rank": a.rank, "miner": self.miner_name(a.hotkey), "hotkey": a.hotkey, "uid": a.uid,
-                    "avg_rate": a.avg_rate, "passed": a.passed, "evaluated": a.evaluated,
-                    "completeness": a.completeness, "eligible": a.eligible, "reason": a.reason,
-                })
-        return {
-            "dir": str(self.root),
-            "consensus_digest": devnet_consensus(self.config).digest,
-            "api_url": self.api_url,
-            "validators": [{"name": n.name, "hotkey": n.hotkey, "db": str(self.db_path(n)),
-                            "bucket": str(self.bucket_path(n))} for n in self.validators],
-            "miners": {b: {"hotkey": h, "uid": self.state.uids[b]} for b, h in self.state.miners.items()},
-            "epochs": epochs,
-            "scored_epochs": len(scored),
-            "winner": scored[-1]["winner_name"] if scored else "",
-            "leaderboard": leaderboard,
-            "agreed": bool(agreed and scored),
-        }
+        return watch.summary(self)
