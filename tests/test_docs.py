@@ -86,3 +86,30 @@ def test_the_quick_start_has_exactly_two_commands() -> None:
     assert [line.split()[0] for line in lines] == ["scripts/run", "scripts/test"]
     assert "scripts/test" in (ROOT / ".ci" / "run").read_text()
     assert "leoma devnet" in (ROOT / "scripts" / "run").read_text()
+
+
+def where_things_are() -> dict[str, list[str]]:
+    """The README's "Where things are" table: each noun and the module paths it points at."""
+    section = README.split("## Where things are", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0] not in ("what", "---"):
+            rows[cells[0]] = re.findall(r"`([^`]+\.(?:py|toml))`", cells[1])
+    return rows
+
+
+def test_every_module_is_pointed_at_by_its_noun_in_the_readme() -> None:
+    rows = where_things_are()
+    assert len(rows) > 60 and all(rows.values()), "every row names at least one module"
+    named = [path for paths in rows.values() for path in paths]
+    missing = sorted(path for path in named if not (ROOT / path).is_file())
+    assert missing == [], f"the README points at modules that do not exist: {missing}"
+    modules = sorted(
+        p.relative_to(ROOT).as_posix()
+        for folder in ("leoma", "projections")
+        for p in (ROOT / folder).rglob("*.py")
+        if p.name != "__init__.py" and "__pycache__" not in p.parts
+    )
+    unlisted = [m for m in modules if m not in named]
+    assert unlisted == [], f"add these modules to the README's \"Where things are\": {unlisted}"
