@@ -1,7 +1,8 @@
 """`S3Store`: the object-store contract (`leoma.adapters.storage`) over an S3/R2 bucket (aioboto3).
 
-botocore's own retry mode handles throttling; the shared retry policy (`leoma.adapters.retry`)
-re-tries what botocore does not, with jitter. Secrets and presigned URLs are never logged.
+Requests are retried inside botocore's standard retry mode, with our jittered back-off installed
+in it (`leoma.adapters.retry`); a GET whose body breaks mid-read is fetched again under the same
+policy. Secrets and presigned URLs are never logged.
 """
 
 from __future__ import annotations

@@ -1,13 +1,11 @@
-"""Miner tools: deploy a model to Chutes (`push`), see where a miner stands (`status`), and the
-reference miner a new miner starts from (`reference_app`).
+"""The chute a miner's model is served by, and what a validator would refuse before it is deployed.
 
-**Deploying** (`push`). A miner's model is served by a *chute*: a small Chutes app that loads the
-model from Hugging Face at a pinned revision and answers `POST /generate` with an 832x480 mp4.
-`render_chute` writes that app from our template; `push` first refuses everything a validator
-would reject (the repository name must start with `leoma` and end with the miner's hotkey, the
-revision must be a full 40-hex commit SHA that Hugging Face resolves, the repository must hold
-LFS weight files), then runs `chutes deploy <module>:chute --accept-fee`, and finds the new
-chute's id through the Chutes API so the miner can commit it with `leoma miner commit`.
+A chute is a small Chutes app that loads the model from Hugging Face at a pinned revision and
+answers `POST /generate` with an 832x480 mp4. `render_chute` writes that app from our template;
+`preflight` refuses everything a validator would reject (the repository name must start with
+`leoma` and end with the miner's hotkey, the revision must be a full 40-hex commit SHA that
+Hugging Face resolves, the repository must hold LFS weight files). Deploying it is
+`leoma.miner.deploy`; the reference miner that speaks the same contract is `leoma.miner.reference`.
 
 **The `/generate` contract.** A JSON body with `prompt` (text) and `image` (the first frame:
 base64 or an http(s) URL), and optionally `negative_prompt`, `num_frames` (1-161, default 81),
@@ -17,21 +15,6 @@ as well (seed-spec §12.22: the seed's template ignored them); this template acc
 `frames` is a synonym for `num_frames`, `resolution` must be `480p` (the only output size) and
 `fast` is accepted and has no effect. The answer is `video/mp4`, 832x480; a validator checks the
 resolution, so anything else is a fail on the miner's record.
-
-**The reference miner** (`leoma miner serve-reference`) speaks exactly this contract over plain
-HTTP on your machine, with the faithful miner of the devnet behind it: it animates the first
-frame by moving the camera the way the prompt says. It is not a video model; it is the smallest
-server a validator accepts, the thing to replace with a real model, and what `leoma devnet`
-miners run. Start it, then send it what a validator sends:
-
-    leoma miner serve-reference --port 8000
-    curl -s localhost:8000/generate -H 'content-type: application/json' \\
-         -d '{"prompt": "the camera pans left", "image": "<base64 png>"}' -o out.mp4
-
-**Standing** (`status`) gathers, from whatever is reachable, what a miner needs to know: its
-commitment on chain, each validation check with its reason, whether its chute is hot, its last
-tasks with the judge's verdicts and reasoning, and its rank with the rate it needs to dominate
-the miners that committed before it. A source that is unavailable is named, never fatal.
 """
 
 from __future__ import annotations

@@ -1,7 +1,14 @@
 """The reference miner (`leoma miner serve-reference`): the `/generate` contract over plain HTTP.
 
-It is the smallest server a validator accepts, and what `leoma devnet` miners run; the video
-renderer is passed in, so the miner tools do not depend on the devnet.
+It speaks exactly the chute's contract (`leoma.miner.chute`) on your machine, with the faithful
+miner of the devnet behind it: it animates the first frame by moving the camera the way the
+prompt says. It is not a video model; it is the smallest server a validator accepts, the thing
+to replace with a real model, and what `leoma devnet` miners run. The video renderer is passed
+in, so the miner tools do not depend on the devnet. Start it, then send it what a validator sends:
+
+    leoma miner serve-reference --port 8000
+    curl -s localhost:8000/generate -H 'content-type: application/json' \\
+         -d '{"prompt": "the camera pans left", "image": "<base64 png>"}' -o out.mp4
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The log's mirror: own events out to the own bucket, peers' events in from theirs.
+"""The mirror's published layout: object names, the signed checkpoint, segment bytes, our limits.
+
+`out` writes this layout and `inbound` reads it; both go through the functions here.
 
 Layout of one origin's published log (no LIST is ever needed to read it):
 
