@@ -8,12 +8,12 @@ use (PEP 562), from the module named beside each.
 
 The public surface:
 
-    EventLog, Draft, Row          the hash-chained event log            (leoma.log.eventlog)
-    ObjectStore, open_store       an object store by URL (file:, s3://)  (leoma.adapters.storage)
-    Consensus, load_consensus     the pinned consensus and its digest   (leoma.log.consensus)
+    EventLog, Draft, Row          the hash-chained event log              (leoma.log.eventlog)
+    ObjectStore, open_store       an object store by URL (file:, s3://)   (leoma.adapters.storage)
+    Consensus, load_consensus     the pinned consensus and its digest     (leoma.log.consensus)
     replay_epoch, replay_all,     re-deciding recorded epochs from the
-    recorded_epochs, ReplayResult log alone                              (leoma.tools.replay)
-    LeomaError and its tree       every error raised on purpose          (leoma.errors)
+    recorded_epochs, ReplayResult log alone                               (leoma.tools.replay)
+    LeomaError and its tree       every error raised on purpose           (leoma.errors)
 """
 
 from __future__ import annotations
@@ -41,16 +41,16 @@ _WHERE: dict[str, str] = {
 __all__ = ["__version__", *_WHERE]
 
 if TYPE_CHECKING:
-    from leoma.log.consensus import Consensus, load_consensus
+    from leoma.adapters.storage import ObjectStore, open_store
     from leoma.errors import (
         AdapterError, AuthError, ChainBroken, ChainError, ChainRefused, ConfigError, ConflictError,
         EventError, GapError, HttpError, LeomaError, LogError, MirrorError, NotRanked, ObjectExists,
         ObjectNotFound, ObjectTooLarge, RequestRefused, SignatureError, StatePruned, StorageError,
         UnknownConsensus, UnknownKind, VideoError,
     )
+    from leoma.log.consensus import Consensus, load_consensus
     from leoma.log.eventlog import Draft, EventLog, Row
     from leoma.tools.replay import ReplayResult, recorded_epochs, replay_all, replay_epoch
-    from leoma.adapters.storage import ObjectStore, open_store
 
 
 def __getattr__(name: str) -> Any:
