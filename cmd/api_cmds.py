@@ -88,9 +88,9 @@ def build_api(*, host: str | None = None, port: int | None = None, db: str | Non
     The consensus is LEOMA_CONSENSUS, else the one the validators it imports recorded, else its
     own log's record, else the packaged one; it is recorded in the API's log once per digest.
     """
-    from leoma.api.service import ApiService
     from leoma.api.app import create_app
     from leoma.api.feed import Feeder
+    from leoma.api.service import ApiService
     from leoma.api.settings import ApiSettings
     from leoma.log.consensus import record_consensus
     from leoma.log.eventlog import EventLog
@@ -217,8 +217,8 @@ def register(cli: click.Group) -> None:
         from leoma.api.registry import UidTaken, add_key, already_registered, check_uid_free
         from leoma.api.settings import ApiSettings
         from leoma.api.state import VALIDATOR_ADD, ApiState
-        from leoma.log.events import AdminActed
         from leoma.log.eventlog import EventLog
+        from leoma.log.events import AdminActed
 
         hk = _check_hotkey(hotkey)
         if uid < 0:

@@ -121,9 +121,9 @@ def register(cli: click.Group) -> None:
                 raise click.BadParameter(f"{h!r} is not an SS58 address", param_hint="--validators") from None
 
         async def go() -> str:
-            from leoma.mirror.allowlist import publish_allowlist
             from leoma.adapters.chain import Chain
             from leoma.adapters.storage import open_store
+            from leoma.mirror.allowlist import publish_allowlist
 
             wallet = load_wallet(wallet_name, wallet_hotkey, wallet_path)
             store = open_store(source_url)
@@ -164,9 +164,9 @@ def register(cli: click.Group) -> None:
             raise click.UsageError("give --source (or LEOMA_SOURCE_URL) for the on-chain allowlist, or --api URL")
 
         async def go() -> Any:
-            from leoma.mirror.allowlist import read_allowlist
             from leoma.adapters.chain import Chain
             from leoma.adapters.storage import open_store
+            from leoma.mirror.allowlist import read_allowlist
 
             async with Chain(network) as chain:
                 return await read_allowlist(chain, open_store(source_url), netuid)

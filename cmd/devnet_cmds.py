@@ -99,8 +99,8 @@ def devnet_cmd(root: str, validators: int, epochs: int, processes: bool, resume:
         leoma devnet --dir my-devnet --epochs 2
         leoma devnet --dir my-devnet --resume --no-serve --json
     """
-    from leoma.devnet.network import Devnet
     from leoma.devnet.config import DevnetConfig
+    from leoma.devnet.network import Devnet
     from leoma.ops.logging_setup import setup_logging
 
     setup_logging("WARNING")

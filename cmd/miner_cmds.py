@@ -141,8 +141,8 @@ def register(cli: click.Group) -> None:
 
         async def go() -> Any:
             from leoma.adapters.chutes import ChutesClient
-            from leoma.ops.config import environment, resolve_consensus
             from leoma.log.eventlog import EventLog
+            from leoma.ops.config import environment, resolve_consensus
 
             # The one rule: LEOMA_CONSENSUS (environment or .env), else the validator log's record.
             consensus = resolve_consensus(environment().get("LEOMA_CONSENSUS", "").strip(), db=db_path)

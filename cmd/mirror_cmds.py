@@ -77,8 +77,8 @@ async def _restore_first(log: Any, bucket_url: str, signer: Any, digest: str) ->
     """Restore the own bucket's published tail before appending (as `leoma serve` does on start)."""
     from types import SimpleNamespace
 
-    from leoma.services.serve import restore_own_log
     from leoma.adapters.storage import open_store
+    from leoma.services.serve import restore_own_log
 
     async with open_store(bucket_url) as store:
         ctx = SimpleNamespace(log=log, own=store, signer=signer, consensus=SimpleNamespace(digest=digest))
@@ -120,8 +120,8 @@ def push(db_path: str, bucket_url: str | None, dev_key: str | None, wallet_name:
 
         leoma mirror push --db events.db --bucket file:///tmp/bucket --dev-key //Alice
     """
-    from leoma.mirror.out import MirrorOut
     from leoma.adapters.storage import open_store
+    from leoma.mirror.out import MirrorOut
 
     signer = _signer(dev_key, wallet_name, wallet_hotkey, wallet_path)
     digest = network_consensus(consensus_path, db_path).digest
@@ -216,11 +216,11 @@ def status(db_path: str, bucket_url: str | None, peers_json: str, dev_key: str |
 
         leoma mirror status --db events.db --hotkey 5F... --bucket file:///tmp/bucket --json
     """
-    from leoma.errors import MirrorError, StorageError
-    from leoma.ops.metrics import collect_facts
-    from leoma.mirror.segments import fetch_checkpoint
-    from leoma.mirror.seedpeer import observed_tasks
     from leoma.adapters.storage import open_store
+    from leoma.errors import MirrorError, StorageError
+    from leoma.mirror.seedpeer import observed_tasks
+    from leoma.mirror.segments import fetch_checkpoint
+    from leoma.ops.metrics import collect_facts
 
     own = hotkey or _signer(dev_key, wallet_name, wallet_hotkey, wallet_path).ss58_address
     digest = network_consensus(consensus_path, db_path).digest

@@ -40,8 +40,8 @@ def replay_cmd(epoch: int | None, db_path: str, every: bool, origin: str | None,
     """
     import tempfile
 
-    from leoma.log.consensus import consensus_for
     from leoma.errors import ConfigError
+    from leoma.log.consensus import consensus_for
     from leoma.tools.replay import find_epoch, recorded_epochs, replay_all
 
     if epoch is None and not every:
@@ -102,8 +102,8 @@ def _check_anchors(log, targets, results, network: str, consensus_of):  # type: 
 
     import msgspec
 
-    from leoma.mirror import anchors
     from leoma.adapters.chain import Chain
+    from leoma.mirror import anchors
     from leoma.tools.replay import Difference
 
     async def go() -> list:  # type: ignore[type-arg]
@@ -126,8 +126,8 @@ def _check_anchors(log, targets, results, network: str, consensus_of):  # type: 
 def _known_consensus(chosen, chosen_path: str | None, db: Path) -> dict:  # type: ignore[no-untyped-def]
     """Consensus configs replay may use, by digest: the chosen one, and (unless a path was
     given) a `consensus.toml` beside the database or in its parent folder, as a devnet leaves."""
-    from leoma.log.consensus import load_consensus
     from leoma.errors import ConfigError
+    from leoma.log.consensus import load_consensus
 
     known = {chosen.digest: chosen}
     if chosen_path is None:
@@ -146,8 +146,8 @@ def _latest_decision(log, epoch: int | None, origin: str | None):  # type: ignor
 
     Read lean (`leoma.log.decisions.Recorded`): the per-validator rates stay undecoded until a
     command asks for one miner's (`decisions.aggregate`)."""
-    from leoma.log import decisions
     from leoma.errors import LogError
+    from leoma.log import decisions
 
     if epoch is not None:
         found = decisions.find(log, epoch, origin=origin, detail="lean")
@@ -170,9 +170,8 @@ def _latest_decision(log, epoch: int | None, origin: str | None):  # type: ignor
 def explain_cmd(miner: str, db_path: str, epoch: int | None, origin: str | None, as_json: bool) -> None:
     """Why MINER ranked where it did: rates per validator, completeness, dominance comparisons."""
     from leoma.errors import LogError
-    from projections.ranking import Standing, explain
-
     from leoma.log.consensus import consensus_for
+    from projections.ranking import Standing, explain
 
     with open_existing(db_path) as log:
         decision = _latest_decision(log, epoch, origin or log.own)

@@ -163,8 +163,8 @@ def healthz_cmd(process: str, state_dir: str | None, url: str | None, timeout: f
     """
     if url:
         _ask(url, timeout)
-    from leoma.ops.config import Settings
     from leoma.errors import ConfigError
+    from leoma.ops.config import Settings
     from leoma.services.serve import metrics_url_file, parse_addr, serve_options
 
     try:

@@ -51,7 +51,6 @@ def check_miners_cmd(network: str | None, netuid: int | None, dev_key: str | Non
     async def run() -> list[Any]:
         from leoma.services.checker import check_miners
         from leoma.services.context import open_context
-
         from leoma.services.serve import restore_own_log
 
         async with open_context(settings) as ctx:

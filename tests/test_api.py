@@ -274,10 +274,10 @@ async def test_empty_log_answers(tmp_path: Path) -> None:
 
 
 async def test_feeder_imports_an_allowlisted_validators_mirror(tmp_path: Path) -> None:
+    from leoma.adapters.directory import DirectoryStore
     from leoma.api.feed import Feeder
     from leoma.log.events import AdminActed, AllowlistVerified, MinerChecked
     from leoma.mirror.out import MirrorOut
-    from leoma.adapters.directory import DirectoryStore
 
     alice, bob = key("//Alice"), key("//Bob")
     store = DirectoryStore(tmp_path / "alice-bucket")

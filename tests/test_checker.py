@@ -222,8 +222,7 @@ def test_commitment_strings_never_stop_the_pass(tmp_path) -> None:
     the others are checked and everything is recorded."""
     import asyncio
 
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
+    from hypothesis import HealthCheck, given, settings, strategies as st
 
     from leoma.adapters.chain import Chain
     from leoma.adapters.signing import keypair_from_uri

@@ -120,8 +120,8 @@ def test_read_number_reads_the_type_of_its_default(raw: str | None, default: flo
     ("2", 7, {"minimum": 3}, "X_SETTING must be at least 3"),
 ])
 def test_read_number_names_the_variable_when_wrong(raw: str, default: float, kw: dict, words: str) -> None:
-    from leoma.ops.config import read_number
     from leoma.errors import ConfigError
+    from leoma.ops.config import read_number
 
     with pytest.raises(ConfigError, match=re.escape(words)):
         read_number({"X_SETTING": raw}, "X_SETTING", default, **kw)
@@ -129,8 +129,8 @@ def test_read_number_names_the_variable_when_wrong(raw: str, default: float, kw:
 
 def test_the_api_and_serve_read_numbers_the_same_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from leoma.api.settings import ApiSettings
-    from leoma.ops.config import default_db
     from leoma.errors import ConfigError
+    from leoma.ops.config import default_db
     from leoma.services.serve import serve_options
 
     with pytest.raises(ConfigError, match="MAX_BODY_SIZE='big' is not a whole number"):

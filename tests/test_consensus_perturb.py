@@ -267,8 +267,8 @@ def candidates(c: Consensus, env: Env) -> Any:
 
 def clip(c: Consensus, env: Env) -> Any:
     """The clip the sampler picks from the one real source video (seed fixed)."""
-    from leoma.services import sampler
     from leoma.adapters.storage import open_store
+    from leoma.services import sampler
 
     async def go() -> Any:
         root = env.tmp / "only-source"
@@ -301,8 +301,8 @@ def commit_check(c: Consensus, env: Env) -> Any:
 
 def allowlist_rereads(c: Consensus, env: Env) -> Any:
     """How many allowlist reads the sampler recorded, 150 blocks after the last verified one."""
-    from leoma.log.events import AllowlistVerified
     from leoma.log.eventlog import EventLog
+    from leoma.log.events import AllowlistVerified
     from leoma.services.sampler import current_allowlist
 
     path = env.fresh("allowlist") / "events.db"
@@ -424,8 +424,8 @@ SCENARIOS: dict[str, Callable[[], list[Any]]] = {
 
 
 def _weight_world(tmp: Path) -> Any:
-    from leoma.adapters.simchain import SimChain
     from leoma.adapters.signing import keypair_from_uri
+    from leoma.adapters.simchain import SimChain
     from tests.builders import LogBuilder
 
     owner = keypair_from_uri("//Owner").ss58_address
@@ -479,8 +479,8 @@ def anchored_epoch(anchor_block: int) -> Probe:
     (the anchor's epoch, the cutoff observed, the window, the tasks refused as late, the burn)."""
 
     def probe(c: Consensus, env: Env) -> Any:
-        from leoma.mirror import anchors
         from leoma.adapters.chain import Chain
+        from leoma.mirror import anchors
         from leoma.services import weight_setter
 
         tmp = env.fresh("anchored")

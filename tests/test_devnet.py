@@ -226,8 +226,8 @@ def test_consensus_toml_round_trips_and_every_validator_used_it(run: Run) -> Non
 
 
 def test_logs_record_their_consensus_and_tools_find_it_untold(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
-    from leoma.ops.config import resolve_consensus
     from leoma.log.consensus import recorded_consensuses
+    from leoma.ops.config import resolve_consensus
     from leoma_cmd.scoring_cmds import register
 
     net = run.net

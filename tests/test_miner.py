@@ -518,9 +518,9 @@ def check_with_the_checker(env: dict[str, str], db: Path) -> list[MinerChecked]:
 def test_done_when_a_new_miner_goes_from_push_to_commit_to_checked(world: World, standin: dict[str, Any],
                                                                    tmp_path: Path) -> None:
     import bittensor as bt
-    from leoma_cmd.chain_cmds import register as register_chain
 
     from leoma.adapters.simchain import SimChain
+    from leoma_cmd.chain_cmds import register as register_chain
 
     wallets = tmp_path / "wallets"
     owner = bt.Wallet(name="owner", hotkey="default", path=str(wallets))

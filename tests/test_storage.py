@@ -420,8 +420,8 @@ def test_open_store_config_errors(url: str, env: dict[str, str], needle: str) ->
 
 
 async def test_directory_store_that_is_gone_raises_a_storage_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from leoma.errors import StorageError
     from leoma.adapters.directory import DirectoryStore
+    from leoma.errors import StorageError
 
     root = tmp_path / "bucket"
     store = DirectoryStore(root)

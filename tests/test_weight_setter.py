@@ -167,9 +167,9 @@ def test_replay_command_exit_codes(world) -> None:  # type: ignore[no-untyped-de
 def test_replay_from_a_public_mirror_alone(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import asyncio
 
+    from leoma.adapters.directory import DirectoryStore
     from leoma.log.consensus import DEFAULT as consensus
     from leoma.mirror.out import MirrorOut
-    from leoma.adapters.directory import DirectoryStore
     from leoma_cmd.main import cli
 
     sim, log, alice, miners, _ = world

@@ -59,8 +59,11 @@ def _is_client_error(exc: BaseException) -> bool:
 def _retryable(exc: BaseException) -> bool:
     """True for throttling, server errors, timeouts and broken connections; False for 4xx."""
     import aiohttp
-    from botocore.exceptions import ConnectionError as BotoConnectionError
-    from botocore.exceptions import HTTPClientError, IncompleteReadError
+    from botocore.exceptions import (
+        ConnectionError as BotoConnectionError,
+        HTTPClientError,
+        IncompleteReadError,
+    )
 
     if _is_client_error(exc):
         status, code, _ = _error_parts(exc)

@@ -716,8 +716,7 @@ class SimSubstrate:
     async def submit(self, call: Any, keypair: Any, *, nonce: int | None = None, period: int | None = None,
                      wait_for_inclusion: bool = True, wait_for_finalization: bool = True) -> Any:
         from bittensor import sp_core
-        from bittensor.result import ChainError as SdkChainError
-        from bittensor.result import ExtrinsicResult
+        from bittensor.result import ChainError as SdkChainError, ExtrinsicResult
 
         module, function, params = call[0], call[1], call[2]
         signer = keypair.ss58_address

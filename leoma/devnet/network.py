@@ -205,10 +205,10 @@ class Devnet:
             raise ConfigError(f"{path} does not read back to the devnet's consensus")
 
     async def _genesis(self) -> None:
-        from leoma.mirror.allowlist import publish_allowlist
         from leoma.adapters.chain import Chain, commitment_payload
-        from leoma.devnet.clips import render_source
         from leoma.adapters.directory import DirectoryStore
+        from leoma.devnet.clips import render_source
+        from leoma.mirror.allowlist import publish_allowlist
 
         cfg = self.config
         source = DirectoryStore(self.root / "source")
@@ -396,8 +396,8 @@ class Devnet:
         """
         from leoma.api.settings import DEFAULT_API_ID
         from leoma.api.state import VALIDATOR_ADD, ApiState
-        from leoma.log.events import AdminActed
         from leoma.log.eventlog import EventLog
+        from leoma.log.events import AdminActed
 
         self.api_dir.mkdir(parents=True, exist_ok=True)
         owner = _kp(OWNER_URI).ss58_address

@@ -14,9 +14,9 @@ if TYPE_CHECKING:
 
 
 def open_log(net: Devnet, node: _Node) -> Any:
-    from leoma.log.eventlog import EventLog
-
+    """`node`'s log, read-only; None while it does not exist or is being created."""
     from leoma.errors import LogError
+    from leoma.log.eventlog import EventLog
 
     path = net.db_path(node)
     if not path.is_file():

@@ -373,8 +373,8 @@ class World:
         })
 
     def _judge(self, texts: list[str], blobs: list[tuple[str, bytes]], drop_aspects: bool) -> str:
-        from leoma.devnet import judge_standin
         from leoma.adapters.video import decode_frames, png_to_array
+        from leoma.devnet import judge_standin
 
         videos = [b for mime, b in blobs if mime.startswith("video/")]
         images = [b for mime, b in blobs if mime.startswith("image/")]
@@ -493,9 +493,9 @@ def render_reference_video(behaviour: str, prompt: str, image_png: bytes, *, fra
     """
     import numpy as np
 
+    from leoma.adapters.video import encode_mp4, png_to_array
     from leoma.devnet.clips import CONTENT_SHIFT
     from leoma.devnet.judge_standin import direction_in
-    from leoma.adapters.video import encode_mp4, png_to_array
 
     img = png_to_array(image_png)
     if img.shape[:2] != (480, 832):

@@ -204,8 +204,7 @@ def _digest(body: Any) -> str:
 
 async def observe_allowlist(ctx: ServiceContext, block: int) -> AllowlistVerified | None:
     """Read and verify the allowlist; record it (or the rejection) when it changed."""
-    from leoma.mirror.allowlist import AllowlistRejected as Rejected
-    from leoma.mirror.allowlist import read_allowlist
+    from leoma.mirror.allowlist import AllowlistRejected as Rejected, read_allowlist
 
     latest = None
     for row in ctx.log.rows(kinds=["allowlist_verified", "allowlist_rejected"], origin=ctx.hotkey, descending=True,

@@ -120,8 +120,8 @@ def decide_epoch(log_: EventLog, *, own: str, epoch: int, epoch_block: int, netu
 async def _decide_anchored(log_: EventLog, chain: Any, netuid: int, consensus: Consensus, epoch: int,
                            epoch_block: int) -> EpochScored | str:
     """The anchored decision of `epoch`, or why this validator holds (recorded once per peer and reason)."""
-    from leoma.mirror import anchors
     from leoma.log.events import EpochHeld
+    from leoma.mirror import anchors
     from leoma.services.anchored import Held, decide_anchored
 
     observed = await anchors.observe(log_, chain, netuid, consensus, epoch)

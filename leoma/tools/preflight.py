@@ -64,8 +64,8 @@ async def run_preflight(settings: Settings, *, consensus: Consensus | None = Non
                         clock_tolerance: float = CLOCK_TOLERANCE_SECONDS) -> list[Check]:
     """Run every check against what `settings` point at; never raises for a failed check."""
     from leoma.adapters.chain import Chain
-    from leoma.services.context import load_signer
     from leoma.adapters.storage import open_store
+    from leoma.services.context import load_signer
 
     consensus = consensus or settings.consensus()
     checks: list[Check] = []
@@ -226,8 +226,8 @@ async def _first_key(store: Any) -> str | None:
 
 def _peer(hotkey: str, entry: Any, env: dict[str, str], digest: str) -> Callable[[], Awaitable[str]]:
     async def go() -> str:
-        from leoma.mirror.segments import fetch_checkpoint
         from leoma.mirror.peers import peer_store
+        from leoma.mirror.segments import fetch_checkpoint
 
         store = peer_store(entry, env=env)
         try:

@@ -109,6 +109,7 @@ class Rehearsal(msgspec.Struct, frozen=True, kw_only=True):
 
 async def rehearse(settings: Settings, *, scratch_dir: str | Path, **overrides: Any) -> Rehearsal:
     """Run one turn and one epoch decision on a scratch log and scratch prefix; submit nothing."""
+    from leoma.adapters.storage import open_store
     from leoma.log import decisions
     from leoma.log.eventlog import EventLog
     from leoma.mirror.inbound import MirrorIn, Peer
@@ -116,7 +117,6 @@ async def rehearse(settings: Settings, *, scratch_dir: str | Path, **overrides: 
     from leoma.services import sampler, weight_setter
     from leoma.services.checker import check_miners
     from leoma.services.context import load_signer, open_context
-    from leoma.adapters.storage import open_store
 
     signer = overrides.pop("signer", None) or load_signer(settings)
     settings.require("LEOMA_OWN_BUCKET_URL", why="the rehearsal writes its scratch prefix there")

@@ -305,10 +305,10 @@ async def download_published(bucket_url: str, hotkey: str, db_path: str, *, peer
     that origin's entry in `peers` (`leoma.mirror.peers.PeerEntry`, as `PEER_VALIDATORS` gives them). Every checkpoint signature, segment and chain is verified on the way.
     Returns how many events were imported.
     """
-    from leoma.errors import MirrorError
-    from leoma.mirror.segments import read_published
-    from leoma.mirror.peers import peer_store
     from leoma.adapters.storage import open_store
+    from leoma.errors import MirrorError
+    from leoma.mirror.peers import peer_store
+    from leoma.mirror.segments import read_published
 
     stores: dict[str, Any] = {bucket_url: open_store(bucket_url)}
     by_hotkey = {p.hotkey: p for p in peers}

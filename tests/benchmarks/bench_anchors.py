@@ -109,11 +109,11 @@ def measure(name: str, path: str, validators: int, miners: int, tasks: int) -> d
 
 async def _chain(vals: list[str]) -> tuple[float, dict]:
     """Read every validator's anchor at a cutoff from a simulated chain through the SDK; commit one."""
-    from leoma.mirror import anchors
     from leoma.adapters.chain import Chain
+    from leoma.adapters.signing import keypair_from_uri
     from leoma.adapters.simchain import SimChain
     from leoma.log.eventlog import EventLog
-    from leoma.adapters.signing import keypair_from_uri
+    from leoma.mirror import anchors
 
     consensus = _consensus()
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,9 +30,9 @@ API_ID = "owner-api"
 
 def build(path: Path, tasks: int) -> None:
     """Write the benchmark's API log to `path`."""
+    from leoma.adapters.signing import keypair_from_uri
     from leoma.log.consensus import DEFAULT
     from leoma.log.events import MinerResponded
-    from leoma.adapters.signing import keypair_from_uri
     from projections.epoch import score_epoch
     from tests.builders import NETUID, LogBuilder
 
@@ -65,8 +65,8 @@ def serve(path: str, port: int) -> None:
     """Serve the log at `path` on 127.0.0.1:`port` (the subprocess side)."""
     import uvicorn
 
-    from leoma.api.service import ApiService
     from leoma.api.app import create_app
+    from leoma.api.service import ApiService
     from leoma.api.settings import ApiSettings
     from leoma.log.consensus import DEFAULT
     from leoma.log.eventlog import EventLog

@@ -42,9 +42,9 @@ RANGE = "bytes=0-1048575"
 
 def build(path: Path, tasks: int) -> None:
     """`bench_api`'s log, with each accepted response naming its object, as the sampler records it."""
+    from leoma.adapters.signing import keypair_from_uri
     from leoma.log.consensus import DEFAULT
     from leoma.log.events import MinerResponded
-    from leoma.adapters.signing import keypair_from_uri
     from projections.epoch import score_epoch
     from tests.builders import NETUID, LogBuilder
 
@@ -101,13 +101,13 @@ def serve(db: str, stores_json: str, port: int) -> None:
     import uvicorn
     from starlette.staticfiles import StaticFiles
 
-    from leoma.api.service import ApiService
+    from leoma.adapters.directory import DirectoryStore
     from leoma.api.app import create_app
     from leoma.api.feed import Feeder
+    from leoma.api.service import ApiService
     from leoma.api.settings import ApiSettings
     from leoma.log.consensus import DEFAULT
     from leoma.log.eventlog import EventLog
-    from leoma.adapters.directory import DirectoryStore
 
     stores = {h: DirectoryStore(root) for h, root in json.loads(stores_json).items()}
     settings = ApiSettings.load({}, db=db, api_id=API_ID)

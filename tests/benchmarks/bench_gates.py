@@ -49,9 +49,9 @@ def _decode_only(data: bytes) -> int:
 
 def bench_gates(n_outputs: int, frames: int) -> None:
     from leoma.adapters import gates, video
-    from leoma.log.consensus import DEFAULT
     from leoma.devnet.clips import render_source
     from leoma.devnet.world import render_reference_video
+    from leoma.log.consensus import DEFAULT
     from projections.gates import CopyCandidate, copies, gate_reason
 
     clip = video.cut_clip(render_source(42, shots=(("left", 7.5),)).video, 2.0, 5.0)
@@ -123,17 +123,24 @@ def _world_process(names: list[tuple[str, str]], frames: int, huge: int, out: An
 
 async def _sample_once(root: Path, names: list[tuple[str, str]], url: str, concurrency: int) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from leoma.mirror.allowlist import publish_allowlist
     from leoma.adapters.chain import Chain, commitment_payload
+    from leoma.adapters.directory import DirectoryStore
+    from leoma.adapters.signing import keypair_from_uri
     from leoma.adapters.simchain import SimChain
     from leoma.devnet.world import World
     from leoma.log.events import decode_body
+    from leoma.mirror.allowlist import publish_allowlist
     from leoma.services.checker import check_miners
     from leoma.services.sampler import sample_turn
-    from leoma.adapters.signing import keypair_from_uri
-    from leoma.adapters.directory import DirectoryStore
     from tests.validator_fixtures import (
-        NETUID, OWNER_URI, VALIDATOR_URIS, ValidatorWorld, small_consensus, source_clip, wallet)
+        NETUID,
+        OWNER_URI,
+        VALIDATOR_URIS,
+        ValidatorWorld,
+        small_consensus,
+        source_clip,
+        wallet,
+    )
 
     ids = World()  # the same chute ids, repos and revisions the child's world serves
     for name, behaviour in names:

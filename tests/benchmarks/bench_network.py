@@ -67,10 +67,13 @@ def _median(values: list[float]) -> float:
 async def simulate(n_validators: int, miners_n: int, epochs_per_month: int, root: Path) -> None:
     from click.testing import CliRunner
 
-    from leoma.api.state import ApiState
     from leoma.adapters.chain import Chain
-    from leoma.log.consensus import DEFAULT
+    from leoma.adapters.directory import DirectoryStore
+    from leoma.adapters.signing import keypair_from_uri
     from leoma.adapters.simchain import SimChain
+    from leoma.api.state import ApiState
+    from leoma.log.consensus import DEFAULT
+    from leoma.log.eventlog import Draft, EventLog
     from leoma.log.events import (
         AllowlistVerified,
         MetagraphObserved,
@@ -78,12 +81,9 @@ async def simulate(n_validators: int, miners_n: int, epochs_per_month: int, root
         TaskOpened,
         VerdictRecorded,
     )
-    from leoma.log.eventlog import Draft, EventLog
     from leoma.mirror.inbound import MirrorIn, Peer
     from leoma.mirror.out import MirrorOut
     from leoma.services import weight_setter
-    from leoma.adapters.signing import keypair_from_uri
-    from leoma.adapters.directory import DirectoryStore
     from leoma_cmd.main import cli
 
     keys = sorted((keypair_from_uri(f"//Bench{i}") for i in range(n_validators)), key=lambda k: k.ss58_address)

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def build(root: Path, validators: int, miners: int) -> tuple[str, list[str]]:
-    from leoma.adapters.simchain import SimChain
     from leoma.adapters.signing import keypair_from_uri
+    from leoma.adapters.simchain import SimChain
 
     owner = keypair_from_uri("//Owner").ss58_address
     sim = SimChain.create(root / "chain.jsonl", owner=owner, clock="manual", netuid=99, weights_rate_limit=0)

@@ -63,6 +63,7 @@ def ensure(validators: int = 64, miners: int = 256, tasks: int = 3840) -> Path:
 def build(path: str, validators: int, miners: int, tasks: int) -> None:
     from leoma.log import decisions
     from leoma.log.consensus import DEFAULT
+    from leoma.log.eventlog import Draft, EventLog
     from leoma.log.events import (
         ZERO_HASH,
         AllowlistVerified,
@@ -72,7 +73,6 @@ def build(path: str, validators: int, miners: int, tasks: int) -> None:
         VerdictRecorded,
         seal,
     )
-    from leoma.log.eventlog import Draft, EventLog
     from leoma.services import weight_setter
 
     vals, mins, own = names(validators, miners)
