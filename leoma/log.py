@@ -610,6 +610,28 @@ class EventLog:
         key = f"CASE WHEN e.kind = '{keyless}' THEN '' ELSE e.key END" if keyless else "e.key"
         return self._select(f"e.seq, e.origin_id, e.origin_seq, {key}, e.kind, e.v, e.block, e.body, e.at", **filters)
 
+    def bulk_marked_rows(self, kind: str, v: int, *, after: int = 0
+                         ) -> Iterator[tuple[int, int, int, int, str, int]]:
+        """`(seq, origin_id, origin_seq, block, body, at)` of every row after local seq `after`,
+        in local order, with the origin id negated on rows of `kind` at version `v`: for a fold
+        whose bulk is one kind, which needs no key, kind or version of it (six columns, not
+        nine). `row_header(seq)` gives any other row's key, kind and version."""
+        if not kind.replace("_", "").isalnum():
+            raise ValueError(f"not a kind: {kind!r}")
+        sql = (f"SELECT seq, CASE WHEN kind = '{kind}' AND v = {int(v)} THEN -origin_id ELSE origin_id END, "
+               "origin_seq, block, body, at FROM events WHERE seq > ? ORDER BY seq")
+        try:
+            yield from self.conn.execute(sql, (after,))
+        except sqlite3.Error as exc:
+            raise _wrap_sqlite(exc, self.path) from None
+
+    def row_header(self, seq: int) -> tuple[str, str, int]:
+        """The key, kind and version of the row at local seq `seq` (see `bulk_marked_rows`)."""
+        row = self.conn.execute("SELECT key, kind, v FROM events WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            raise LogError(f"no row at local seq {seq} in {self.path}")
+        return str(row[0]), str(row[1]), int(row[2])
+
     def _select(
         self,
         columns: str,
