@@ -139,6 +139,7 @@ def _plain(value: Any) -> Any:
 
 
 _V2_FIELDS = ("keeps_epoch", "miners", "aggregates_hash", "details")
+_FIELDS = tuple(f.name for f in msgspec.structs.fields(EpochScored))
 
 
 def diff(recorded: EpochScored, replayed: EpochScored, *, v: int = 2) -> list[Difference]:
@@ -160,8 +161,7 @@ def diff(recorded: EpochScored, replayed: EpochScored, *, v: int = 2) -> list[Di
     # through `aggregates_hash` and `details`; the caller reloads it to name the miners.
     lean = bool(recorded.details) and not recorded.aggregates
     out: list[Difference] = []
-    for field in msgspec.structs.fields(EpochScored):
-        name = field.name
+    for name in _FIELDS:
         if (v < 2 and name in _V2_FIELDS) or (lean and name == "aggregates"):
             continue
         a, b = getattr(recorded, name), getattr(replayed, name)
@@ -337,7 +337,7 @@ def replay_all(log: EventLog, targets: Iterable[Recorded],
                 results[i] = replay_epoch(log, recorded, consensus=consensus)
                 continue
             results[i] = _result(log, recorded, count, again)
-            fold.prune(recorded.block, consensus)
+            fold.prune(recorded.block, consensus, after_decide=True)  # nothing applied since `_decide`
     return [results[i] for i in range(len(targets))]
 
 

@@ -182,6 +182,8 @@ class EpochFold:
         self._counts: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
         self._counted: dict[int, tuple[str, list[tuple[str, bool]]]] = {}
         self.applied = 0
+        self._decided: tuple[tuple[int, str, tuple[str, ...], int], Window] | None = None
+        """The last decision's window, with its block, consensus, validators and interval (`prune`)."""
         """How many rows `apply_raw` has taken (a count for reports; not part of the state)."""
         self.admit: Callable[[str, int, int, int], bool] | None = None
         """The anchored rule's no-backdating check, `(origin, origin_seq, block, task_id) -> counts`
@@ -319,11 +321,12 @@ class EpochFold:
         fold._names = {n: n for n in names}
         return fold
 
-    def prune(self, epoch_block: int, consensus: Consensus) -> None:
+    def prune(self, epoch_block: int, consensus: Consensus, *, after_decide: bool = False) -> None:
         """Forget what no decision at `epoch_block` or later can read (see the module docstring).
 
         Call it after deciding at `epoch_block`: the window that decision used tells which
-        tasks can still count.
+        tasks can still count. `after_decide` says nothing was applied since `decide` for this
+        block and consensus, so its window is reused rather than computed again.
         """
         s = self.state
         allow = self.allowlist_at(epoch_block)
@@ -331,7 +334,11 @@ class EpochFold:
             return
         validators = tuple(sorted(set(allow.validators)))
         w = consensus.window
-        window = self.window_at(epoch_block, validators, allow.interval, consensus)
+        held, self._decided = self._decided, None
+        if after_decide and held is not None and held[0] == (epoch_block, consensus.digest, validators, allow.interval):
+            window = held[1]
+        else:
+            window = self.window_at(epoch_block, validators, allow.interval, consensus)
         floor = lookback_floor(epoch_block, allow.interval, w.max_lookback_blocks)
         floor = -1 if floor is None else floor
         if window.tasks and len(window.tasks) >= w.tasks:
@@ -596,6 +603,7 @@ class EpochFold:
         base.update(validators=validators, interval=interval)
         w = consensus.window
         window = self.window_at(epoch_block, validators, interval, consensus)
+        self._decided = ((epoch_block, consensus.digest, validators, interval), window)
         if self.state.floor_task > 0 and len(window.tasks) < w.tasks:
             floor = lookback_floor(epoch_block, interval, w.max_lookback_blocks)
             if floor is None or floor < self.state.floor_task:
@@ -619,19 +627,30 @@ class EpochFold:
         standings: list[Standing] = []
         # Parsed once per decision, not per miner (each read of the property parses its text).
         completeness, tolerance = consensus.completeness, consensus.completeness_tolerance
+        # `MinersSnapshot.is_valid` and `reason`, over a set (`valid` is a sorted tuple): a
+        # decision asks them several times for each of hundreds of miners.
+        valid_set = frozenset(miners.valid)
+        reasons_of = miners.reasons
+
+        def is_valid(hotkey: str) -> bool:
+            return hotkey in valid_set
+
+        def reason_of(hotkey: str) -> str:
+            return "" if hotkey in valid_set else reasons_of.get(hotkey, "not_checked")
+
         for hotkey in sorted(set(counted.scores) | set(miners.checked)):
             score = counted.scores.get(hotkey)
             if score is None:
-                why = "no verdicts in the window" if miners.is_valid(hotkey) else f"invalid: {miners.reason(hotkey)}"
+                why = "no verdicts in the window" if is_valid(hotkey) else f"invalid: {reason_of(hotkey)}"
                 rows[hotkey] = (None, False, why)
                 continue
             ok, reason = eligibility(
-                score, valid=rank_invalid or miners.is_valid(hotkey), invalid_reason=miners.reason(hotkey),
+                score, valid=rank_invalid or is_valid(hotkey), invalid_reason=reason_of(hotkey),
                 completeness_threshold=completeness, min_distinct=min_distinct,
                 completeness_tolerance=tolerance,
             )
-            if ok and not miners.is_valid(hotkey):
-                reason = f"invalid: {miners.reason(hotkey)} (ranked, as the seed ranks; never paid)"
+            if ok and not is_valid(hotkey):
+                reason = f"invalid: {reason_of(hotkey)} (ranked, as the seed ranks; never paid)"
             rows[hotkey] = (score, ok, reason)
             if ok:
                 float_rate = seed_float_rate([(r.passed, r.evaluated) for r in score.rates]) if arithmetic == "float" else None
@@ -640,7 +659,7 @@ class EpochFold:
         order = rank_order(standings, consensus.dominance_threshold, arithmetic)
         rank = {hotkey: i + 1 for i, hotkey in enumerate(order)}
         paid = payout(order[:1] if rank_invalid else order, miners.uid_by_hotkey,
-                      lambda h: "" if miners.is_valid(h) else f"invalid: {miners.reason(h)}", burn_uid=burn_uid)
+                      lambda h: "" if is_valid(h) else f"invalid: {reason_of(h)}", burn_uid=burn_uid)
 
         aggregates = []
         for hotkey in sorted(rows, key=lambda h: (rank.get(h, len(rank) + 1), h)):

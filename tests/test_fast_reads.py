@@ -1,0 +1,75 @@
+"""The fast read paths of `replay --all` and the API's cold start give what the plain ones give:
+a batched frontier lookup equals one `position` per pair, the log's bulk-marked rows are the
+stamped rows with a sign, and a prune that reuses its decision's window prunes the same."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from leoma.events import VERSIONS
+from leoma.replay import _exact, _positions
+from projections.epoch import EpochFold
+from tests.builders import NETUID, LogBuilder
+from tests.test_bounded_state import LENGTH, SMALL, network
+
+
+def test_a_batched_position_lookup_equals_one_lookup_per_pair(tmp_path: Path) -> None:
+    log = network(150).to_log(tmp_path / "v.db")
+    # More pairs than one statement takes, present and absent, and origins the log never saw.
+    wanted = [(o, s) for o in ("val-A", "val-B", "val-C", "nobody") for s in range(0, 160)]
+    found = _positions(log, wanted)
+    assert len(wanted) > 400 and found
+    for origin, seq in wanted:
+        assert found.get((origin, seq)) == (log.position(origin, seq) if seq > 0 else None), (origin, seq)
+    # `_exact` answers from the batch as it does with its own lookups.
+    heads = {o: h.origin_seq for o, h in log.frontier(until_seq=300).items()}
+    names = log.origin_names().values()
+    for until in (300, 299, log.last_seq()):
+        nexts = [(o, heads.get(o, 0) + 1) for o in names]
+        assert _exact(log, heads, until, names, _positions(log, nexts)) == _exact(log, heads, until, names)
+    log.close()
+
+
+def test_the_bulk_marked_rows_are_the_stamped_rows_with_the_bulk_signed(tmp_path: Path) -> None:
+    b = network(30)
+    b.judge_failed("val-B", 11, "m1", block=200)
+    log = b.to_log(tmp_path / "v.db")
+    current = VERSIONS["verdict_recorded"]
+    marked = list(log.bulk_marked_rows("verdict_recorded", current, after=5))
+    stamped = list(log.stamped_raw_rows(after=5))
+    assert len(marked) == len(stamped) > 100
+    for (seq, oid, oseq, block, body, at), (s2, o2, os2, key, kind, v, b2, body2, at2) in zip(marked, stamped):
+        assert (seq, abs(oid), oseq, block, body, at) == (s2, o2, os2, b2, body2, at2)
+        assert (oid < 0) == (kind == "verdict_recorded" and v == current)
+        assert log.row_header(seq) == (key, kind, v)
+    log.close()
+
+
+def test_a_prune_after_its_decision_reuses_the_window_and_prunes_the_same() -> None:
+    rows = network(120).rows()
+    fast, plain = EpochFold("val-A"), EpochFold("val-A")
+    i = 0
+    for epoch in range(1, 8):
+        block = epoch * LENGTH
+        while i < len(rows) and rows[i].block <= block:
+            fast.apply(rows[i])
+            plain.apply(rows[i])
+            i += 1
+        assert fast.decide(epoch, block, NETUID, SMALL) == plain.decide(epoch, block, NETUID, SMALL)
+        fast.prune(block, SMALL, after_decide=True)
+        plain.prune(block, SMALL)
+        assert msgspec.to_builtins(fast.state) == msgspec.to_builtins(plain.state)
+    assert fast.state.floor_task > 0
+
+
+def test_a_window_kept_for_another_block_is_not_reused() -> None:
+    rows = network(120).rows()
+    fold, fresh = EpochFold("val-A"), EpochFold("val-A")
+    fold.apply_many(rows)
+    fresh.apply_many(rows)
+    fold.decide(3, 3 * LENGTH, NETUID, SMALL)
+    fold.prune(5 * LENGTH, SMALL, after_decide=True)  # decided block 3's window, pruned at block 5
+    fresh.prune(5 * LENGTH, SMALL)
+    assert msgspec.to_builtins(fold.state) == msgspec.to_builtins(fresh.state)
