@@ -25,7 +25,7 @@ from leoma.consensus import Consensus, consensus_for
 from leoma.decisions import Recorded
 from leoma.errors import LogError
 from leoma.events import EpochScored
-from leoma.log import EventLog, Row
+from leoma.log import EventLog, Row, bulk_fold
 from projections.epoch import KINDS, EpochFold, StatePruned
 
 __all__ = ["Recorded", "Difference", "ReplayResult", "recorded_epochs", "find_epoch", "rows_at_frontier",
@@ -292,7 +292,12 @@ def replay_all(log: EventLog, targets: Iterable[Recorded],
 
     Results come back in the order of `targets`.
     """
-    targets = list(targets)
+    with bulk_fold():
+        return _replay_all(log, list(targets), consensus_for)
+
+
+def _replay_all(log: EventLog, targets: list[Recorded],
+                consensus_for: Callable[[Recorded], Consensus]) -> list[ReplayResult]:
     results: dict[int, ReplayResult] = {}
     by_origin: dict[str, list[int]] = {}
     for i, r in enumerate(targets):

@@ -73,3 +73,30 @@ def test_a_window_kept_for_another_block_is_not_reused() -> None:
     fold.prune(5 * LENGTH, SMALL, after_decide=True)  # decided block 3's window, pruned at block 5
     fresh.prune(5 * LENGTH, SMALL)
     assert msgspec.to_builtins(fold.state) == msgspec.to_builtins(fresh.state)
+
+
+def test_a_bulk_fold_pauses_the_collector_and_restores_it() -> None:
+    import gc
+
+    from leoma.log import bulk_fold
+
+    assert gc.isenabled()
+    with bulk_fold():
+        assert not gc.isenabled()
+        with bulk_fold():  # nested: the inner block leaves it paused
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with bulk_fold():
+            pass
+        assert not gc.isenabled()  # it was off before: it stays off
+    finally:
+        gc.enable()
+    try:
+        with bulk_fold():
+            raise KeyError("boom")
+    except KeyError:
+        pass
+    assert gc.isenabled()

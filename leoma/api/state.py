@@ -49,7 +49,7 @@ from leoma.events import (
 )
 from leoma.decisions import _HEAD_FIELDS, _agg_head, checked_raws, join
 from leoma.errors import LogError
-from leoma.log import EventLog, Row
+from leoma.log import EventLog, Row, bulk_fold
 from projections.epoch import OWN_KINDS, SHARED_KINDS, EpochFold, EpochState, StatePruned
 from projections.miners import MinersState
 from projections.window import lookback_floor
@@ -248,6 +248,10 @@ class ApiState:
 
     def refresh(self) -> int:
         """Apply the rows appended since the last call; returns how many."""
+        with bulk_fold():
+            return self._refresh()
+
+    def _refresh(self) -> int:
         n = 0
         if self.last_seq == 0:
             # Cold start: tasks older than the newest `keep_tasks` would be dropped at once, so
