@@ -1,16 +1,20 @@
-"""The fast read paths of `replay --all` and the API's cold start give what the plain ones give:
-a batched frontier lookup equals one `position` per pair, the log's bulk-marked rows are the
-stamped rows with a sign, and a prune that reuses its decision's window prunes the same."""
+"""The fast paths of `replay --all` and the API's cold start give what the plain ones give: a
+batched frontier lookup equals one `position` per pair, the log's bulk-marked rows are the
+stamped rows with a sign, a prune that reuses its decision's window prunes the same, and the
+window tally's column path scores as the plain tally does."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from leoma.events import VERSIONS
 from leoma.replay import _exact, _positions
 from projections.epoch import EpochFold
+from projections.scores import tally
 from tests.builders import NETUID, LogBuilder
 from tests.test_bounded_state import LENGTH, SMALL, network
 
@@ -100,3 +104,35 @@ def test_a_bulk_fold_pauses_the_collector_and_restores_it() -> None:
     except KeyError:
         pass
     assert gc.isenabled()
+
+
+def _tally_fold(tasks: int, passes: list[bool], missing: set[int]) -> EpochFold:
+    vals, miners = ["val-A", "val-B", "val-C", "val-D"], ["m1", "m2", "m3", "m4", "m5"]
+    b = LogBuilder()
+    for task in range(tasks):
+        v = vals[(task * 5) % 7 % 4]  # uneven: validators with one, two or three tasks
+        b.opened(v, task, block=task * 10 + 1, interval=10, miners=miners)
+        for i, m in enumerate(miners):
+            if task * 5 + i in missing:
+                continue  # no verdict on this miner: not every validator evaluated every miner
+            b.verdict(v, task, m, passes[(task * 5 + i) % len(passes)], block=task * 10 + 3)
+    fold = EpochFold("val-A")
+    fold.apply_many(b.rows())
+    return fold
+
+
+@settings(max_examples=40, deadline=None)
+@given(tasks=st.integers(1, 12), passes=st.lists(st.booleans(), min_size=1, max_size=17),
+       missing=st.sets(st.integers(0, 60), max_size=3), shifts=st.lists(st.integers(0, 6), min_size=1, max_size=4))
+def test_the_window_tally_equals_the_plain_tally(tasks, passes, missing, shifts) -> None:  # type: ignore[no-untyped-def]
+    """Kept across windows, with every miner evaluated by every validator (the column path) or
+    not (the general path): the scores of `projections.scores.tally` over the window's verdicts."""
+    fold = _tally_fold(tasks + 6, passes, missing)
+    vals = ["val-A", "val-B", "val-C", "val-D"]
+    for shift in shifts:
+        window = list(range(shift, shift + tasks))
+        samplers = {t: vals[(t * 5) % 7 % 4] for t in window}
+        fast = fold.window_tally(window, samplers, 10_000)
+        plain = tally(fold.window_verdicts(window, 10_000), window, samplers)
+        assert fast.scores == plain.scores
+        assert fast.existing_tasks == plain.existing_tasks
