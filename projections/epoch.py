@@ -34,6 +34,8 @@ produced tasks, an earlier epoch) raises `StatePruned`; the caller then folds fr
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import repeat
+import math
 from fractions import Fraction
 from typing import Any, NamedTuple
 
@@ -181,7 +183,13 @@ class EpochFold:
         # the tasks that differ (`window_tally`).
         self._counts: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
         self._counted: dict[int, tuple[str, list[tuple[str, bool]]]] = {}
+        # Transient: per sampler, its counts as columns in miner order (`_uniform_scores`), and the
+        # samplers whose counts changed since their columns were made.
+        self._columns: dict[str, tuple[Any, ...]] = {}
+        self._touched: set[str] = set()
         self.applied = 0
+        self._decided: tuple[tuple[int, str, tuple[str, ...], int], Window] | None = None
+        """The last decision's window, with its block, consensus, validators and interval (`prune`)."""
         """How many rows `apply_raw` has taken (a count for reports; not part of the state)."""
         self.admit: Callable[[str, int, int, int], bool] | None = None
         """The anchored rule's no-backdating check, `(origin, origin_seq, block, task_id) -> counts`
@@ -319,11 +327,12 @@ class EpochFold:
         fold._names = {n: n for n in names}
         return fold
 
-    def prune(self, epoch_block: int, consensus: Consensus) -> None:
+    def prune(self, epoch_block: int, consensus: Consensus, *, after_decide: bool = False) -> None:
         """Forget what no decision at `epoch_block` or later can read (see the module docstring).
 
         Call it after deciding at `epoch_block`: the window that decision used tells which
-        tasks can still count.
+        tasks can still count. `after_decide` says nothing was applied since `decide` for this
+        block and consensus, so its window is reused rather than computed again.
         """
         s = self.state
         allow = self.allowlist_at(epoch_block)
@@ -331,7 +340,11 @@ class EpochFold:
             return
         validators = tuple(sorted(set(allow.validators)))
         w = consensus.window
-        window = self.window_at(epoch_block, validators, allow.interval, consensus)
+        held, self._decided = self._decided, None
+        if after_decide and held is not None and held[0] == (epoch_block, consensus.digest, validators, allow.interval):
+            window = held[1]
+        else:
+            window = self.window_at(epoch_block, validators, allow.interval, consensus)
         floor = lookback_floor(epoch_block, allow.interval, w.max_lookback_blocks)
         floor = -1 if floor is None else floor
         if window.tasks and len(window.tasks) >= w.tasks:
@@ -481,6 +494,16 @@ class EpochFold:
             existing.append(task_id)
             contributions[task_id] = (sampler, resolved)
         per_sampler = self._recount(contributions)
+        columns = self._columns
+        for validator in self._touched:
+            columns.pop(validator, None)
+        self._touched.clear()
+        validators = [v for v in sorted(per_sampler) if per_sampler[v][0]]
+        if validators:
+            first = per_sampler[validators[0]][0].keys()
+            if all(per_sampler[v][0].keys() == first for v in validators):
+                return Tally(scores=self._uniform_scores(per_sampler, validators, len(existing)),
+                             existing_tasks=tuple(existing))
         # Per miner, its rates in validator order, and `score_of` of them computed inline: a
         # decision at real size scores hundreds of miners over tens of validators. A validator's
         # equal counts share one (frozen) `ValidatorRate`; the exact sum of passed/evaluated is
@@ -525,18 +548,67 @@ class EpochFold:
             )
         return Tally(scores=scores, existing_tasks=tuple(existing))
 
+    def _uniform_scores(self, per_sampler: Mapping[str, tuple[dict[str, int], dict[str, int]]],
+                        validators: list[str], existing_n: int) -> dict[str, MinerScore]:
+        """`window_tally`'s scores when every validator evaluated the same miners (the usual
+        window): each validator's counts as columns in miner order, kept while its counts do not
+        change (`_touched`), then transposed per miner. The exact sum of passed/evaluated is taken
+        over one common denominator, the lcm of every `evaluated` (the same rational)."""
+        miners = tuple(sorted(per_sampler[validators[0]][0]))
+        common = math.lcm(*{n for v in validators for n in per_sampler[v][0].values()})
+        columns = self._columns
+        cols = []
+        for validator in validators:
+            held = columns.get(validator)
+            if held is None or held[0] != miners:
+                evaluated, passed_ = per_sampler[validator]
+                ps = list(map(passed_.get, miners, repeat(0)))
+                counts = set(evaluated.values())
+                if len(counts) == 1:  # the usual column: this validator evaluated each miner as often
+                    n = counts.pop()
+                    by_p = {p: ValidatorRate(validator=validator, passed=p, evaluated=n) for p in set(ps)}
+                    held = (miners, 0, list(map(by_p.__getitem__, ps)), ps, [n] * len(ps), [])
+                else:
+                    pns = list(zip(ps, map(evaluated.__getitem__, miners)))
+                    made = {pn: ValidatorRate(validator=validator, passed=pn[0], evaluated=pn[1]) for pn in set(pns)}
+                    held = (miners, 0, list(map(made.__getitem__, pns)), ps, [pn[1] for pn in pns], [])
+            if held[1] != common:  # passed * common / evaluated, for the exact sum
+                ns = held[4]
+                if ns and min(ns) == max(ns):
+                    weighted = list(map((common // ns[0]).__mul__, held[3]))
+                else:
+                    weighted = [p * (common // n) for p, n in zip(held[3], ns)]
+                held = held[:1] + (common,) + held[2:5] + (weighted,)
+            columns[validator] = held
+            cols.append(held)
+        rates_of = list(zip(*[c[2] for c in cols]))
+        passed_of_miner = list(map(sum, zip(*[c[3] for c in cols])))
+        evaluated_of_miner = list(map(sum, zip(*[c[4] for c in cols])))
+        weighted_of_miner = list(map(sum, zip(*[c[5] for c in cols])))
+        denominator = common * len(cols)
+        scores: dict[str, MinerScore] = {}
+        for i, miner in enumerate(miners):
+            evaluated_sum = evaluated_of_miner[i]
+            scores[miner] = MinerScore(
+                hotkey=miner, rates=rates_of[i], passed=passed_of_miner[i], evaluated=evaluated_sum,
+                tasks=evaluated_sum, avg_rate=Fraction(weighted_of_miner[i], denominator),
+                completeness=Fraction(evaluated_sum, existing_n) if existing_n else Fraction(0),
+            )
+        return scores
+
     def _recount(self, contributions: dict[int, tuple[str, list[tuple[str, bool]]]]
                  ) -> dict[str, tuple[dict[str, int], dict[str, int]]]:
         """Per sampler, each miner's evaluated and passed counts over `contributions` (task ->
         (sampler, resolved verdicts)): the last window's counts, minus the tasks that left or
         changed, plus the tasks that came or changed. Equal to counting afresh; a window that
         slides by a few tasks costs those tasks."""
-        counts, counted = self._counts, self._counted
+        counts, counted, touched = self._counts, self._counted, self._touched
 
         def add(sampler: str, resolved: list[tuple[str, bool]], step: int) -> None:
             acc = counts.get(sampler)
             if acc is None:
                 acc = counts[sampler] = ({}, {})
+            touched.add(sampler)
             evaluated, passed_ = acc
             for miner, p in resolved:
                 n = evaluated.get(miner, 0) + step
@@ -596,6 +668,7 @@ class EpochFold:
         base.update(validators=validators, interval=interval)
         w = consensus.window
         window = self.window_at(epoch_block, validators, interval, consensus)
+        self._decided = ((epoch_block, consensus.digest, validators, interval), window)
         if self.state.floor_task > 0 and len(window.tasks) < w.tasks:
             floor = lookback_floor(epoch_block, interval, w.max_lookback_blocks)
             if floor is None or floor < self.state.floor_task:
@@ -619,19 +692,30 @@ class EpochFold:
         standings: list[Standing] = []
         # Parsed once per decision, not per miner (each read of the property parses its text).
         completeness, tolerance = consensus.completeness, consensus.completeness_tolerance
+        # `MinersSnapshot.is_valid` and `reason`, over a set (`valid` is a sorted tuple): a
+        # decision asks them several times for each of hundreds of miners.
+        valid_set = frozenset(miners.valid)
+        reasons_of = miners.reasons
+
+        def is_valid(hotkey: str) -> bool:
+            return hotkey in valid_set
+
+        def reason_of(hotkey: str) -> str:
+            return "" if hotkey in valid_set else reasons_of.get(hotkey, "not_checked")
+
         for hotkey in sorted(set(counted.scores) | set(miners.checked)):
             score = counted.scores.get(hotkey)
             if score is None:
-                why = "no verdicts in the window" if miners.is_valid(hotkey) else f"invalid: {miners.reason(hotkey)}"
+                why = "no verdicts in the window" if is_valid(hotkey) else f"invalid: {reason_of(hotkey)}"
                 rows[hotkey] = (None, False, why)
                 continue
             ok, reason = eligibility(
-                score, valid=rank_invalid or miners.is_valid(hotkey), invalid_reason=miners.reason(hotkey),
+                score, valid=rank_invalid or is_valid(hotkey), invalid_reason=reason_of(hotkey),
                 completeness_threshold=completeness, min_distinct=min_distinct,
                 completeness_tolerance=tolerance,
             )
-            if ok and not miners.is_valid(hotkey):
-                reason = f"invalid: {miners.reason(hotkey)} (ranked, as the seed ranks; never paid)"
+            if ok and not is_valid(hotkey):
+                reason = f"invalid: {reason_of(hotkey)} (ranked, as the seed ranks; never paid)"
             rows[hotkey] = (score, ok, reason)
             if ok:
                 float_rate = seed_float_rate([(r.passed, r.evaluated) for r in score.rates]) if arithmetic == "float" else None
@@ -640,7 +724,7 @@ class EpochFold:
         order = rank_order(standings, consensus.dominance_threshold, arithmetic)
         rank = {hotkey: i + 1 for i, hotkey in enumerate(order)}
         paid = payout(order[:1] if rank_invalid else order, miners.uid_by_hotkey,
-                      lambda h: "" if miners.is_valid(h) else f"invalid: {miners.reason(h)}", burn_uid=burn_uid)
+                      lambda h: "" if is_valid(h) else f"invalid: {reason_of(h)}", burn_uid=burn_uid)
 
         aggregates = []
         for hotkey in sorted(rows, key=lambda h: (rank.get(h, len(rank) + 1), h)):

@@ -33,7 +33,7 @@ import msgspec
 from leoma.errors import LogError
 from leoma.log.consensus import Consensus
 from leoma.log.decisions import _HEAD_FIELDS, _agg_head, checked_raws, join
-from leoma.log.eventlog import EventLog, Row
+from leoma.log.eventlog import EventLog, Row, bulk_fold
 from leoma.log.events import (
     VERSIONS,
     AdminActed,
@@ -248,6 +248,10 @@ class ApiState:
 
     def refresh(self) -> int:
         """Apply the rows appended since the last call; returns how many."""
+        with bulk_fold():
+            return self._refresh()
+
+    def _refresh(self) -> int:
         n = 0
         if self.last_seq == 0:
             # Cold start: tasks older than the newest `keep_tasks` would be dropped at once, so
@@ -270,40 +274,47 @@ class ApiState:
         last = self.last_seq
         skipped = 0  # verdicts of tasks past what the API serves, for `samples.total`
         # Rows come in runs of one origin (a mirror's import): its name and info are looked up
-        # once per run.
+        # once per run, and the run's counts are kept in locals until it ends. The log marks the
+        # bulk rows (current-version verdicts) by a negative origin id, and reads the key, kind
+        # and version of the others by seq (`EventLog.bulk_marked_rows`).
         run_oid: int | None = None
         run_name = ""
         run_bulk = False
         info = OriginInfo(origin="")
-        for seq, oid, oseq, key, kind, v, block, body, at in self.log.stamped_raw_rows(
-                after=self.last_seq, keyless="verdict_recorded"):
+        events = head_seq = last_block = last_at = 0
+        header = self.log.row_header
+        for seq, oid, oseq, block, body, at in self.log.bulk_marked_rows("verdict_recorded", current,
+                                                                          after=self.last_seq):
             n += 1
             if oid != run_oid:
-                name = names.get(oid)
+                if events:
+                    _count(info, events, head_seq, last_block, last_at)
+                    events = 0
+                name = names.get(abs(oid))
                 if name is None:
                     names = self.log.origin_names()
-                    name = names[oid]
-                run_oid, run_name, run_bulk = oid, name, name != own
+                    name = names[abs(oid)]
+                run_oid, run_bulk = oid, oid < 0 and name != own
+                run_name = interned.setdefault(name, name)
                 run_info = origins.get(name)
                 if run_info is None:
                     run_info = origins[name] = OriginInfo(origin=name)
                 info = run_info
-            if run_bulk and kind == "verdict_recorded" and v == current:
-                if seq > last:
-                    last = seq
-                if oseq > info.head_seq:
-                    info.head_seq = oseq
-                info.events += 1
-                if block > info.last_block:
-                    info.last_block = block
-                if at > info.last_at:
-                    info.last_at = at
+                head_seq, last_block, last_at = info.head_seq, info.last_block, info.last_at
+            if run_bulk:
+                last = seq  # rows come in local order
+                if oseq > head_seq:
+                    head_seq = oseq
+                events += 1
+                if block > last_block:
+                    last_block = block
+                if at > last_at:
+                    last_at = at
                 lite = decode_lite(body)
                 task_id = lite.task_id
                 if task_id >= shared_floor:
                     miner = lite.miner
-                    entry = (interned.setdefault(run_name, run_name), interned.setdefault(miner, miner), oseq, block,
-                             lite.passed)
+                    entry = (run_name, interned.setdefault(miner, miner), oseq, block, lite.passed)
                     found = verdicts.get(task_id)
                     if found is None:
                         verdicts[task_id] = [entry]
@@ -314,10 +325,14 @@ class ApiState:
                 else:
                     self._keep_verdict(seq, at, run_name, oseq, task_id, body)
             else:
+                if events:
+                    _count(info, events, head_seq, last_block, last_at)
+                    events = 0
                 if last > self.last_seq:
                     self.last_seq = last
                 samples.total += skipped
                 skipped = 0
+                key, kind, v = header(seq)
                 self.apply(seq, at, Row(seq, run_name, oseq, key, kind, v, block, body))
                 last = self.last_seq
                 run_oid = None  # `apply` may have added the origin's info
@@ -326,6 +341,8 @@ class ApiState:
                 skipped = 0
                 self._bound()
                 shared_floor, task_floor = shared.floor_task, self.task_floor
+        if events:
+            _count(info, events, head_seq, last_block, last_at)
         samples.total += skipped
         if last > self.last_seq:
             self.last_seq = last
@@ -658,6 +675,14 @@ class ApiState:
         rows = [s for s in self.samples if wanted is None or s[2] in wanted]
         rows.sort(key=lambda s: (-s[0], -s[1]))
         return rows
+
+
+def _count(info: OriginInfo, events: int, head_seq: int, last_block: int, last_at: int) -> None:
+    """Add a run of `events` rows, with their highest origin_seq, block and stamp, to `info`."""
+    info.events += events
+    info.head_seq = max(info.head_seq, head_seq)
+    info.last_block = max(info.last_block, last_block)
+    info.last_at = max(info.last_at, last_at)
 
 
 class _TaskOnly(msgspec.Struct):

@@ -24,7 +24,7 @@ from leoma.errors import LogError
 from leoma.log import decisions
 from leoma.log.consensus import Consensus, consensus_for
 from leoma.log.decisions import Recorded
-from leoma.log.eventlog import EventLog, Row
+from leoma.log.eventlog import EventLog, Row, bulk_fold
 from leoma.log.events import EpochScored
 from projections.epoch import KINDS, EpochFold, StatePruned
 
@@ -72,25 +72,52 @@ def find_epoch(log: EventLog, epoch: int, *, origin: str | None = None) -> Recor
     return found
 
 
-def _bounds(log: EventLog, recorded: Recorded) -> tuple[dict[str, int], int]:
-    """Each frontier origin's last `origin_seq`, and the highest local seq among them (checked)."""
+_PAIRS_PER_QUERY = 400
+"""`(origin, origin_seq)` pairs looked up per statement (two variables each)."""
+
+
+def _positions(log: EventLog, wanted: Iterable[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, str]]:
+    """The local `seq` and hash of each stored `(origin, origin_seq)` in `wanted` (absent ones are
+    left out), in one statement per few hundred pairs: one index step each, as `position` takes."""
+    names = log.origin_names()
+    ids = {name: oid for oid, name in names.items()}
+    pairs = sorted({(ids[o], s) for o, s in wanted if s > 0 and o in ids})
+    out: dict[tuple[str, int], tuple[int, str]] = {}
+    for start in range(0, len(pairs), _PAIRS_PER_QUERY):
+        part = pairs[start:start + _PAIRS_PER_QUERY]
+        sql = ("WITH f(oid, oseq) AS (VALUES " + ",".join(["(?,?)"] * len(part)) + ") SELECT e.origin_id, "
+               "e.origin_seq, e.seq, e.hash FROM f CROSS JOIN events e ON e.origin_id = f.oid AND e.origin_seq = f.oseq")
+        for oid, oseq, seq, digest in log.conn.execute(sql, [x for pair in part for x in pair]):
+            out[(names[oid], oseq)] = (seq, digest.hex())
+    return out
+
+
+def _bounds(log: EventLog, recorded: Recorded,
+            found: dict[tuple[str, int], tuple[int, str]] | None = None) -> tuple[dict[str, int], int]:
+    """Each frontier origin's last `origin_seq`, and the highest local seq among them (checked).
+
+    `found` holds the frontier's positions when the caller looked them up already (`_positions`).
+    """
+    frontier = recorded.body.frontier
+    if found is None:
+        found = _positions(log, ((e.origin, e.origin_seq) for e in frontier))
     seqs: dict[str, int] = {}
     until = 0
-    for entry in recorded.body.frontier:
-        found = log.position(entry.origin, entry.origin_seq) if entry.origin_seq > 0 else (0, "")
-        if found is None:
+    for entry in frontier:
+        at = found.get((entry.origin, entry.origin_seq)) if entry.origin_seq > 0 else (0, "")
+        if at is None:
             held = log.head(entry.origin).origin_seq
             raise LogError(
                 f"the log holds only {held} events of {entry.origin[:12]}…, the decision read "
                 f"{entry.origin_seq}: import the rest (leoma mirror pull) before replaying"
             )
-        if entry.origin_seq > 0 and found[1] != entry.hash:
+        if entry.origin_seq > 0 and at[1] != entry.hash:
             raise LogError(
                 f"{entry.origin[:12]}… #{entry.origin_seq} hash differs from the frontier the decision "
                 "recorded: this log's history is not the one that was scored"
             )
         seqs[entry.origin] = entry.origin_seq
-        until = max(until, found[0])
+        until = max(until, at[0])
     return seqs, until
 
 
@@ -112,6 +139,7 @@ def _plain(value: Any) -> Any:
 
 
 _V2_FIELDS = ("keeps_epoch", "miners", "aggregates_hash", "details")
+_FIELDS = tuple(f.name for f in msgspec.structs.fields(EpochScored))
 
 
 def diff(recorded: EpochScored, replayed: EpochScored, *, v: int = 2) -> list[Difference]:
@@ -133,8 +161,7 @@ def diff(recorded: EpochScored, replayed: EpochScored, *, v: int = 2) -> list[Di
     # through `aggregates_hash` and `details`; the caller reloads it to name the miners.
     lean = bool(recorded.details) and not recorded.aggregates
     out: list[Difference] = []
-    for field in msgspec.structs.fields(EpochScored):
-        name = field.name
+    for name in _FIELDS:
         if (v < 2 and name in _V2_FIELDS) or (lean and name == "aggregates"):
             continue
         a, b = getattr(recorded, name), getattr(replayed, name)
@@ -212,27 +239,38 @@ def replay_anchored(log: EventLog, recorded: Recorded, consensus: Consensus) -> 
     return _result(log, recorded, n, out)
 
 
-def _exact(log: EventLog, seqs: dict[str, int], until: int, origins: Iterable[str]) -> bool:
-    """Whether the rows up to local `until` are exactly the frontier `seqs` (one index step per origin)."""
-    for origin in origins:
-        after = log.position(origin, seqs.get(origin, 0) + 1)
+def _exact(log: EventLog, seqs: dict[str, int], until: int, origins: Iterable[str],
+           found: dict[tuple[str, int], tuple[int, str]] | None = None) -> bool:
+    """Whether the rows up to local `until` are exactly the frontier `seqs` (one index step per origin).
+
+    `found` holds the positions of each origin's next event when the caller looked them up already.
+    """
+    origins = list(origins)
+    nexts = [(origin, seqs.get(origin, 0) + 1) for origin in origins]
+    if found is None:
+        found = _positions(log, nexts)
+    for pair in nexts:
+        after = found.get(pair)
         if after is not None and after[0] <= until:
             return False
     return True
 
 
-def _feed(fold: EpochFold, log: EventLog, seqs: dict[str, int], after: int, until: int, pending: list[tuple]) -> int:
+def _feed(fold: EpochFold, log: EventLog, seqs: dict[str, int], after: int, until: int, pending: list[tuple],
+          exact: bool | None = None) -> int:
     """Apply the rows in `(after, until]` that the frontier `seqs` covers; keep the others in `pending`.
 
     When every origin's head at `until` is exactly its frontier entry (a decision the weight
     setter made: its frontier is the log's heads), every row up to `until` is covered and the
-    rows go to the fold without a per-row check.
+    rows go to the fold without a per-row check. `exact` is that answer when the caller knows it.
     """
     if until <= after:
         return 0
     names = log.origin_names()
     before = fold.applied
-    if _exact(log, seqs, until, names.values()):
+    if exact is None:
+        exact = _exact(log, seqs, until, names.values())
+    if exact:
         fold.apply_raw(log.raw_rows(kinds=KINDS, after=after, until_seq=until), names)
         return fold.applied - before
     bound = {oid: seqs.get(name, 0) for oid, name in names.items()}
@@ -254,7 +292,12 @@ def replay_all(log: EventLog, targets: Iterable[Recorded],
 
     Results come back in the order of `targets`.
     """
-    targets = list(targets)
+    with bulk_fold():
+        return _replay_all(log, list(targets), consensus_for)
+
+
+def _replay_all(log: EventLog, targets: list[Recorded],
+                consensus_for: Callable[[Recorded], Consensus]) -> list[ReplayResult]:
     results: dict[int, ReplayResult] = {}
     by_origin: dict[str, list[int]] = {}
     for i, r in enumerate(targets):
@@ -274,17 +317,23 @@ def replay_all(log: EventLog, targets: Iterable[Recorded],
             if consensus.anchors.enabled:
                 results[i] = replay_anchored(log, recorded, consensus)
                 continue
-            seqs, until = _bounds(log, recorded)
+            # One lookup for the frontier's positions and each origin's next event (`_exact`).
+            names = log.origin_names()
+            frontier = [(e.origin, e.origin_seq) for e in recorded.body.frontier]
+            after_frontier = {e.origin: e.origin_seq for e in recorded.body.frontier}
+            nexts = [(o, after_frontier.get(o, 0) + 1) for o in names.values()]
+            found = _positions(log, frontier + nexts)
+            seqs, until = _bounds(log, recorded, found)
             if any(seqs.get(o, 0) < s for o, s in seen.items()) or recorded.block < fold.state.floor_block:
                 results[i] = replay_epoch(log, recorded, consensus=consensus)
                 continue
-            names = log.origin_names()
             ready = [r for r in pending if r[2] <= seqs.get(names[r[1]], 0)]
             pending = [r for r in pending if r[2] > seqs.get(names[r[1]], 0)]
             fold.apply_raw(ready, names)
             count += len(ready)
             if until > scanned:
-                count += _feed(fold, log, seqs, scanned, until, pending)
+                exact = _exact(log, seqs, until, names.values(), found)
+                count += _feed(fold, log, seqs, scanned, until, pending, exact)
                 scanned = until
             seen = seqs
             try:
@@ -293,7 +342,7 @@ def replay_all(log: EventLog, targets: Iterable[Recorded],
                 results[i] = replay_epoch(log, recorded, consensus=consensus)
                 continue
             results[i] = _result(log, recorded, count, again)
-            fold.prune(recorded.block, consensus)
+            fold.prune(recorded.block, consensus, after_decide=True)  # nothing applied since `_decide`
     return [results[i] for i in range(len(targets))]
 
 
