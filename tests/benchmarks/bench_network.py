@@ -12,6 +12,11 @@ on the simulated chain: decide from the checkpoint, append the decision, set and
 
 The simulated year is compressed: 12 months of `--epochs-per-month` epochs of 180 blocks (18
 tasks each), so the event rate is 257 events per task x 18 tasks per epoch (printed at start).
+Before month 1 comes a warm-up of the consensus's lookback (`max_lookback_blocks` = 30,000
+blocks: 168 epochs, ~780k events): the history a validator holds after its first four days. A
+real month is ~1,200 epochs, so a real month 1 is far past that floor, and the fold's state is
+bounded by it; a year compressed to 36 epochs without the warm-up would measure only the ramp
+up to the floor (`--warmup-epochs 0` shows that ramp).
 At the end of every month it prints, for the observer: the mirror sync that brought the
 month's last epoch, an idle sync (nothing new: one checkpoint request per peer, checked; the
 median of five), the weight-setter step, `get-rank`, `replay` of the newest epoch, the owner
@@ -65,7 +70,7 @@ def _median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-async def simulate(n_validators: int, miners_n: int, epochs_per_month: int, root: Path) -> None:
+async def simulate(n_validators: int, miners_n: int, epochs_per_month: int, root: Path, warmup_epochs: int) -> None:
     from click.testing import CliRunner
 
     from leoma.adapters.chain import Chain
@@ -121,31 +126,67 @@ async def simulate(n_validators: int, miners_n: int, epochs_per_month: int, root
     async with Chain(f"sim:{sim.path}") as chain:  # the SDK's first import is not a step's cost
         await chain.head()
     epoch = 0
+
+    def produce(epoch: int) -> None:
+        """One epoch of the network's work: the observer's own observations, then a task every
+        rotation by its rightful sampler, appended through each sampler's real log."""
+        start = (epoch - 1) * LENGTH
+        if (epoch - 1) % 5 == 0:
+            mine.append_many([Draft(f"metagraph/{start}", start + 1, MetagraphObserved(
+                netuid=NETUID, owner_hotkey=owner, hotkeys=(owner, me, *miners)))] + [
+                Draft(f"miner/{m}/{start}", start + 1, MinerChecked(hotkey=m, uid=uids[m], commit_block=uids[m],
+                                                                   valid=True, model_hash=f"h{m}", heartbeat=True))
+                for m in miners])
+        for task in range(start // INTERVAL, start // INTERVAL + tasks_per_epoch):
+            sampler = ring[task % n_validators]
+            block = task * INTERVAL + 1
+            drafts = [Draft(f"task/{task}/opened", block, TaskOpened(
+                task_id=task, interval=INTERVAL, sampler=sampler, block_hash="0x" + "ab" * 32,
+                source_key=f"src/{task}.mp4", clip_start_ms=0, clip_ms=5000, prompt="A harbour at dusk.",
+                prompt_model="gemini", prompt_version="describe/v1", miners=tuple(miners)))]
+            drafts += [Draft(f"verdict/{task}/{m}", block + 4, VerdictRecorded(
+                task_id=task, miner=m, passed=(task * 7 + i * 13) % 100 >= 40 + i % 30, overall=70,
+                aspects=aspects, judge_model="gemini", prompt_version="evaluate/v1",
+                reasoning="Motion is coherent; minor flicker near the end.")) for i, m in enumerate(miners)]
+            logs[sampler].append_many(drafts)
+
+    async def step() -> None:
+        async with Chain(f"sim:{sim.path}") as chain:
+            result = await weight_setter.step(log_=mine, chain=chain, wallet=observer, netuid=NETUID,
+                                              consensus=DEFAULT)
+        assert result.scored, result
+
+    # Warm-up: the history a validator holds after its first days, before month 1. A real month
+    # is ~1,200 epochs, so month 1 of a real year is far past the lookback floor; the fold's state
+    # is bounded by that floor (`max_lookback_blocks`), and only past it is a steady loop steady.
+    t0 = time.perf_counter()
+    for _ in range(warmup_epochs):
+        epoch += 1
+        produce(epoch)
+        for h in ring:
+            await outs[h].push()
+        await mirror_in.sync(block=epoch * LENGTH)
+    if warmup_epochs:
+        sim.advance_to(epoch * LENGTH + 3)
+        t = time.perf_counter()
+        await step()  # the cold decision over the warm-up's history, then warm steps from month 1
+        cold_s = time.perf_counter() - t
+        await outs[me].push()
+        await api_mirror.sync()
+        t = time.perf_counter()
+        api.refresh()
+        api.decision(me)
+        api_cold_s = time.perf_counter() - t
+        print(f"warm-up: {warmup_epochs} epochs ({epoch * LENGTH:,} blocks, lookback {DEFAULT.window.max_lookback_blocks:,}),"
+              f" {mine.count():,} events in {time.perf_counter() - t0:.0f} s; cold step {cold_s:.2f} s, "
+              f"API cold start {api_cold_s:.2f} s")
     for month in range(1, 13):
         syncs: list[float] = []
         idles: list[float] = []
         steps: list[float] = []
         for _ in range(epochs_per_month):
             epoch += 1
-            start = (epoch - 1) * LENGTH
-            if (epoch - 1) % 5 == 0:
-                mine.append_many([Draft(f"metagraph/{start}", start + 1, MetagraphObserved(
-                    netuid=NETUID, owner_hotkey=owner, hotkeys=(owner, me, *miners)))] + [
-                    Draft(f"miner/{m}/{start}", start + 1, MinerChecked(hotkey=m, uid=uids[m], commit_block=uids[m],
-                                                                       valid=True, model_hash=f"h{m}", heartbeat=True))
-                    for m in miners])
-            for task in range(start // INTERVAL, start // INTERVAL + tasks_per_epoch):
-                sampler = ring[task % n_validators]
-                block = task * INTERVAL + 1
-                drafts = [Draft(f"task/{task}/opened", block, TaskOpened(
-                    task_id=task, interval=INTERVAL, sampler=sampler, block_hash="0x" + "ab" * 32,
-                    source_key=f"src/{task}.mp4", clip_start_ms=0, clip_ms=5000, prompt="A harbour at dusk.",
-                    prompt_model="gemini", prompt_version="describe/v1", miners=tuple(miners)))]
-                drafts += [Draft(f"verdict/{task}/{m}", block + 4, VerdictRecorded(
-                    task_id=task, miner=m, passed=(task * 7 + i * 13) % 100 >= 40 + i % 30, overall=70,
-                    aspects=aspects, judge_model="gemini", prompt_version="evaluate/v1",
-                    reasoning="Motion is coherent; minor flicker near the end.")) for i, m in enumerate(miners)]
-                logs[sampler].append_many(drafts)
+            produce(epoch)
             for h in ring:
                 await outs[h].push()
             t = time.perf_counter()
@@ -162,11 +203,8 @@ async def simulate(n_validators: int, miners_n: int, epochs_per_month: int, root
             idle_s = _median(idle_runs)
             sim.advance_to(epoch * LENGTH + 3)
             t = time.perf_counter()
-            async with Chain(f"sim:{sim.path}") as chain:
-                result = await weight_setter.step(log_=mine, chain=chain, wallet=observer, netuid=NETUID,
-                                                  consensus=DEFAULT)
+            await step()
             step_s = time.perf_counter() - t
-            assert result.scored, result
             await outs[me].push()
             syncs.append(sync_s)
             idles.append(idle_s)
@@ -219,10 +257,18 @@ def main() -> None:
     parser.add_argument("--validators", type=int, action="append", help="network sizes (default: 16 and 64)")
     parser.add_argument("--miners", type=int, default=256)
     parser.add_argument("--epochs-per-month", type=int, default=3)
+    parser.add_argument("--warmup-epochs", type=int, default=None,
+                        help="epochs of history before month 1 (default: the consensus's lookback, "
+                             "max_lookback_blocks / epoch length, + 1; 0: none)")
     args = parser.parse_args()
+    from leoma.log.consensus import DEFAULT
+
+    warmup = args.warmup_epochs
+    if warmup is None:
+        warmup = -(-DEFAULT.window.max_lookback_blocks // LENGTH) + 1
     for n in args.validators or [16, 64]:
         with tempfile.TemporaryDirectory() as tmp:
-            asyncio.run(simulate(n, args.miners, args.epochs_per_month, Path(tmp)))
+            asyncio.run(simulate(n, args.miners, args.epochs_per_month, Path(tmp), warmup))
 
 
 if __name__ == "__main__":
