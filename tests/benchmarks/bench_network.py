@@ -241,7 +241,8 @@ async def simulate(n_validators: int, miners_n: int, epochs_per_month: int, root
               f"{point['idle']:7.3f} {point['step']:7.3f} {rank_s:7.3f} {api_s:7.3f} {replay_s:8.3f} "
               f"{point['step'] / plain_s:10.3f} {replay_s / plain_s:12.3f}")
     print("\nflatness, month 12 / month 1 (target <= 1.5x for every steady-loop cost; the sync, idle sync, "
-          "step, get-rank and API refresh are each month's median; 'per unit' divides each cost by the same moment's unit baseline):")
+          "step, get-rank and API refresh are each month's median; 'per unit' divides each cost by the "
+          "same moment's unit baseline):")
     first, last = curve[0], curve[-1]
     for name in ("sync", "idle", "step", "rank", "api"):
         raw = last[name] / first[name]
