@@ -23,13 +23,10 @@ They are read like every Leoma setting (`leoma.ops.config.environment`): the env
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from leoma.errors import ConfigError
 
 __all__ = ["ApiSettings", "DEFAULT_API_ID", "parse_admins"]
 
