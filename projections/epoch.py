@@ -33,10 +33,10 @@ produced tasks, an earlier epoch) raises `StatePruned`; the caller then folds fr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from itertools import repeat
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from fractions import Fraction
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import msgspec
@@ -164,6 +164,19 @@ def _frontier(frontier: Iterable[FrontierEntry] | Mapping[str, Any]) -> tuple[Fr
     return tuple(sorted(entries, key=lambda f: f.origin))
 
 
+class _Column(NamedTuple):
+    """One validator's window counts in miner order (`EpochFold._uniform_scores`)."""
+
+    miners: tuple[str, ...]
+    common: int
+    """The common denominator `weighted` is over (0: not computed yet)."""
+    rates: list[ValidatorRate]
+    passed: list[int]
+    evaluated: list[int]
+    weighted: list[int]
+    """passed * common / evaluated, per miner: the exact sum's numerators."""
+
+
 class EpochFold:
     """The epoch decision's fold, applied event by event."""
 
@@ -185,12 +198,12 @@ class EpochFold:
         self._counted: dict[int, tuple[str, list[tuple[str, bool]]]] = {}
         # Transient: per sampler, its counts as columns in miner order (`_uniform_scores`), and the
         # samplers whose counts changed since their columns were made.
-        self._columns: dict[str, tuple[Any, ...]] = {}
+        self._columns: dict[str, _Column] = {}
         self._touched: set[str] = set()
         self.applied = 0
+        """How many rows `apply_raw` has taken (a count for reports; not part of the state)."""
         self._decided: tuple[tuple[int, str, tuple[str, ...], int], Window] | None = None
         """The last decision's window, with its block, consensus, validators and interval (`prune`)."""
-        """How many rows `apply_raw` has taken (a count for reports; not part of the state)."""
         self.admit: Callable[[str, int, int, int], bool] | None = None
         """The anchored rule's no-backdating check, `(origin, origin_seq, block, task_id) -> counts`
         (`projections.anchors.admit`); None under the current rule: every claim counts."""
@@ -560,31 +573,31 @@ class EpochFold:
         cols = []
         for validator in validators:
             held = columns.get(validator)
-            if held is None or held[0] != miners:
+            if held is None or held.miners != miners:
                 evaluated, passed_ = per_sampler[validator]
                 ps = list(map(passed_.get, miners, repeat(0)))
                 counts = set(evaluated.values())
                 if len(counts) == 1:  # the usual column: this validator evaluated each miner as often
                     n = counts.pop()
                     by_p = {p: ValidatorRate(validator=validator, passed=p, evaluated=n) for p in set(ps)}
-                    held = (miners, 0, list(map(by_p.__getitem__, ps)), ps, [n] * len(ps), [])
+                    held = _Column(miners, 0, list(map(by_p.__getitem__, ps)), ps, [n] * len(ps), [])
                 else:
                     pns = list(zip(ps, map(evaluated.__getitem__, miners)))
                     made = {pn: ValidatorRate(validator=validator, passed=pn[0], evaluated=pn[1]) for pn in set(pns)}
-                    held = (miners, 0, list(map(made.__getitem__, pns)), ps, [pn[1] for pn in pns], [])
-            if held[1] != common:  # passed * common / evaluated, for the exact sum
-                ns = held[4]
+                    held = _Column(miners, 0, list(map(made.__getitem__, pns)), ps, [pn[1] for pn in pns], [])
+            if held.common != common:  # passed * common / evaluated, for the exact sum
+                ns = held.evaluated
                 if ns and min(ns) == max(ns):
-                    weighted = list(map((common // ns[0]).__mul__, held[3]))
+                    weighted = list(map((common // ns[0]).__mul__, held.passed))
                 else:
-                    weighted = [p * (common // n) for p, n in zip(held[3], ns)]
-                held = held[:1] + (common,) + held[2:5] + (weighted,)
+                    weighted = [p * (common // n) for p, n in zip(held.passed, ns)]
+                held = held._replace(common=common, weighted=weighted)
             columns[validator] = held
             cols.append(held)
-        rates_of = list(zip(*[c[2] for c in cols]))
-        passed_of_miner = list(map(sum, zip(*[c[3] for c in cols])))
-        evaluated_of_miner = list(map(sum, zip(*[c[4] for c in cols])))
-        weighted_of_miner = list(map(sum, zip(*[c[5] for c in cols])))
+        rates_of = list(zip(*[c.rates for c in cols]))
+        passed_of_miner = list(map(sum, zip(*[c.passed for c in cols])))
+        evaluated_of_miner = list(map(sum, zip(*[c.evaluated for c in cols])))
+        weighted_of_miner = list(map(sum, zip(*[c.weighted for c in cols])))
         denominator = common * len(cols)
         scores: dict[str, MinerScore] = {}
         for i, miner in enumerate(miners):
