@@ -113,7 +113,8 @@ def test_the_lead_history_keeps_the_winner_and_the_best_other_eligible(rows, win
 def test_the_api_checks_a_decisions_parts_as_join_lean_does(tmp_path: Path) -> None:
     """Heads checked in place give the lean read's lead entry; an edited, swapped or missing
     part is refused by both."""
-    from leoma.api.state import _checked_heads, _lead_of_heads, _lead_only
+    from leoma.api.state import _lead_of_heads, _lead_only
+    from leoma.log.decisions import checked_heads
 
     api_log = _log(tmp_path)
     recorded = decisions.latest(api_log, origin="val-A", detail=False)
@@ -122,7 +123,7 @@ def test_the_api_checks_a_decisions_parts_as_join_lean_does(tmp_path: Path) -> N
     parts = [(decisions.detail_key(small.epoch, i), api_log.body_of("val-A", decisions.detail_key(small.epoch, i)))
              for i in range(len(small.details))]
     lean = decisions.join_lean(small, parts)  # type: ignore[arg-type]
-    heads = _checked_heads(small, parts)  # type: ignore[arg-type]
+    heads = checked_heads(small, parts)  # type: ignore[arg-type]
     assert lean is not None and heads is not None
     assert [h.hotkey for h in heads] == [a.hotkey for a in lean[0].aggregates]
     assert _lead_of_heads(small, heads) == _lead_only(lean[0])
@@ -132,8 +133,8 @@ def test_the_api_checks_a_decisions_parts_as_join_lean_does(tmp_path: Path) -> N
     for bad in ([(key, edited), *parts[1:]], parts[:-1] if len(parts) > 1 else [],
                 list(reversed(parts)) if len(parts) > 1 else [(key, data + b" ")]):
         assert decisions.join_lean(small, bad) is None  # type: ignore[arg-type]
-        assert _checked_heads(small, bad) is None  # type: ignore[arg-type]
+        assert checked_heads(small, bad) is None  # type: ignore[arg-type]
     # The aggregates hash is checked too: a decision naming another one is refused.
     other = msgspec.structs.replace(small, aggregates_hash="0" * 64)
-    assert decisions.join_lean(other, parts) is None and _checked_heads(other, parts) is None  # type: ignore[arg-type]
+    assert decisions.join_lean(other, parts) is None and checked_heads(other, parts) is None  # type: ignore[arg-type]
     api_log.close()

@@ -15,7 +15,6 @@ from starlette.responses import Response
 from leoma.api.auth import AuthError, is_ss58
 from leoma.api.service import ApiService
 from leoma.errors import HttpError
-from leoma.log.events import AdminActed
 
 
 _enc = msgspec.json.Encoder()
@@ -83,10 +82,3 @@ async def signed(request: Request, *, admin: bool = False) -> tuple[str, bytes]:
         return service.verifier.verify(request.headers, body, admin=admin), body
     except AuthError as exc:
         raise HttpError(exc.status, exc.detail) from None
-
-
-def _admin_event(service: ApiService, admin: str, request: Request, body: AdminActed) -> None:
-    # The signature is unique (replays are refused), so it names the action's event.
-    sig = request.headers.get("X-Signature", "")[-32:]
-    key = f"admin/{body.action}/{body.target}/{request.headers.get('X-Timestamp', '')}/{sig}"
-    service.log.append(body, key=key[:512], block=service.refresh().head_block())

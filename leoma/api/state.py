@@ -32,7 +32,7 @@ import msgspec
 
 from leoma.errors import LogError
 from leoma.log.consensus import Consensus
-from leoma.log.decisions import _HEAD_FIELDS, _agg_head, checked_raws, join
+from leoma.log.decisions import checked_heads, head_aggregate, join
 from leoma.log.eventlog import EventLog, Row, bulk_fold
 from leoma.log.events import (
     VERSIONS,
@@ -183,21 +183,9 @@ def _lead_only(d: EpochScored) -> EpochScored:
                               if a is not None))
 
 
-def _head_aggregate(head: Any) -> MinerAggregate:
-    """A `MinerAggregate` without its rates, from a decoded head (`leoma.log.decisions._AggHead`)."""
-    return MinerAggregate(**{f: getattr(head, f) for f in _HEAD_FIELDS})
-
-
 def _lead_of_heads(small: EpochScored, heads: list[Any]) -> EpochScored:
     """`_lead_only` of the lean decision `small` + `heads`, building only the two aggregates kept."""
-    return _stripped(small, tuple(_head_aggregate(h) for h in _lead_pick(small.winner, heads) if h is not None))
-
-
-def _checked_heads(small: EpochScored, parts: list[tuple[str, bytes]]) -> list[Any] | None:
-    """`leoma.log.decisions.join_lean`'s checks (`checked_raws`), returning the decoded aggregate
-    heads (None when anything does not check out)."""
-    raws = checked_raws(small, parts)
-    return None if raws is None else [_agg_head.decode(raw) for raw in raws]
+    return _stripped(small, tuple(head_aggregate(h) for h in _lead_pick(small.winner, heads) if h is not None))
 
 
 class ApiState:
@@ -452,7 +440,7 @@ class ApiState:
                 # Checked as `join` checks it, without decoding the per-validator rates: only the
                 # newest decision is served whole, and it is joined when it is first asked for;
                 # until then it is held as its stored body and the checked heads of its parts.
-                heads = _checked_heads(body, parts)
+                heads = checked_heads(body, parts)
                 if heads is not None:
                     pending = (small, parts, heads)
                     lead = _lead_of_heads(small, heads)
@@ -616,7 +604,7 @@ class ApiState:
                 self._latest[origin] = (block, seq, at, join(small, parts))
             except LogError:
                 # The parts checked out lean (a rate that does not decode as one): what was read.
-                lean = tuple(_head_aggregate(h) for h in heads)
+                lean = tuple(head_aggregate(h) for h in heads)
                 self._latest[origin] = (block, seq, at, msgspec.structs.replace(small, aggregates=lean))
         return self._latest.get(origin)
 

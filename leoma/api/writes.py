@@ -19,7 +19,8 @@ from starlette.responses import Response
 
 from leoma.api import registry, views
 from leoma.api.auth import is_ss58
-from leoma.api.http import _admin_event, decode, hotkey_param, json_response, signed, svc
+from leoma.api.http import decode, hotkey_param, json_response, signed, svc
+from leoma.api.service import ApiService
 from leoma.api.state import (
     BLACKLIST_ADD,
     BLACKLIST_REMOVE,
@@ -162,13 +163,21 @@ async def samples_batch(request: Request) -> Response:
     return json_response([_sample_ack(state, validator, s) for s in batch.samples])
 
 
+def _record_admin(service: ApiService, admin: str, request: Request, body: AdminActed) -> None:
+    """An admin's action as an `admin_acted` event of the API's own origin."""
+    # The signature is unique (replays are refused), so it names the action's event.
+    sig = request.headers.get("X-Signature", "")[-32:]
+    key = f"admin/{body.action}/{body.target}/{request.headers.get('X-Timestamp', '')}/{sig}"
+    service.log.append(body, key=key[:512], block=service.refresh().head_block())
+
+
 async def blacklist_add(request: Request) -> Response:
     service = svc(request)
     admin, body = await signed(request, admin=True)
     item = decode(body, BlacklistAdd)
     if not is_ss58(item.hotkey):
         raise HttpError(422, "hotkey: Invalid SS58 address format")
-    _admin_event(service, admin, request, AdminActed(admin=admin, action=BLACKLIST_ADD, target=item.hotkey,
+    _record_admin(service, admin, request, AdminActed(admin=admin, action=BLACKLIST_ADD, target=item.hotkey,
                                                      reason=item.reason or ""))
     entry = next(e for e in views.blacklist(service.refresh()) if e["hotkey"] == item.hotkey)
     return json_response(entry)
@@ -180,7 +189,7 @@ async def blacklist_remove(request: Request) -> Response:
     admin, _ = await signed(request, admin=True)
     if hotkey not in service.refresh().blacklist:
         raise HttpError(404, "Miner not blacklisted")
-    _admin_event(service, admin, request, AdminActed(admin=admin, action=BLACKLIST_REMOVE, target=hotkey))
+    _record_admin(service, admin, request, AdminActed(admin=admin, action=BLACKLIST_REMOVE, target=hotkey))
     return json_response({"success": True, "message": f"Removed miner {hotkey[:8]}... from blacklist",
                           "removed_by": admin})
 
@@ -210,7 +219,7 @@ async def validators_add(request: Request) -> Response:
         raise HttpError(409, str(exc)) from None
     if item.stake is not None:
         stake_rao = int(round(item.stake * views.RAO_PER_TAO))
-    _admin_event(service, admin, request, AdminActed(admin=admin, action=VALIDATOR_ADD, target=hotkey, uid=uid,
+    _record_admin(service, admin, request, AdminActed(admin=admin, action=VALIDATOR_ADD, target=hotkey, uid=uid,
                                                      stake_rao=stake_rao or 0))
     return json_response({"success": True, "uid": uid, "hotkey": hotkey, "stake": (stake_rao or 0) / views.RAO_PER_TAO,
                           "added_by": admin})
@@ -222,7 +231,7 @@ async def validators_remove(request: Request) -> Response:
     admin, _ = await signed(request, admin=True)
     if hotkey not in service.refresh().registry:
         raise HttpError(404, "Validator not registered")
-    _admin_event(service, admin, request, AdminActed(admin=admin, action=VALIDATOR_REMOVE, target=hotkey))
+    _record_admin(service, admin, request, AdminActed(admin=admin, action=VALIDATOR_REMOVE, target=hotkey))
     return json_response({"success": True, "message": f"Removed validator {hotkey[:8]}... from allowlist",
                           "removed_by": admin})
 
@@ -231,6 +240,6 @@ async def rotation_interval(request: Request) -> Response:
     service = svc(request)
     admin, body = await signed(request, admin=True)
     item = decode(body, IntervalSet)
-    _admin_event(service, admin, request, AdminActed(admin=admin, action=ROTATION_INTERVAL, target="interval",
+    _record_admin(service, admin, request, AdminActed(admin=admin, action=ROTATION_INTERVAL, target="interval",
                                                      uid=item.interval))
     return json_response({"interval": item.interval})

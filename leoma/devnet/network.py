@@ -67,7 +67,9 @@ def _wallet(kp: Any) -> Any:
     return SimpleNamespace(hotkey=kp, coldkey=kp, coldkeypub=kp)
 
 
-class _Node(msgspec.Struct, kw_only=True):
+class Node(msgspec.Struct, kw_only=True):
+    """One devnet validator: its name, dev URI, hotkey and the consensus file it runs."""
+
     name: str
     uri: str
     hotkey: str
@@ -76,7 +78,7 @@ class _Node(msgspec.Struct, kw_only=True):
 
 class _State(msgspec.Struct, kw_only=True):
     config: DevnetConfig
-    nodes: list[_Node]
+    nodes: list[Node]
     miners: dict[str, str]
     """Behaviour -> miner hotkey."""
     uids: dict[str, int]
@@ -113,24 +115,24 @@ class Devnet:
         return self.root / "chain.jsonl"
 
     @property
-    def nodes(self) -> list[_Node]:
+    def nodes(self) -> list[Node]:
         return self.state.nodes
 
     @property
-    def validators(self) -> list[_Node]:
+    def validators(self) -> list[Node]:
         """The allowlisted validators (the ones that must agree)."""
         return [n for n in self.state.nodes if n.hotkey in self.state.allowlist]
 
-    def node(self, name: str) -> _Node:
+    def node(self, name: str) -> Node:
         return next(n for n in self.state.nodes if n.name == name)
 
-    def node_dir(self, node: _Node | str) -> Path:
+    def node_dir(self, node: Node | str) -> Path:
         return self.root / (node if isinstance(node, str) else node.name)
 
-    def db_path(self, node: _Node | str) -> Path:
+    def db_path(self, node: Node | str) -> Path:
         return self.node_dir(node) / "events.db"
 
-    def bucket_path(self, node: _Node | str) -> Path:
+    def bucket_path(self, node: Node | str) -> Path:
         return self.node_dir(node) / "bucket"
 
     @property
@@ -168,11 +170,11 @@ class Devnet:
                               start_block=config.start_block,
                               weights_rate_limit=max(1, config.interval // 4), commit_reveal=config.commit_reveal)
         sim.register(owner.ss58_address, stake=10**12, validator_permit=True)
-        nodes: list[_Node] = []
+        nodes: list[Node] = []
         for i in range(1, config.validators + config.wrong_consensus + 1):
             kp = _kp(f"//Validator{i}")
             wrong = i > config.validators
-            nodes.append(_Node(name=f"validator{i}", uri=f"//Validator{i}", hotkey=kp.ss58_address,
+            nodes.append(Node(name=f"validator{i}", uri=f"//Validator{i}", hotkey=kp.ss58_address,
                                consensus="consensus-wrong.toml" if wrong else "consensus.toml"))
             sim.register(kp.ss58_address, stake=10**11, validator_permit=True)
         if config.wrong_consensus:
@@ -273,7 +275,7 @@ class Devnet:
 
     # -- running ----------------------------------------------------------------------------
 
-    def env(self, node: _Node) -> dict[str, str]:
+    def env(self, node: Node) -> dict[str, str]:
         """The environment of `node`'s `leoma serve` (every setting it needs, nothing secret)."""
         cfg = self.config
         url = self.world.url
@@ -312,7 +314,7 @@ class Devnet:
             else:
                 self._start_inproc(node)
 
-    def _spawn(self, node: _Node) -> None:
+    def _spawn(self, node: Node) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LEOMA_", "R2_", "PEER_"))}
         env.update(self.env(node))
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -322,7 +324,7 @@ class Devnet:
             stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         logf.close()
 
-    def _start_inproc(self, node: _Node) -> None:
+    def _start_inproc(self, node: Node) -> None:
         """Run a validator in a background event loop of this process (no-processes mode)."""
         import threading
 
@@ -526,7 +528,7 @@ class Devnet:
 
     # -- looking at it (leoma.devnet.watch) -------------------------------------------------
 
-    def decisions(self, node: _Node) -> dict[int, Any]:
+    def decisions(self, node: Node) -> dict[int, Any]:
         """`node`'s own epoch decisions by epoch."""
         return watch.decisions(self, node)
 

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 from leoma.devnet.config import Progress, devnet_consensus
 
 if TYPE_CHECKING:
-    from leoma.devnet.network import Devnet, _Node
+    from leoma.devnet.network import Devnet, Node
 
 
-def open_log(net: Devnet, node: _Node) -> Any:
+def open_log(net: Devnet, node: Node) -> Any:
     """`node`'s log, read-only; None while it does not exist or is being created."""
     from leoma.errors import LogError
     from leoma.log.eventlog import EventLog
@@ -27,7 +27,7 @@ def open_log(net: Devnet, node: _Node) -> Any:
         return None  # the validator is creating it right now: not a log yet
 
 
-def decisions(net: Devnet, node: _Node) -> dict[int, Any]:
+def decisions(net: Devnet, node: Node) -> dict[int, Any]:
     """`node`'s own epoch decisions by epoch."""
     from leoma.tools.replay import recorded_epochs
 

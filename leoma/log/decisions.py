@@ -29,8 +29,8 @@ import msgspec
 from leoma.errors import LogError
 from leoma.log.events import MAX_BODY_BYTES, EpochDetailRecorded, EpochScored, MinerAggregate, decode_body
 
-__all__ = ["Recorded", "split", "join", "join_lean", "aggregate", "aggregates_hash", "drafts", "find", "latest", "recorded", "detail_key",
-           "scored_key", "load"]
+__all__ = ["Recorded", "split", "join", "join_lean", "checked_raws", "checked_heads", "head_aggregate", "aggregate",
+           "aggregates_hash", "drafts", "find", "latest", "recorded", "detail_key", "scored_key", "load"]
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 _SLACK: Final = 256
@@ -182,6 +182,18 @@ def checked_raws(small: EpochScored, parts: list[tuple[str, bytes]]) -> list[msg
     return raws if whole.hexdigest() == small.aggregates_hash else None
 
 
+def head_aggregate(head: _AggHead) -> MinerAggregate:
+    """The `MinerAggregate` of a decoded head: every field but the per-validator `rates`."""
+    return MinerAggregate(**{f: getattr(head, f) for f in _HEAD_FIELDS})
+
+
+def checked_heads(small: EpochScored, parts: list[tuple[str, bytes]]) -> list[_AggHead] | None:
+    """`checked_raws`, with each aggregate decoded without its rates (None when anything does
+    not check out)."""
+    raws = checked_raws(small, parts)
+    return None if raws is None else [_agg_head.decode(raw) for raw in raws]
+
+
 def join_lean(small: EpochScored, parts: list[tuple[str, bytes]]) -> tuple[EpochScored, dict[str, bytes]] | None:
     """`join` without decoding the per-validator rates: the aggregates with `rates=()`, and each
     aggregate's stored JSON by hotkey.
@@ -196,7 +208,7 @@ def join_lean(small: EpochScored, parts: list[tuple[str, bytes]]) -> tuple[Epoch
     by_hotkey: dict[str, bytes] = {}
     for raw in raws:
         head = _agg_head.decode(raw)
-        aggregates.append(MinerAggregate(**{f: getattr(head, f) for f in _HEAD_FIELDS}))
+        aggregates.append(head_aggregate(head))
         by_hotkey[head.hotkey] = bytes(raw)
     return msgspec.structs.replace(small, aggregates=tuple(aggregates)), by_hotkey
 
