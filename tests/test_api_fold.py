@@ -138,3 +138,65 @@ def test_the_api_checks_a_decisions_parts_as_join_lean_does(tmp_path: Path) -> N
     other = msgspec.structs.replace(small, aggregates_hash="0" * 64)
     assert decisions.join_lean(other, parts) is None and checked_heads(other, parts) is None  # type: ignore[arg-type]
     api_log.close()
+
+
+def _hostile_decisions_log(tmp_path: Path) -> EventLog:
+    """val-A decides epochs 3..13; its epoch 12 lists a digest its part does not hash to, and
+    its epoch 13 (the newest) has parts that hash right but do not reproduce its aggregates_hash."""
+    from leoma.log.eventlog import Draft
+    from projections.epoch import EpochFold
+
+    log = _network(240).to_log(tmp_path / "v.db", own="val-A")
+    seen, fold = 0, EpochFold("val-A")
+    for epoch in range(3, 14):
+        fold.apply_many(log.rows(after=seen))
+        seen = log.last_seq()
+        decision = fold.decide(epoch, epoch * LENGTH, NETUID, DEFAULT, log.frontier(until_seq=seen))
+        small, parts = decisions.split(decision)
+        if epoch == 12:
+            first = parts[0]
+            parts = (msgspec.structs.replace(first, aggregates=tuple(reversed(first.aggregates))), *parts[1:])
+        if epoch == 13:
+            small = msgspec.structs.replace(small, aggregates_hash="0" * 64)
+        block = epoch * LENGTH
+        log.append_many([*(Draft(decisions.detail_key(epoch, p.part), block, p) for p in parts),
+                         Draft(decisions.scored_key(epoch), block, small)])
+    api_log = EventLog(tmp_path / "api.db", own="api")
+    api_log.import_events([s.event for s in log.events()])
+    log.close()
+    return api_log
+
+
+def test_a_decision_whose_detail_does_not_check_out_is_never_shown(tmp_path: Path) -> None:
+    """Folding checks each part against the digest its decision lists; the detail is read back
+    by key where it is served, and a decision it does not join is dropped there."""
+    from leoma.api.state import _lead_only
+
+    api_log = _hostile_decisions_log(tmp_path)
+    state = ApiState(api_log, own="api", consensus=DEFAULT)
+    state.refresh()
+    # Epoch 12's altered part is refused as the decision is folded: it is not in the history.
+    assert [d[3].epoch for d in state.decisions["val-A"]] == [*range(3, 12), 13]
+    # Epoch 13 hashes right but does not join: asked for, the newest is epoch 11, whole.
+    newest = state.latest_decision("val-A")
+    recorded = decisions.find(api_log, 11, origin="val-A")
+    assert newest is not None and recorded is not None and newest[3] == recorded.body
+    assert newest[3].aggregates and newest[3].aggregates[0].rates
+    # The lead history reads each kept decision's winner and runner-up from its detail.
+    leads = state.lead_decisions("val-A")
+    assert [d[3].epoch for d in leads] == list(range(3, 12))
+    for _, _, _, lead in leads:
+        whole = decisions.find(api_log, lead.epoch, origin="val-A")
+        assert whole is not None and lead == _lead_only(whole.body) and lead.aggregates
+    assert state.lead_decisions("val-A") == leads  # read once, then served from memory
+    api_log.close()
+
+
+def test_the_lead_history_drops_a_decision_whose_detail_does_not_join(tmp_path: Path) -> None:
+    """Asked for before the newest decision is, the lead history drops epoch 13 on its own."""
+    api_log = _hostile_decisions_log(tmp_path)
+    state = ApiState(api_log, own="api", consensus=DEFAULT)
+    state.refresh()
+    assert [d[3].epoch for d in state.lead_decisions("val-A")] == list(range(3, 12))
+    assert [d[3].epoch for d in state.decisions["val-A"]] == list(range(3, 12))
+    api_log.close()

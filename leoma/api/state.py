@@ -19,11 +19,18 @@ decision whole and a short history (`keep_decisions`, stripped to what the lead 
 the shared task claims and verdicts, and each validator's miner observations, are pruned below
 what the oldest validator's next decision can read (the lookback floor of its newest recorded
 epoch). A decision arrives as `epoch_detail` parts followed by its small `epoch_scored`
-(`leoma.log.decisions`); the parts are held only until the decision they belong to is joined.
+(`leoma.log.decisions`). Folding a decision checks that its parts are there and hash to the
+digests it lists (so a decision with a missing or altered part is never shown) and keeps only
+those digests; the detail itself is read back from the log, by key, where it is served: the
+newest decision whole when it is first asked for (`latest_decision`), and a history entry's
+winner and runner-up when the reference's lead history is (`lead_decisions`). A cold start
+thus reads each decision's detail once, to hash it, instead of decoding every aggregate of
+every decision in the log.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from fractions import Fraction
 from typing import Any
@@ -32,7 +39,7 @@ import msgspec
 
 from leoma.errors import LogError
 from leoma.log.consensus import Consensus
-from leoma.log.decisions import checked_heads, head_aggregate, join
+from leoma.log.decisions import checked_heads, detail_key, head_aggregate, join, join_lean, scored_key
 from leoma.log.eventlog import EventLog, Row, bulk_fold
 from leoma.log.events import (
     VERSIONS,
@@ -215,9 +222,12 @@ class ApiState:
         self.holds: dict[int, dict[str, EpochHeld]] = {}
         """Per epoch, the validators that held instead of deciding (anchored rule), with why."""
         self._latest: dict[str, tuple[int, int, int, EpochScored]] = {}
-        self._parts: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
-        self._latest_parts: dict[str, tuple[EpochScored, list[tuple[str, bytes]], list[Any]]] = {}
-        """The stored body and detail parts of a newest decision not yet joined whole."""
+        self._parts: dict[tuple[str, int], list[str]] = {}
+        """The sha256 of each detail part folded, by origin and epoch, until its decision is."""
+        self._unjoined: set[str] = set()
+        """Validators whose newest decision is held as its small body (joined when asked for)."""
+        self._read_leads: dict[str, set[int]] = {}
+        """Per validator, the origin_seq of each history entry whose lead was read from its detail."""
         self.samples = SampleLog()
         """(at, local seq, origin, task_id, miner) of every retained verdict, in log order."""
         self.keep_tasks = keep_tasks
@@ -398,7 +408,7 @@ class ApiState:
         if kind == "epoch_detail":
             epoch_of = int(row.key.split("/")[1]) if row.key.startswith("epoch/") else -1
             data = row.body.encode() if isinstance(row.body, str) else bytes(row.body)
-            self._parts.setdefault((row.origin, epoch_of), []).append((row.key, data))
+            self._parts.setdefault((row.origin, epoch_of), []).append(hashlib.sha256(data).hexdigest())
             return
         if kind in ("anchor_committed", "epoch_held"):
             self._apply_anchor(row.origin, decode_body(row.body, row.v))
@@ -434,31 +444,20 @@ class ApiState:
             if self.metagraph is None or (row.block, row.origin_seq) > self.metagraph[:2]:
                 self.metagraph = (row.block, row.origin_seq, body)
         elif isinstance(body, EpochScored):
-            parts = self._parts.pop((row.origin, body.epoch), [])
-            small, pending, lead = body, None, None
-            if body.details:
-                # Checked as `join` checks it, without decoding the per-validator rates: only the
-                # newest decision is served whole, and it is joined when it is first asked for;
-                # until then it is held as its stored body and the checked heads of its parts.
-                heads = checked_heads(body, parts)
-                if heads is not None:
-                    pending = (small, parts, heads)
-                    lead = _lead_of_heads(small, heads)
-                else:
-                    try:
-                        body = join(body, parts)
-                    except LogError:
-                        return  # parts missing: not a decision the API can show
+            digests = self._parts.pop((row.origin, body.epoch), [])
+            if body.details and tuple(digests) != body.details:
+                return  # a part missing or altered: not a decision the API can show
             item = (row.block, row.origin_seq, at, body)
             held_decision = self._latest.get(row.origin)
             if held_decision is None or (body.epoch, row.origin_seq) > (held_decision[3].epoch, held_decision[1]):
                 self._latest[row.origin] = item
-                if pending is None:
-                    self._latest_parts.pop(row.origin, None)
+                if body.details:
+                    self._unjoined.add(row.origin)
                 else:
-                    self._latest_parts[row.origin] = pending
+                    self._unjoined.discard(row.origin)
             history = self.decisions.setdefault(row.origin, [])
-            history.append((row.block, row.origin_seq, at, lead if lead is not None else _lead_only(body)))
+            # A split decision's lead is read from its detail when the lead history is asked for.
+            history.append((row.block, row.origin_seq, at, _stripped(body, ()) if body.details else _lead_only(body)))
             if len(history) > self.keep_decisions:
                 history.sort(key=lambda d: (d[3].epoch, d[1]))
                 del history[: len(history) - self.keep_decisions]
@@ -595,18 +594,78 @@ class ApiState:
         return candidates[0] if candidates else ""
 
     def latest_decision(self, origin: str) -> tuple[int, int, int, EpochScored] | None:
-        """A validator's newest `epoch_scored` (highest epoch, then latest in its chain), whole."""
-        pending = self._latest_parts.pop(origin, None)
-        if pending is not None:
-            block, seq, at, _small = self._latest[origin]
-            small, parts, heads = pending
-            try:
-                self._latest[origin] = (block, seq, at, join(small, parts))
-            except LogError:
-                # The parts checked out lean (a rate that does not decode as one): what was read.
-                lean = tuple(head_aggregate(h) for h in heads)
-                self._latest[origin] = (block, seq, at, msgspec.structs.replace(small, aggregates=lean))
+        """A validator's newest `epoch_scored` (highest epoch, then latest in its chain), whole.
+
+        Joined from the log when first asked for. A decision whose parts hash right but do not
+        join (a signer's inconsistent detail) leaves the history, and the next newest is served.
+        """
+        while origin in self._unjoined:
+            self._unjoined.discard(origin)
+            block, seq, at, small = self._latest[origin]
+            whole = self._joined(origin, small)
+            if whole is not None:
+                self._latest[origin] = (block, seq, at, whole)
+                break
+            history = self.decisions.get(origin, [])
+            history[:] = [d for d in history if d[1] != seq]
+            del self._latest[origin]
+            if history:
+                block, seq, at, stripped = max(history, key=lambda d: (d[3].epoch, d[1]))
+                row = self.log.row_of(origin, scored_key(stripped.epoch))
+                if row is None or row.origin_seq != seq:
+                    break
+                newer = decode_body(row.body, row.v)
+                assert isinstance(newer, EpochScored)
+                self._latest[origin] = (block, seq, at, newer)
+                if newer.details:
+                    self._unjoined.add(origin)
         return self._latest.get(origin)
+
+    def _detail_parts(self, origin: str, small: EpochScored) -> list[tuple[str, bytes]] | None:
+        """The stored `(key, body)` of each of a decision's detail parts, read from the log by key."""
+        parts = []
+        for i in range(len(small.details)):
+            key = detail_key(small.epoch, i)
+            data = self.log.body_of(origin, key)
+            if data is None:
+                return None
+            parts.append((key, data))
+        return parts
+
+    def _joined(self, origin: str, small: EpochScored) -> EpochScored | None:
+        """The decision with its aggregates: `join`ed, else read lean (the parts check out but a
+        rate does not decode as one), else None."""
+        parts = self._detail_parts(origin, small)
+        if parts is None:
+            return None
+        try:
+            return join(small, parts)
+        except LogError:
+            lean = join_lean(small, parts)
+            return None if lean is None else msgspec.structs.replace(small, aggregates=lean[0].aggregates)
+
+    def lead_decisions(self, origin: str) -> list[tuple[int, int, int, EpochScored]]:
+        """The validator's decision history, each stripped to its winner's and best other
+        eligible's aggregates (`_lead_only`); a split decision's lead is read from its detail
+        once, on the first ask. An entry whose detail does not check out leaves the history."""
+        history = self.decisions.get(origin, [])
+        read = self._read_leads.get(origin, set())
+        kept = []
+        for block, seq, at, d in history:
+            if d.details and seq not in read:
+                parts = self._detail_parts(origin, d)
+                heads = checked_heads(d, parts) if parts is not None else None
+                if heads is not None:
+                    d = _lead_of_heads(d, heads)
+                else:
+                    whole = self._joined(origin, d)
+                    if whole is None:
+                        continue
+                    d = _lead_only(whole)
+            kept.append((block, seq, at, d))
+        history[:] = kept
+        self._read_leads[origin] = {seq for _, seq, _, _ in kept}
+        return list(kept)
 
     def head_block(self) -> int:
         """The newest chain block any validator has recorded an event at."""

@@ -391,7 +391,7 @@ def epochs(state: ApiState) -> dict[str, Any]:
 def lead_history(state: ApiState, reference: str, limit: int = 100) -> list[dict[str, Any]]:
     """The winner's lead per epoch in the reference's decisions: its rate minus the best other eligible rate."""
     latest: dict[int, EpochScored] = {}
-    for _, seq, _, d in sorted(state.decisions.get(reference, []), key=lambda x: x[1]):
+    for _, seq, _, d in sorted(state.lead_decisions(reference), key=lambda x: x[1]):
         latest[d.epoch] = d
     out = []
     for epoch in sorted(latest)[-limit:]:
