@@ -35,18 +35,28 @@ def test_a_batched_position_lookup_equals_one_lookup_per_pair(tmp_path: Path) ->
     log.close()
 
 
-def test_the_bulk_marked_rows_are_the_stamped_rows_with_the_bulk_signed(tmp_path: Path) -> None:
+def test_the_bulk_marked_rows_are_the_stamped_rows_with_every_other_rows_header(tmp_path: Path) -> None:
+    from leoma.log.events import JudgeFailed
+
     b = network(30)
     b.judge_failed("val-B", 11, "m1", block=200)
+    # A key with spaces, a version-like word and unicode: the header keeps it whole.
+    b.add("val-B", JudgeFailed(task_id=12, miner="m2", judge_model="j", prompt_version="p", attempts=1, reason="x"), block=201, key="judgefail/12/m2 1 é \u2028 end")
     log = b.to_log(tmp_path / "v.db")
     current = VERSIONS["verdict_recorded"]
     marked = list(log.bulk_marked_rows("verdict_recorded", current, after=5))
     stamped = list(log.stamped_raw_rows(after=5))
     assert len(marked) == len(stamped) > 100
-    for (seq, oid, oseq, block, body, at), (s2, o2, os2, key, kind, v, b2, body2, at2) in zip(marked, stamped):
-        assert (seq, abs(oid), oseq, block, body, at) == (s2, o2, os2, b2, body2, at2)
-        assert (oid < 0) == (kind == "verdict_recorded" and v == current)
+    bulk = 0
+    for (seq, oid, oseq, block, body, at, header), (s2, o2, os2, key, kind, v, b2, body2, at2) in zip(marked, stamped):
+        assert (seq, oid, oseq, block, body, at) == (s2, o2, os2, b2, body2, at2)
         assert log.row_header(seq) == (key, kind, v)
+        if kind == "verdict_recorded" and v == current:
+            assert header is None
+            bulk += 1
+        else:
+            assert header is not None and log.split_header(header) == (key, kind, v)
+    assert 0 < bulk < len(marked)
     log.close()
 
 

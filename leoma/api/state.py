@@ -261,7 +261,7 @@ class ApiState:
         own = self.own
         current = VERSIONS["verdict_recorded"]
         # The bulk (another origin's current-version verdicts) is `apply` inline, with the
-        # state it touches held in locals: the same steps as `_apply_verdict`, a million times.
+        # state it touches held in locals: the steps `apply` takes for such a row, a million times.
         origins = self.origins
         shared = self._shared
         verdicts = shared.verdicts
@@ -272,34 +272,34 @@ class ApiState:
         last = self.last_seq
         skipped = 0  # verdicts of tasks past what the API serves, for `samples.total`
         # Rows come in runs of one origin (a mirror's import): its name and info are looked up
-        # once per run, and the run's counts are kept in locals until it ends. The log marks the
-        # bulk rows (current-version verdicts) by a negative origin id, and reads the key, kind
-        # and version of the others by seq (`EventLog.bulk_marked_rows`).
+        # once per run, and the run's counts are kept in locals until it ends. The log gives the
+        # bulk rows (current-version verdicts) without a header, and every other row's key, kind
+        # and version in its header (`EventLog.bulk_marked_rows`).
         run_oid: int | None = None
         run_name = ""
         run_bulk = False
         info = OriginInfo(origin="")
         events = head_seq = last_block = last_at = 0
-        header = self.log.row_header
-        for seq, oid, oseq, block, body, at in self.log.bulk_marked_rows("verdict_recorded", current,
-                                                                          after=self.last_seq):
+        split_header = self.log.split_header
+        for seq, oid, oseq, block, body, at, header in self.log.bulk_marked_rows("verdict_recorded", current,
+                                                                                  after=self.last_seq):
             n += 1
-            if oid != run_oid:
+            if header is None and oid != run_oid:
                 if events:
                     _count(info, events, head_seq, last_block, last_at)
                     events = 0
-                name = names.get(abs(oid))
+                name = names.get(oid)
                 if name is None:
                     names = self.log.origin_names()
-                    name = names[abs(oid)]
-                run_oid, run_bulk = oid, oid < 0 and name != own
+                    name = names[oid]
+                run_oid, run_bulk = oid, name != own
                 run_name = interned.setdefault(name, name)
                 run_info = origins.get(name)
                 if run_info is None:
                     run_info = origins[name] = OriginInfo(origin=name)
                 info = run_info
                 head_seq, last_block, last_at = info.head_seq, info.last_block, info.last_at
-            if run_bulk:
+            if header is None and run_bulk:
                 last = seq  # rows come in local order
                 if oseq > head_seq:
                     head_seq = oseq
@@ -330,8 +330,12 @@ class ApiState:
                     self.last_seq = last
                 samples.total += skipped
                 skipped = 0
-                key, kind, v = header(seq)
-                self.apply(seq, at, Row(seq, run_name, oseq, key, kind, v, block, body))
+                key, kind, v = self.log.row_header(seq) if header is None else split_header(header)
+                name = names.get(oid)
+                if name is None:
+                    names = self.log.origin_names()
+                    name = names[oid]
+                self.apply(seq, at, Row(seq, interned.setdefault(name, name), oseq, key, kind, v, block, body))
                 last = self.last_seq
                 run_oid = None  # `apply` may have added the origin's info
             if n % 50_000 == 0:
@@ -474,47 +478,9 @@ class ApiState:
             for old in sorted(self.holds)[: max(0, len(self.holds) - self.keep_decisions)]:
                 del self.holds[old]
 
-    def _apply_verdict(self, seq: int, at: int, origin: str, origin_seq: int, block: int, body: str | bytes) -> None:
-        """`apply` of a current-version `verdict_recorded` of another origin, decoded once lightly.
-
-        The same steps: the origin's info, the shared fold's verdict entry (`EpochFold.apply`,
-        above its floor), and -- for the tasks the API serves -- the full verdict record.
-        """
-        if seq > self.last_seq:
-            self.last_seq = seq
-        info = self.origins.get(origin)
-        if info is None:
-            info = self.origins[origin] = OriginInfo(origin=origin)
-        if origin_seq > info.head_seq:
-            info.head_seq = origin_seq
-        info.events += 1
-        if block > info.last_block:
-            info.last_block = block
-        if at > info.last_at:
-            info.last_at = at
-        shared = self._shared
-        if seq > shared.last_seq:
-            shared.last_seq = seq
-        lite = _verdict_lite.decode(body)
-        task_id = lite.task_id
-        if task_id >= shared.floor_task:
-            interned = self._interned
-            entry = (interned.setdefault(origin, origin), interned.setdefault(lite.miner, lite.miner), origin_seq, block,
-                     lite.passed)
-            found = shared.verdicts.get(task_id)
-            if found is None:
-                shared.verdicts[task_id] = [entry]
-            else:
-                found.append(entry)
-        if task_id < self.task_floor:
-            self.samples.total += 1
-            return  # an old task: past what the API serves
-        self._keep_verdict(seq, at, origin, origin_seq, task_id, body)
-
     def _keep_verdict(self, seq: int, at: int, origin: str, origin_seq: int, task_id: int, body: str | bytes) -> None:
         """The full record of a verdict on a task the API serves (its body decoded in full)."""
-        verdict = decode_body(body, VERSIONS["verdict_recorded"])
-        assert isinstance(verdict, VerdictRecorded)
+        verdict = _verdict_full.decode(body)  # a current-version verdict (the bulk path's rows)
         rec = self._task(task_id, origin)
         held = rec.verdicts.get(verdict.miner)
         if held is None or origin_seq > held[2]:
@@ -745,6 +711,7 @@ class _VerdictLite(msgspec.Struct):
 
 
 _verdict_lite = msgspec.json.Decoder(_VerdictLite)
+_verdict_full = msgspec.json.Decoder(VerdictRecorded)
 
 
 _task_only = msgspec.json.Decoder(_TaskOnly)
