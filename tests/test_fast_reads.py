@@ -115,6 +115,33 @@ def test_a_bulk_fold_pauses_the_collector_and_restores_it() -> None:
     assert gc.isenabled()
 
 
+def test_a_frozen_bulk_fold_leaves_what_it_built_out_of_the_collectors_walks(tmp_path: Path) -> None:
+    """The owner API's cold start freezes what it folded; its later refreshes do not."""
+    import gc
+
+    from leoma.api.state import ApiState
+    from leoma.log.consensus import DEFAULT
+    from leoma.log.eventlog import bulk_fold
+
+    gc.unfreeze()
+    try:
+        with bulk_fold():
+            made = [[i] for i in range(1000)]
+        assert gc.get_freeze_count() == 0
+        with bulk_fold(freeze=True):
+            made = [[i] for i in range(1000)]
+        assert gc.get_freeze_count() >= len(made) and gc.isenabled()
+        gc.unfreeze()
+        log = network(30).to_log(tmp_path / "v.db")
+        state = ApiState(log, own="api", consensus=DEFAULT)
+        assert state.refresh() > 100 and gc.get_freeze_count() > 0
+        gc.unfreeze()
+        assert state.refresh() == 0 and gc.get_freeze_count() == 0  # a later refresh freezes nothing
+        log.close()
+    finally:
+        gc.unfreeze()
+
+
 def _tally_fold(tasks: int, passes: list[bool], missing: set[int]) -> EpochFold:
     vals, miners = ["val-A", "val-B", "val-C", "val-D"], ["m1", "m2", "m3", "m4", "m5"]
     b = LogBuilder()

@@ -246,7 +246,7 @@ class ApiState:
 
     def refresh(self) -> int:
         """Apply the rows appended since the last call; returns how many."""
-        with bulk_fold():
+        with bulk_fold(freeze=self.last_seq == 0):  # the cold start's state lives as long as the API
             return self._refresh()
 
     def _refresh(self) -> int:
