@@ -196,6 +196,7 @@ def _pairs(path: Path, args: argparse.Namespace, wanted: list[str]) -> None:
     """Each path measured right after a fresh measure of its baseline, so both see the same load."""
     print(f"log: {path.name}, {path.stat().st_size / 1e6:.0f} MB; each path right after its baseline")
     print(f"{'path':15} {'run':>3} {'seconds':>9} {'baseline':>9} {'base s':>8} {'ratio':>7} {'RSS MB':>7} {'load':>5}")
+    seen: dict[str, list[tuple[float, float]]] = {}
     for run in range(args.runs):
         for name in wanted:
             base = BASELINE.get(name)
@@ -204,6 +205,17 @@ def _pairs(path: Path, args: argparse.Namespace, wanted: list[str]) -> None:
             ratio = f"{r['seconds'] / b['seconds']:7.3f}" if b else "      -"
             print(f"{name:15} {run + 1:>3} {r['seconds']:9.3f} {base or '-':>9} "
                   f"{b['seconds'] if b else 0:8.3f} {ratio} {r['rss_mb']:7.0f} {r['load']:5.1f}", flush=True)
+            if b:
+                seen.setdefault(name, []).append((r["seconds"], b["seconds"]))
+    # Both sides of a pair swing by half on a shared machine: the median pair, and the best run
+    # of the path over the best run of its baseline (each side's least disturbed run).
+    for name, pairs in seen.items():
+        ratios = sorted(r / b for r, b in pairs)
+        mid = len(ratios) // 2
+        median = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+        best = min(r for r, _ in pairs) / min(b for _, b in pairs)
+        print(f"{name}: median of {len(ratios)} pairs {median:.3f}x {BASELINE[name]}, best over best {best:.3f}x, "
+              f"range {ratios[0]:.3f}-{ratios[-1]:.3f}x")
 
 
 if __name__ == "__main__":
