@@ -129,7 +129,28 @@ async def test_a_row_that_is_not_the_decision_is_not_landed(plain) -> None:  # t
     log.append(sent, key="weights/11/submitted", block=11 * LENGTH)
     async with Chain(f"sim:{sim.path}") as chain:
         assert await confirm_attempt(log, chain, alice, NETUID, sent, 1, 11 * LENGTH) == NOT_LANDED
-    assert "not the decision" in log.get(alice.ss58_address, "weights/11/not_landed/1").payload().reason
+    not_landed = log.get(alice.ss58_address, "weights/11/not_landed/1").payload()
+    assert "not the decision" in not_landed.reason and not_landed.superseded_by == -1, "epoch 10 came before it"
+
+
+async def test_an_earlier_attempt_the_row_moved_past_is_superseded_not_failed(plain) -> None:  # type: ignore[no-untyped-def]
+    """Read back after the chain applied a later decision of ours (commit-reveal with a reveal
+    period longer than an epoch), an earlier epoch's attempt names the epoch the row holds."""
+    sim, log, alice, miners, uids = plain
+    assert (await _step(sim, log, alice, 10 * LENGTH + 5)).confirmed  # the row: epoch 10's winner
+    epoch10 = log.get(alice.ss58_address, "weights/10/submitted").payload()
+    earlier = WeightsSubmitted(epoch=9, uids=(uids[miners[0]],), weights=(65535,), included_at=epoch10.included_at - 3)
+    log.append(earlier, key="weights/9/submitted", block=epoch10.included_at - 3)
+    late = WeightsSubmitted(epoch=8, uids=(uids[miners[0]],), weights=(65535,), included_at=epoch10.included_at + 1)
+    log.append(late, key="weights/8/submitted", block=epoch10.included_at + 1)
+    async with Chain(f"sim:{sim.path}") as chain:
+        assert await confirm_attempt(log, chain, alice, NETUID, earlier, 1, 10 * LENGTH + 9) == NOT_LANDED
+        assert await confirm_attempt(log, chain, alice, NETUID, late, 1, 10 * LENGTH + 9) == NOT_LANDED
+    superseded = log.get(alice.ss58_address, "weights/9/not_landed/1").payload()
+    assert superseded.superseded_by == 10 and superseded.reason.startswith("superseded: the row holds epoch 10's")
+    # Epoch 8's attempt is numbered earlier but was sent after epoch 10's: the row is not past it.
+    failed = log.get(alice.ss58_address, "weights/8/not_landed/1").payload()
+    assert failed.superseded_by == -1 and "not the decision" in failed.reason
 
 
 async def test_a_rate_limited_submission_is_retried_and_not_counted(plain) -> None:  # type: ignore[no-untyped-def]

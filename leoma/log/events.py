@@ -506,6 +506,10 @@ class WeightsNotLanded(Body, frozen=True, tag="weights_not_landed", kw_only=True
     weights: tuple[int, ...] = ()
     """The row the chain holds instead."""
     last_update: int = 0
+    superseded_by: int = -1
+    """>= 0: the row holds this later epoch's weights, submitted after this attempt was (the
+    attempt is moot, not failed: on the commit-reveal path a later decision can be revealed
+    before this one is read back); -1 otherwise."""
 
 
 # -- anchors (decisions fixed by the chain: `leoma.mirror.anchors`, `projections.anchors`) -----------------

@@ -13,7 +13,10 @@ only when a poll happens to land on a boundary block (the seed's §12.2):
    holds and then reveals the commit; `weights_confirmed` only when the validator's whole row,
    normalised, equals the decision and `LastUpdate` is at or after the submission. Otherwise
    `weights_not_landed` (taken, but the row says otherwise) or `weights_refused` (the chain's
-   reason), and the next step tries again. A refusal is never counted as success.
+   reason), and the next step tries again. A refusal is never counted as success. An earlier
+   epoch's attempt read back while the row holds a later own decision sent after it is
+   `weights_not_landed` with `superseded_by` that epoch: moot, not failed (commit-reveal with a
+   reveal period longer than an epoch reveals the next decision before this one is read).
 
 Fail closed: a decision that burns only because there is no data (no allowlist, no window, no
 verdicts) does not overwrite the last good weights until `burn_after_epochs_without_data`
@@ -340,6 +343,11 @@ async def confirm_attempt(log_: EventLog, chain: Any, wallet: Any, netuid: int, 
                         key=_key(epoch, "revealed", n), block=row.block)
     decided = list(zip(sent.uids, sent.weights))
     if not row_matches(decided, row.row):
+        later = _superseding(log_, sent, row)
+        if later is not None:
+            epoch_later, at = later
+            return _not_landed(log_, sent, n, row.block, f"superseded: the row holds epoch {epoch_later}'s weights, "
+                               f"submitted at block {at}, after this attempt", row, superseded_by=epoch_later)
         why = ("the chain revealed the commit but dropped its weights (version key, permit or weight rules)"
                if sent.commit_reveal else "the chain's row is not the decision")
         return _not_landed(log_, sent, n, row.block, why, row)
@@ -358,12 +366,29 @@ async def confirm_attempt(log_: EventLog, chain: Any, wallet: Any, netuid: int, 
     return CONFIRMED
 
 
-def _not_landed(log_: EventLog, sent: WeightsSubmitted, n: int, block: int, reason: str, row: Any = None) -> str:
+def _superseding(log_: EventLog, sent: WeightsSubmitted, row: Any) -> tuple[int, int] | None:
+    """The newest later epoch (within `SETTLE_EPOCHS`) with an own attempt the chain's row holds,
+    sent no earlier than `sent` and applied (`LastUpdate` at or after it), with its block."""
+    for later in range(sent.epoch + SETTLE_EPOCHS + 1, sent.epoch, -1):
+        for _, attempt in reversed(_attempts(log_, later)):
+            if (attempt.included_at >= sent.included_at and row.last_update >= attempt.included_at
+                    and row_matches(list(zip(attempt.uids, attempt.weights)), row.row)):
+                return later, attempt.included_at
+    return None
+
+
+def _not_landed(log_: EventLog, sent: WeightsSubmitted, n: int, block: int, reason: str, row: Any = None, *,
+                superseded_by: int = -1) -> str:
     log_.append(WeightsNotLanded(epoch=sent.epoch, reason=reason[:500],
                                  uids=tuple(u for u, _ in row.row) if row is not None else (),
                                  weights=tuple(w for _, w in row.row) if row is not None else (),
-                                 last_update=row.last_update if row is not None else 0),
+                                 last_update=row.last_update if row is not None else 0,
+                                 superseded_by=superseded_by),
                 key=_key(sent.epoch, "not_landed", n), block=block)
+    if superseded_by >= 0:
+        log.info("weights for epoch %s were superseded by epoch %s's", sent.epoch, superseded_by,
+                 extra={"epoch": sent.epoch, "block": block})
+        return NOT_LANDED
     log.warning("weights for epoch %s did not land: %s", sent.epoch, reason, extra={"epoch": sent.epoch, "block": block})
     return NOT_LANDED
 
