@@ -309,3 +309,19 @@ def test_state_names_are_listed_by_a_literal_prefix(log: EventLog) -> None:
     assert log.state_names("%") == []
     assert log.state_names() == sorted(["mirror/out/A", "mirror/out/B", "mirror/outX", "mirror_out/C",
                                         "projection/epoch_fold"])
+
+
+def test_a_reader_finds_by_key_an_origin_another_process_added_after_it_opened(tmp_path: Path) -> None:
+    """The owner API's log is written by its mirror loop and read by its routes: a reader's
+    key lookups see an origin that first appeared after the reader opened the file."""
+    path = tmp_path / "shared.db"
+    with EventLog(path, own=A) as writer:
+        writer.append_many(drafts(2))
+        with EventLog(path, readonly=True) as reader:
+            assert reader.row_of(B, "verdict/10/m") is None and reader.body_of(B, "verdict/10/m") is None
+            with EventLog(tmp_path / "b.db", own=B) as other:
+                other.append_many(drafts(1, start=10))
+                writer.import_events(list(other.chain(B)))
+            row = reader.row_of(B, "verdict/10/m")
+            assert row is not None and row.origin == B
+            assert reader.body_of(B, "verdict/10/m") == (row.body.encode() if isinstance(row.body, str) else row.body)

@@ -523,7 +523,7 @@ class EventLog:
 
     def row_of(self, origin: str, key: str) -> Row | None:
         """The light row of `origin` stored under `key`, if any (by the key index)."""
-        oid = self._origin_ids.get(origin)
+        oid = self._known(origin)
         if oid is None:
             return None
         found = self.conn.execute(
@@ -537,7 +537,7 @@ class EventLog:
 
     def body_of(self, origin: str, key: str) -> bytes | None:
         """The canonical body bytes of `origin`'s event under `key`, if any."""
-        oid = self._origin_ids.get(origin)
+        oid = self._known(origin)
         if oid is None:
             return None
         found = self.conn.execute(
