@@ -141,8 +141,9 @@ def test_the_api_checks_a_decisions_parts_as_join_lean_does(tmp_path: Path) -> N
 
 
 def _hostile_decisions_log(tmp_path: Path) -> EventLog:
-    """val-A decides epochs 3..13; its epoch 12 lists a digest its part does not hash to, and
-    its epoch 13 (the newest) has parts that hash right but do not reproduce its aggregates_hash."""
+    """val-A decides epochs 3..13; its epoch 10 names a part it never appended, its epoch 12
+    lists a digest its part does not hash to, and its epoch 13 (the newest) has parts that hash
+    right but do not reproduce its aggregates_hash."""
     from leoma.log.eventlog import Draft
     from projections.epoch import EpochFold
 
@@ -153,6 +154,8 @@ def _hostile_decisions_log(tmp_path: Path) -> EventLog:
         seen = log.last_seq()
         decision = fold.decide(epoch, epoch * LENGTH, NETUID, DEFAULT, log.frontier(until_seq=seen))
         small, parts = decisions.split(decision)
+        if epoch == 10:
+            small = msgspec.structs.replace(small, details=(*small.details, "0" * 64))
         if epoch == 12:
             first = parts[0]
             parts = (msgspec.structs.replace(first, aggregates=tuple(reversed(first.aggregates))), *parts[1:])
@@ -168,23 +171,26 @@ def _hostile_decisions_log(tmp_path: Path) -> EventLog:
 
 
 def test_a_decision_whose_detail_does_not_check_out_is_never_shown(tmp_path: Path) -> None:
-    """Folding checks each part against the digest its decision lists; the detail is read back
-    by key where it is served, and a decision it does not join is dropped there."""
+    """Folding counts a decision's parts; its detail is read back by key where it is served and
+    checked as `join` checks it, and a decision whose detail does not join is dropped there."""
     from leoma.api.state import _lead_only
 
     api_log = _hostile_decisions_log(tmp_path)
     state = ApiState(api_log, own="api", consensus=DEFAULT)
     state.refresh()
-    # Epoch 12's altered part is refused as the decision is folded: it is not in the history.
-    assert [d[3].epoch for d in state.decisions["val-A"]] == [*range(3, 12), 13]
-    # Epoch 13 hashes right but does not join: asked for, the newest is epoch 11, whole.
+    # Epoch 10 names a part the log does not hold: it is refused as it is folded. The agreement
+    # strip reads the other decisions' small bodies (signed winner and weights) as they are.
+    assert [d[3].epoch for d in state.decisions["val-A"]] == [*range(3, 10), 11, 12, 13]
+    # Epoch 13 hashes right but does not join, nor does epoch 12's altered part: asked for, the
+    # newest is epoch 11, whole, and the two leave the history.
     newest = state.latest_decision("val-A")
     recorded = decisions.find(api_log, 11, origin="val-A")
     assert newest is not None and recorded is not None and newest[3] == recorded.body
     assert newest[3].aggregates and newest[3].aggregates[0].rates
+    assert [d[3].epoch for d in state.decisions["val-A"]] == [*range(3, 10), 11]
     # The lead history reads each kept decision's winner and runner-up from its detail.
     leads = state.lead_decisions("val-A")
-    assert [d[3].epoch for d in leads] == list(range(3, 12))
+    assert [d[3].epoch for d in leads] == [*range(3, 10), 11]
     for _, _, _, lead in leads:
         whole = decisions.find(api_log, lead.epoch, origin="val-A")
         assert whole is not None and lead == _lead_only(whole.body) and lead.aggregates
@@ -193,10 +199,10 @@ def test_a_decision_whose_detail_does_not_check_out_is_never_shown(tmp_path: Pat
 
 
 def test_the_lead_history_drops_a_decision_whose_detail_does_not_join(tmp_path: Path) -> None:
-    """Asked for before the newest decision is, the lead history drops epoch 13 on its own."""
+    """Asked for before the newest decision is, the lead history drops epochs 12 and 13 on its own."""
     api_log = _hostile_decisions_log(tmp_path)
     state = ApiState(api_log, own="api", consensus=DEFAULT)
     state.refresh()
-    assert [d[3].epoch for d in state.lead_decisions("val-A")] == list(range(3, 12))
-    assert [d[3].epoch for d in state.decisions["val-A"]] == list(range(3, 12))
+    assert [d[3].epoch for d in state.lead_decisions("val-A")] == [*range(3, 10), 11]
+    assert [d[3].epoch for d in state.decisions["val-A"]] == [*range(3, 10), 11]
     api_log.close()

@@ -19,18 +19,19 @@ decision whole and a short history (`keep_decisions`, stripped to what the lead 
 the shared task claims and verdicts, and each validator's miner observations, are pruned below
 what the oldest validator's next decision can read (the lookback floor of its newest recorded
 epoch). A decision arrives as `epoch_detail` parts followed by its small `epoch_scored`
-(`leoma.log.decisions`). Folding a decision checks that its parts are there and hash to the
-digests it lists (so a decision with a missing or altered part is never shown) and keeps only
-those digests; the detail itself is read back from the log, by key, where it is served: the
-newest decision whole when it is first asked for (`latest_decision`), and a history entry's
-winner and runner-up when the reference's lead history is (`lead_decisions`). A cold start
-thus reads each decision's detail once, to hash it, instead of decoding every aggregate of
-every decision in the log.
+(`leoma.log.decisions`). Folding a decision counts its parts (one missing: the decision is not
+shown) and keeps its small body; the agreement strip reads no more (the winner and weights are
+the small body's, which the validator signed). The detail is read back from the log, by key,
+where it is served, and checked there as `join` checks it (each part against the digest the
+decision lists, then the aggregates hash): the newest decision whole when it is first asked for
+(`latest_decision`), and a history entry's winner and runner-up when the reference's lead
+history is (`lead_decisions`). A decision whose detail does not check out leaves the history
+there. A cold start thus reads each decision's detail bytes and no more, instead of hashing and
+decoding every aggregate of every decision in the log.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from fractions import Fraction
 from typing import Any
@@ -222,8 +223,8 @@ class ApiState:
         self.holds: dict[int, dict[str, EpochHeld]] = {}
         """Per epoch, the validators that held instead of deciding (anchored rule), with why."""
         self._latest: dict[str, tuple[int, int, int, EpochScored]] = {}
-        self._parts: dict[tuple[str, int], list[str]] = {}
-        """The sha256 of each detail part folded, by origin and epoch, until its decision is."""
+        self._parts: dict[tuple[str, int], int] = {}
+        """How many detail parts were folded, by origin and epoch, until their decision is."""
         self._unjoined: set[str] = set()
         """Validators whose newest decision is held as its small body (joined when asked for)."""
         self._read_leads: dict[str, set[int]] = {}
@@ -410,9 +411,8 @@ class ApiState:
         elif kind in OWN_KINDS:
             self._fold_for(row.origin).apply(row)
         if kind == "epoch_detail":
-            epoch_of = int(row.key.split("/")[1]) if row.key.startswith("epoch/") else -1
-            data = row.body.encode() if isinstance(row.body, str) else bytes(row.body)
-            self._parts.setdefault((row.origin, epoch_of), []).append(hashlib.sha256(data).hexdigest())
+            part_of = (row.origin, int(row.key.split("/")[1]) if row.key.startswith("epoch/") else -1)
+            self._parts[part_of] = self._parts.get(part_of, 0) + 1
             return
         if kind in ("anchor_committed", "epoch_held"):
             self._apply_anchor(row.origin, decode_body(row.body, row.v))
@@ -448,9 +448,8 @@ class ApiState:
             if self.metagraph is None or (row.block, row.origin_seq) > self.metagraph[:2]:
                 self.metagraph = (row.block, row.origin_seq, body)
         elif isinstance(body, EpochScored):
-            digests = self._parts.pop((row.origin, body.epoch), [])
-            if body.details and tuple(digests) != body.details:
-                return  # a part missing or altered: not a decision the API can show
+            if body.details and self._parts.pop((row.origin, body.epoch), 0) != len(body.details):
+                return  # a part missing: not a decision the API can show
             item = (row.block, row.origin_seq, at, body)
             held_decision = self._latest.get(row.origin)
             if held_decision is None or (body.epoch, row.origin_seq) > (held_decision[3].epoch, held_decision[1]):
