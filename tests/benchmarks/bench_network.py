@@ -214,10 +214,11 @@ async def simulate(n_validators: int, miners_n: int, epochs_per_month: int, root
             api.refresh()
             api.decision(me)
             apis.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            rank = CliRunner().invoke(cli, ["get-rank", "--json", "--db", mine.path])
-            ranks.append(time.perf_counter() - t)
-            assert rank.exit_code == 0, rank.output
+            for _ in range(3):  # a few milliseconds each: three a epoch, so a month's median has nine
+                t = time.perf_counter()
+                rank = CliRunner().invoke(cli, ["get-rank", "--json", "--db", mine.path])
+                ranks.append(time.perf_counter() - t)
+                assert rank.exit_code == 0, rank.output
             syncs.append(sync_s)
             idles.append(idle_s)
             steps.append(step_s)
