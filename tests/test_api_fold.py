@@ -181,6 +181,11 @@ def test_a_decision_whose_detail_does_not_check_out_is_never_shown(tmp_path: Pat
     # Epoch 10 names a part the log does not hold: it is refused as it is folded. The agreement
     # strip reads the other decisions' small bodies (signed winner and weights) as they are.
     assert [d[3].epoch for d in state.decisions["val-A"]] == [*range(3, 10), 11, 12, 13]
+    # The agreement views read the newest small body as signed, and no detail.
+    from leoma.api import views
+
+    assert [(r["validator_hotkey"], r["epoch"]) for r in views.epochs(state)["validators"]] == [("val-A", 13)]
+    assert [d[3].epoch for d in state.decisions["val-A"]] == [*range(3, 10), 11, 12, 13]
     # Epoch 13 hashes right but does not join, nor does epoch 12's altered part: asked for, the
     # newest is epoch 11, whole, and the two leave the history.
     newest = state.latest_decision("val-A")

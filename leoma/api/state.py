@@ -20,8 +20,8 @@ the shared task claims and verdicts, and each validator's miner observations, ar
 what the oldest validator's next decision can read (the lookback floor of its newest recorded
 epoch). A decision arrives as `epoch_detail` parts followed by its small `epoch_scored`
 (`leoma.log.decisions`). Folding a decision counts its parts (one missing: the decision is not
-shown) and keeps its small body; the agreement strip reads no more (the winner and weights are
-the small body's, which the validator signed). The detail is read back from the log, by key,
+shown) and keeps its small body; the agreement views read no more (the strip, the epochs and
+the validator cards: `newest_decision`; the winner and weights are the small body's, signed). The detail is read back from the log, by key,
 where it is served, and checked there as `join` checks it (each part against the digest the
 decision lists, then the aggregates hash): the newest decision whole when it is first asked for
 (`latest_decision`), and a history entry's winner and runner-up when the reference's lead
@@ -557,6 +557,12 @@ class ApiState:
             return max(self.decisions, key=lambda o: (max(d[3].epoch for d in self.decisions[o]), _neg(o)))
         candidates = sorted(self.allowlists)
         return candidates[0] if candidates else ""
+
+    def newest_decision(self, origin: str) -> tuple[int, int, int, EpochScored] | None:
+        """A validator's newest `epoch_scored`, as its small body unless it was joined already:
+        what the agreement views read (the signed winner, weights and window). Its detail is not
+        read: that is `latest_decision`."""
+        return self._latest.get(origin)
 
     def latest_decision(self, origin: str) -> tuple[int, int, int, EpochScored] | None:
         """A validator's newest `epoch_scored` (highest epoch, then latest in its chain), whole.

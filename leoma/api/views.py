@@ -367,7 +367,7 @@ def _decision_row(origin: str, item: tuple[int, int, int, EpochScored] | None) -
 
 def epochs(state: ApiState) -> dict[str, Any]:
     """Each validator's newest `epoch_scored` and whether it agrees with the majority of its epoch."""
-    rows = [r for o in sorted(state.decisions) if (r := _decision_row(o, state.latest_decision(o)))]
+    rows = [r for o in sorted(state.decisions) if (r := _decision_row(o, state.newest_decision(o)))]
     newest = max((r["epoch"] for r in rows), default=None)
     votes: dict[tuple[Any, ...], int] = {}
     for r in rows:
@@ -443,7 +443,7 @@ def validator_card(state: ApiState, hotkey: str, dec: Decision | None, order: li
                    "blocks_behind": head - info.last_block if info else None,
                    "last_event_at": iso(info.last_at) if info else None,
                    "lag_seconds": now - info.last_at if info and info.last_at else None},
-        "latest_decision": _decision_row(hotkey, state.latest_decision(hotkey)),
+        "latest_decision": _decision_row(hotkey, state.newest_decision(hotkey)),
     }
 
 
