@@ -190,6 +190,7 @@ async def test_scores_routes(client: httpx.AsyncClient, world: World) -> None:
     assert rank["ranks"][0]["miner_hotkey"] == world.winner and rank["ranks"][0]["rank"] == 1
     fields(rank["ranks"][0], "miner_hotkey uid rank passed_count pass_rate block eligible")
     assert rank["reference"] == world.validators[0] and rank["reproduced"] is True
+    assert rank["short_of_frontier"] == 0 and isinstance(rank["past_frontier"], int)  # it holds all its frontier
     assert {r["validator_hotkey"] for r in rank["ranks"][0]["rates"]} == set(world.validators)
     vals = (await client.get("/scores/validators")).json()
     fields(vals[0], "validator_hotkey total_samples total_passed avg_score pass_rate last_updated")

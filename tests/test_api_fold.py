@@ -211,3 +211,30 @@ def test_the_lead_history_drops_a_decision_whose_detail_does_not_join(tmp_path: 
     assert [d[3].epoch for d in state.lead_decisions("val-A")] == [*range(3, 10), 11]
     assert [d[3].epoch for d in state.decisions["val-A"]] == [*range(3, 10), 11]
     api_log.close()
+
+
+def test_the_api_says_how_far_its_log_is_from_the_recorded_decisions_frontier(tmp_path: Path) -> None:
+    """A difference from a recorded decision can come from events on either side of its frontier:
+    the API counts the events it holds past it and those of it it does not hold yet."""
+    api_log = _log(tmp_path)
+    recorded = decisions.latest(api_log, origin="val-A", detail=False)
+    assert recorded is not None
+    heads = {f.origin: f.origin_seq for f in recorded.body.frontier}
+    assert set(heads) == set(VALS)
+    state = ApiState(api_log, own="api", consensus=DEFAULT)
+    state.refresh()
+    whole = state.decision("val-A")
+    assert whole is not None and whole.reproduced and whole.short_of_frontier == 0
+    # What the validator appended after reading its frontier: the decision's own parts and body.
+    assert whole.past_frontier == len(recorded.body.details) + 1
+    # An API that has not yet imported val-B's last three events of that frontier, nor any of val-C.
+    short_log = EventLog(tmp_path / "short.db", own="api")
+    short_log.import_events([s.event for s in api_log.events() if s.event.origin != "val-C" and (
+        s.event.origin != "val-B" or s.event.origin_seq <= heads["val-B"] - 3)])
+    behind = ApiState(short_log, own="api", consensus=DEFAULT)
+    behind.refresh()
+    lagging = behind.decision("val-A")
+    assert lagging is not None and lagging.short_of_frontier == 3 + heads["val-C"]
+    assert lagging.past_frontier == whole.past_frontier
+    short_log.close()
+    api_log.close()

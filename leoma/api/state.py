@@ -122,6 +122,12 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
 
     `recorded` is that validator's own `epoch_scored` for the same epoch (None if it has not
     published one); `reproduced` says whether winner, weights and window match it.
+
+    The API decides from every event it holds, the validator from those up to its frontier:
+    `past_frontier` counts the events the API folded that the recorded decision did not read,
+    `short_of_frontier` those it read that the API does not hold yet. When either is not 0 a
+    difference may come from those events alone; `leoma replay <epoch>` reads the frontier
+    exactly.
     """
 
     reference: str
@@ -130,6 +136,8 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     decision: EpochScored
     recorded: EpochScored | None = None
     reproduced: bool | None = None
+    past_frontier: int = 0
+    short_of_frontier: int = 0
 
 
 class SampleLog:
@@ -671,11 +679,26 @@ class ApiState:
         except StatePruned:
             decided = self._decide_from_log(ref, epoch, epoch_block, netuid)
         reproduced = None
+        past = short = 0
         if recorded is not None:
             reproduced = (decided.winner, decided.weights, decided.window) == (
                 recorded.winner, recorded.weights, recorded.window)
+            past, short = self._frontier_gap(recorded)
         return Decision(reference=ref, epoch=epoch, epoch_block=epoch_block, decision=decided,
-                        recorded=recorded, reproduced=reproduced)
+                        recorded=recorded, reproduced=reproduced, past_frontier=past, short_of_frontier=short)
+
+    def _frontier_gap(self, recorded: EpochScored) -> tuple[int, int]:
+        """(events the API holds past `recorded`'s frontier, events of it the API does not hold),
+        counted by origin_seq over every origin but the API's own."""
+        read = {f.origin: f.origin_seq for f in recorded.frontier}
+        past = short = 0
+        for origin in sorted(self.origins):
+            if origin == self.own:
+                continue
+            held, upto = self.origins[origin].head_seq, read.pop(origin, 0)
+            past += max(0, held - upto)
+            short += max(0, upto - held)
+        return past, short + sum(read[o] for o in sorted(read) if o != self.own)
 
     def _decide_from_log(self, ref: str, epoch: int, epoch_block: int, netuid: int) -> EpochScored:
         """The rare decision the pruned fold cannot make: folded afresh from the log, then dropped."""

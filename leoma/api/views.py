@@ -95,10 +95,12 @@ def decision_summary(dec: Decision | None) -> dict[str, Any]:
     """Which decision a leaderboard comes from (added fields on several routes)."""
     if dec is None:
         return {"reference": None, "epoch": None, "epoch_block": None, "winner": None, "winner_uid": None,
-                "burn_reason": "no validator data yet", "reproduced": None, "window_start": None, "window_end": None}
+                "burn_reason": "no validator data yet", "reproduced": None, "past_frontier": 0, "short_of_frontier": 0,
+                "window_start": None, "window_end": None}
     d = dec.decision
     return {"reference": dec.reference, "epoch": dec.epoch, "epoch_block": dec.epoch_block, "winner": d.winner or None,
             "winner_uid": d.winner_uid, "burn_reason": d.burn_reason or None, "reproduced": dec.reproduced,
+            "past_frontier": dec.past_frontier, "short_of_frontier": dec.short_of_frontier,
             "window_start": d.window[0] if d.window else None, "window_end": d.window[-1] if d.window else None}
 
 
