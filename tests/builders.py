@@ -13,8 +13,9 @@ the natural ones (`verdict/<task>/<miner>`) unless given.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from leoma.log.eventlog import EventLog, Row
 from leoma.log.events import (
@@ -117,13 +118,16 @@ def rows_of(events: Iterable[Event]) -> list[Row]:
     ]
 
 
-def decided_api_log(b: LogBuilder, tmp_path: Path, epochs: range, *, own: str,
-                    length: int) -> tuple[EventLog, EpochScored]:
+def decided_api_log(b: LogBuilder, tmp_path: Path, epochs: range, *, own: str, length: int,
+                    stored: Callable[[int, EpochScored, tuple[Any, ...]], tuple[EpochScored, tuple[Any, ...]]]
+                    | None = None) -> tuple[EventLog, EpochScored]:
     """`b`'s events as `own`'s log that decides each of `epochs` (warm fold, decisions appended),
     then imported whole into the owner API's log (`tmp_path/api.db`, own `api`); with the last
-    decision as the fold made it."""
+    decision as the fold made it. `stored(epoch, small, parts)`, if given, returns what is
+    appended instead of the decision's split form (a signer's inconsistent decision)."""
     from leoma.log import decisions
     from leoma.log.consensus import DEFAULT
+    from leoma.log.eventlog import Draft
     from projections.epoch import EpochFold
 
     log = b.to_log(tmp_path / "v.db", own=own)
@@ -132,7 +136,12 @@ def decided_api_log(b: LogBuilder, tmp_path: Path, epochs: range, *, own: str,
         fold.apply_many(log.rows(after=seen))
         seen = log.last_seq()
         decision = fold.decide(epoch, epoch * length, NETUID, DEFAULT, log.frontier(until_seq=seen))
-        log.append_many(decisions.drafts(decision, block=epoch * length))
+        if stored is None:
+            log.append_many(decisions.drafts(decision, block=epoch * length))
+        else:
+            small, parts = stored(epoch, *decisions.split(decision))
+            log.append_many([*(Draft(decisions.detail_key(epoch, p.part), epoch * length, p) for p in parts),
+                             Draft(decisions.scored_key(epoch), epoch * length, small)])
     api_log = EventLog(tmp_path / "api.db", own="api")
     api_log.import_events([s.event for s in log.events()])
     log.close()

@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from leoma.api.state import ApiState
+from leoma.errors import LogError
 from leoma.log import decisions
 from leoma.log.consensus import DEFAULT
 from leoma.log.eventlog import EventLog
@@ -144,16 +146,7 @@ def _hostile_decisions_log(tmp_path: Path) -> EventLog:
     """val-A decides epochs 3..13; its epoch 10 names a part it never appended, its epoch 12
     lists a digest its part does not hash to, and its epoch 13 (the newest) has parts that hash
     right but do not reproduce its aggregates_hash."""
-    from leoma.log.eventlog import Draft
-    from projections.epoch import EpochFold
-
-    log = _network(240).to_log(tmp_path / "v.db", own="val-A")
-    seen, fold = 0, EpochFold("val-A")
-    for epoch in range(3, 14):
-        fold.apply_many(log.rows(after=seen))
-        seen = log.last_seq()
-        decision = fold.decide(epoch, epoch * LENGTH, NETUID, DEFAULT, log.frontier(until_seq=seen))
-        small, parts = decisions.split(decision)
+    def stored(epoch, small, parts):  # type: ignore[no-untyped-def]
         if epoch == 10:
             small = msgspec.structs.replace(small, details=(*small.details, "0" * 64))
         if epoch == 12:
@@ -161,13 +154,9 @@ def _hostile_decisions_log(tmp_path: Path) -> EventLog:
             parts = (msgspec.structs.replace(first, aggregates=tuple(reversed(first.aggregates))), *parts[1:])
         if epoch == 13:
             small = msgspec.structs.replace(small, aggregates_hash="0" * 64)
-        block = epoch * LENGTH
-        log.append_many([*(Draft(decisions.detail_key(epoch, p.part), block, p) for p in parts),
-                         Draft(decisions.scored_key(epoch), block, small)])
-    api_log = EventLog(tmp_path / "api.db", own="api")
-    api_log.import_events([s.event for s in log.events()])
-    log.close()
-    return api_log
+        return small, parts
+
+    return decided_api_log(_network(240), tmp_path, range(3, 14), own="val-A", length=LENGTH, stored=stored)[0]
 
 
 def test_a_decision_whose_detail_does_not_check_out_is_never_shown(tmp_path: Path) -> None:
@@ -178,7 +167,15 @@ def test_a_decision_whose_detail_does_not_check_out_is_never_shown(tmp_path: Pat
     api_log = _hostile_decisions_log(tmp_path)
     state = ApiState(api_log, own="api", consensus=DEFAULT)
     state.refresh()
-    # Epoch 10 names a part the log does not hold: it is refused as it is folded. The agreement
+    # Epoch 10 names a part the log does not hold: a read by key says which, and the API refuses
+    # the decision as it is folded.
+    small10 = decisions.find(api_log, 10, origin="val-A", detail=False)
+    assert small10 is not None and len(small10.body.details) == 2
+    parts, missing = decisions.stored_parts(api_log, "val-A", small10.body)
+    assert missing == "epoch/10/detail/1" and [key for key, _ in parts] == ["epoch/10/detail/0"]
+    with pytest.raises(LogError, match="holds epoch 10's decision but not epoch/10/detail/1"):
+        decisions.find(api_log, 10, origin="val-A")
+    # The agreement
     # strip reads the other decisions' small bodies (signed winner and weights) as they are.
     assert [d[3].epoch for d in state.decisions["val-A"]] == [*range(3, 10), 11, 12, 13]
     # The agreement views read the newest small body as signed, and no detail.

@@ -21,8 +21,8 @@ what the oldest validator's next decision can read (the lookback floor of its ne
 epoch). A decision arrives as `epoch_detail` parts followed by its small `epoch_scored`
 (`leoma.log.decisions`). Folding a decision counts its parts (one missing: the decision is not
 shown) and keeps its small body; the agreement views read no more (the strip, the epochs and
-the validator cards: `newest_decision`; the winner and weights are the small body's, signed). The detail is read back from the log, by key,
-where it is served, and checked there as `join` checks it (each part against the digest the
+the validator cards: `newest_decision`; the winner and weights are the small body's, signed).
+The detail is read back from the log, by key, where it is served, and checked there as `join` checks it (each part against the digest the
 decision lists, then the aggregates hash): the newest decision whole when it is first asked for
 (`latest_decision`), and a history entry's winner and runner-up when the reference's lead
 history is (`lead_decisions`). A decision whose detail does not check out leaves the history
@@ -40,7 +40,7 @@ import msgspec
 
 from leoma.errors import LogError
 from leoma.log.consensus import Consensus
-from leoma.log.decisions import checked_heads, detail_key, head_aggregate, join, join_lean, scored_key
+from leoma.log.decisions import checked_heads, find, head_aggregate, join, join_lean, stored_parts
 from leoma.log.eventlog import EventLog, Row, bulk_fold
 from leoma.log.events import (
     VERSIONS,
@@ -290,6 +290,15 @@ class ApiState:
         info = OriginInfo(origin="")
         events = head_seq = last_block = last_at = 0
         split_header = self.log.split_header
+
+        def name_of(oid: int) -> str:
+            """The origin's hotkey (one string object per hotkey); read again on a new origin."""
+            name = names.get(oid)
+            if name is None:
+                names.update(self.log.origin_names())
+                name = names[oid]
+            return interned.setdefault(name, name)
+
         for seq, oid, oseq, block, body, at, header in self.log.bulk_marked_rows("verdict_recorded", current,
                                                                                   after=self.last_seq):
             n += 1
@@ -297,15 +306,11 @@ class ApiState:
                 if events:
                     _count(info, events, head_seq, last_block, last_at)
                     events = 0
-                name = names.get(oid)
-                if name is None:
-                    names = self.log.origin_names()
-                    name = names[oid]
-                run_oid, run_bulk = oid, name != own
-                run_name = interned.setdefault(name, name)
-                run_info = origins.get(name)
+                run_name = name_of(oid)
+                run_oid, run_bulk = oid, run_name != own
+                run_info = origins.get(run_name)
                 if run_info is None:
-                    run_info = origins[name] = OriginInfo(origin=name)
+                    run_info = origins[run_name] = OriginInfo(origin=run_name)
                 info = run_info
                 head_seq, last_block, last_at = info.head_seq, info.last_block, info.last_at
             if header is None and run_bulk:
@@ -340,11 +345,7 @@ class ApiState:
                 samples.total += skipped
                 skipped = 0
                 key, kind, v = self.log.row_header(seq) if header is None else split_header(header)
-                name = names.get(oid)
-                if name is None:
-                    names = self.log.origin_names()
-                    name = names[oid]
-                self.apply(seq, at, Row(seq, interned.setdefault(name, name), oseq, key, kind, v, block, body))
+                self.apply(seq, at, Row(seq, name_of(oid), oseq, key, kind, v, block, body))
                 last = self.last_seq
                 run_oid = None  # `apply` may have added the origin's info
             if n % 50_000 == 0:
@@ -590,26 +591,18 @@ class ApiState:
             del self._latest[origin]
             if history:
                 block, seq, at, stripped = max(history, key=lambda d: (d[3].epoch, d[1]))
-                row = self.log.row_of(origin, scored_key(stripped.epoch))
-                if row is None or row.origin_seq != seq:
+                found = find(self.log, stripped.epoch, origin=origin, detail=False)
+                if found is None or found.origin_seq != seq:
                     break
-                newer = decode_body(row.body, row.v)
-                assert isinstance(newer, EpochScored)
-                self._latest[origin] = (block, seq, at, newer)
-                if newer.details:
+                self._latest[origin] = (block, seq, at, found.body)
+                if found.body.details:
                     self._unjoined.add(origin)
         return self._latest.get(origin)
 
     def _detail_parts(self, origin: str, small: EpochScored) -> list[tuple[str, bytes]] | None:
-        """The stored `(key, body)` of each of a decision's detail parts, read from the log by key."""
-        parts = []
-        for i in range(len(small.details)):
-            key = detail_key(small.epoch, i)
-            data = self.log.body_of(origin, key)
-            if data is None:
-                return None
-            parts.append((key, data))
-        return parts
+        """Each of a decision's detail parts as stored (`decisions.stored_parts`); None if one is missing."""
+        parts, missing = stored_parts(self.log, origin, small)
+        return None if missing else parts
 
     def _joined(self, origin: str, small: EpochScored) -> EpochScored | None:
         """The decision with its aggregates: `join`ed, else read lean (the parts check out but a

@@ -30,7 +30,7 @@ from leoma.errors import LogError
 from leoma.log.events import MAX_BODY_BYTES, EpochDetailRecorded, EpochScored, MinerAggregate, decode_body
 
 __all__ = ["Recorded", "split", "join", "join_lean", "checked_raws", "checked_heads", "head_aggregate", "aggregate",
-           "aggregates_hash", "drafts", "find", "latest", "recorded", "detail_key", "scored_key", "load"]
+           "aggregates_hash", "drafts", "find", "latest", "recorded", "detail_key", "scored_key", "load", "stored_parts"]
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 _SLACK: Final = 256
@@ -234,6 +234,19 @@ def drafts(decision: EpochScored, *, block: int) -> list[Any]:
 # -- reading -----------------------------------------------------------------------------------
 
 
+def stored_parts(log: Any, origin: str, small: EpochScored) -> tuple[list[tuple[str, bytes]], str]:
+    """The `(key, body bytes)` of each detail part `small` names, read from `origin`'s chain by
+    key, up to the first missing one; with that one's key ("" when all are there)."""
+    parts: list[tuple[str, bytes]] = []
+    for i in range(len(small.details)):
+        key = detail_key(small.epoch, i)
+        data = log.body_of(origin, key)
+        if data is None:
+            return parts, key
+        parts.append((key, data))
+    return parts, ""
+
+
 def load(log: Any, origin: str, seq: int, block: int, v: int, body: bytes | str, *,
          detail: bool | str = True) -> Recorded:
     """A stored `epoch_scored` row as a `Recorded`, its parts read by key (when `detail`;
@@ -241,13 +254,9 @@ def load(log: Any, origin: str, seq: int, block: int, v: int, body: bytes | str,
     small = decode_body(body, v)
     assert isinstance(small, EpochScored)
     if detail and small.details:
-        parts = []
-        for i in range(len(small.details)):
-            key = detail_key(small.epoch, i)
-            data = log.body_of(origin, key)
-            if data is None:
-                raise LogError(f"{origin[:12]}…'s log holds epoch {small.epoch}'s decision but not {key}")
-            parts.append((key, data))
+        parts, missing = stored_parts(log, origin, small)
+        if missing:
+            raise LogError(f"{origin[:12]}…'s log holds epoch {small.epoch}'s decision but not {missing}")
         if detail == "lean":
             lean = join_lean(small, parts)
             if lean is not None:
